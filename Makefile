@@ -1,0 +1,89 @@
+# django_websocket
+#
+#   make demo   set everything up, then serve the demo on http://127.0.0.1:8000
+#   make test   set everything up, then lint, `manage.py check` and the test suite
+#
+# Both do all their own setup on a fresh Debian machine and are quick when already set up:
+#   - system packages redis-server, nginx, chromium (scripts/system-deps.sh; installs them as
+#     root, otherwise prints the `sudo apt-get install ...` line to run);
+#   - a virtualenv in .venv (python3.11, else python3) with `pip install -r requirements.txt -e .`,
+#     redone only when requirements.txt or setup.cfg change.
+#
+# Not advertised, but handy: make lint, make bench, make autobahn, make clean.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SETTINGS := test_project.settings
+MANAGE := $(PY) test_project/manage.py
+RUFF_PATHS := django_websocket tests test_project bench
+HOST := 127.0.0.1
+PORT := 8000
+PYTEST_ARGS ?=
+
+# Never let anything fetch Playwright's own browsers: the tests use /usr/bin/chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+.PHONY: help demo test setup sysdeps lint check bench autobahn clean
+
+help:
+	@echo "make demo   set up, then serve the demo on http://$(HOST):$(PORT) (login demo / demo)"
+	@echo "make test   set up, then ruff, manage.py check and pytest"
+
+# ---------------------------------------------------------------- setup
+
+sysdeps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): requirements.txt setup.cfg | sysdeps
+	@bash scripts/venv.sh $(VENV)
+	@touch $@
+
+setup: sysdeps $(STAMP)
+
+# ---------------------------------------------------------------- test
+
+lint: setup
+	$(VENV)/bin/ruff check $(RUFF_PATHS)
+
+check: setup
+	DJANGO_SETTINGS_MODULE=$(SETTINGS) $(PY) -m django check
+
+test: lint check
+	$(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- demo
+
+demo: setup
+	$(MANAGE) migrate --noinput
+	@if $(MANAGE) help demo_user >/dev/null 2>&1; then \
+		echo "$(MANAGE) demo_user"; $(MANAGE) demo_user; \
+	else \
+		echo "note: no demo_user management command yet; skipping the demo login"; \
+	fi
+	@echo
+	@echo "    Demo: http://$(HOST):$(PORT)/    (login: demo / demo; Ctrl-C to stop)"
+	@echo
+	exec $(VENV)/bin/gunicorn -k django_websocket.workers.GeventWebSocketWorker \
+		test_project.wsgi:application -b $(HOST):$(PORT) --access-logfile -
+
+# ---------------------------------------------------------------- extras
+
+bench: setup
+	@if [ -f bench/run.py ]; then \
+		$(PY) bench/run.py; \
+	else \
+		echo "no bench/run.py yet"; exit 1; \
+	fi
+
+# Autobahn|Testsuite conformance run against the echo endpoint; report in autobahn-report/.
+autobahn: setup
+	@bash scripts/autobahn.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache autobahn-report .run
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

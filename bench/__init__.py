@@ -1,0 +1,1 @@
+"""Benchmarks: our stack against bare gevent-websocket, in the same run (see README.md)."""

@@ -1,0 +1,611 @@
+"""Our stack against bare gevent-websocket, measured in the same run: ``python bench/run.py``.
+
+The machines are noisy (2 shared vCPUs), so absolute figures drift from run to run; what this
+prints is meant to be read as ratios. Each server gets one gunicorn worker pinned to CPU 0, the
+load generator (``loadgen.py``, a separate process) is pinned to CPU 1, and each scenario is run
+against every server back to back, in alternating order from round to round. The ratio printed
+is the median of the per-round ratios ours/reference, so drift between rounds cancels.
+
+Servers:
+
+* reference — ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker bench.bare_echo:app``
+* ours      — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``
+* ceiling   — ``bench/ceiling_echo.py``, a trivial epoll echo: what the load generator can reach
+
+Exit status: 0 if every scenario ran cleanly, 1 if any errored, 2 if a server could not start.
+Performance is reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+from bench import loadgen  # noqa: E402
+
+PY = sys.executable
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+BOOTED = re.compile(r"Booting worker with pid: (\d+)")
+SERVER_CPU, LOADGEN_CPU = 0, 1
+NOISY = 0.2  # other processes' share of the server's CPU above which a run is flagged
+STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+OUR_WORKER = "django_websocket.workers.GeventWebSocketWorker"
+GUNICORN = [
+    PY,
+    "-m",
+    "gunicorn",
+    "-b",
+    "127.0.0.1:0",
+    "-w",
+    "1",
+    "--error-logfile",
+    "-",
+    "--log-level",
+    "info",
+    "--graceful-timeout",
+    "3",
+    "--no-control-socket",
+]
+# No --access-logfile: nothing is written per request or per message during the runs.
+
+
+# ---------------------------------------------------------------------------------------------------
+# servers
+
+
+@dataclass
+class Stack:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Server:
+    stack: Stack
+    process: subprocess.Popen
+    port: int
+    worker_pid: int
+    log: collections.deque
+
+    def tail(self, lines: int = 30) -> str:
+        return "".join(list(self.log)[-lines:])
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    """``taskset -c CPU argv`` when there is a CPU to pin to, else *argv* unchanged."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > max(SERVER_CPU, LOADGEN_CPU):
+        return ["taskset", "-c", str(cpu), *argv]
+    return argv
+
+
+@contextlib.contextmanager
+def serve(stack: Stack, startup_timeout: float = 30.0) -> Iterator[Server]:
+    """Start *stack* on 127.0.0.1:0 pinned to CPU 0; its process group is killed on exit, always."""
+    env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
+    env.update(stack.env, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        pinned(SERVER_CPU, stack.argv),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
+    log: collections.deque = collections.deque(maxlen=2000)
+    found: dict[str, int] = {}
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in iter(process.stdout.readline, ""):
+            log.append(line)
+            for key, pattern in (("port", LISTENING), ("pid", BOOTED)):
+                match = pattern.search(line)
+                if match and key not in found:
+                    found[key] = int(match.group(1))
+            if len(found) == 2:
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        ready.wait(startup_timeout)
+        if len(found) < 2:
+            raise RuntimeError(f"{stack.name} did not start:\n" + "".join(log))
+        yield Server(stack, process, found["port"], found["pid"], log)
+    finally:
+        stop(process)
+        reader.join(timeout=5)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+def stacks(args, env: dict[str, str]) -> list[Stack]:
+    reference = Stack("reference", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
+    if args.stand_in:
+        # For developing the harness before our worker exists: the reference again, under another name.
+        ours = Stack("ours", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
+    else:
+        ours = Stack("ours", [*GUNICORN, "-k", OUR_WORKER, "test_project.wsgi:websocket"], env)
+    found = [reference, ours]
+    if not args.no_ceiling:
+        found.append(Stack("ceiling", [PY, str(ROOT / "bench" / "ceiling_echo.py")]))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# scenarios
+
+
+@dataclass
+class Scenario:
+    title: str
+    kind: str  # a loadgen.py scenario
+    args: list[str]
+    figures: list[tuple[str, str]]  # (label, key in loadgen's JSON, dotted for nested)
+    paths: dict[str, str] = field(default_factory=dict)  # per stack; "/echo/" when absent
+    headers: list[str] = field(default_factory=list)  # sent to "ours" only
+    stacks: tuple[str, ...] = ("reference", "ours", "ceiling")
+    echo_probe: bool = True
+
+
+def scenarios(args) -> list[Scenario]:
+    found = [
+        Scenario(
+            "echo, 1 conn, window 1",
+            "echo",
+            ["--connections", "1", "--window", "1"],
+            [
+                ("msgs/s", "rate"),
+                ("RTT p50 ms", "p50_ms"),
+                ("RTT p99 ms", "p99_ms"),
+                ("server µs/msg", "server_us_per_msg"),
+                ("loadgen CPU", "loadgen_cpu"),
+                ("others on CPU 0", "server_cpu_other_load"),
+            ],
+        ),
+        Scenario(
+            f"echo, {args.connections} conns, window {args.window}",
+            "echo",
+            ["--connections", str(args.connections), "--window", str(args.window)],
+            [
+                ("msgs/s", "rate"),
+                ("RTT p50 ms", "p50_ms"),
+                ("RTT p99 ms", "p99_ms"),
+                ("server µs/msg", "server_us_per_msg"),
+                ("loadgen CPU", "loadgen_cpu"),
+                ("others on CPU 0", "server_cpu_other_load"),
+            ],
+        ),
+        Scenario(
+            f"handshakes, {args.concurrency} loops",
+            "handshake",
+            ["--concurrency", str(args.concurrency)],
+            [
+                ("handshakes/s", "rate"),
+                ("open p50 ms", "open.p50_ms"),
+                ("open p99 ms", "open.p99_ms"),
+                ("server µs/hs", "server_us_per_handshake"),
+                ("loadgen CPU", "loadgen_cpu"),
+                ("others on CPU 0", "server_cpu_other_load"),
+            ],
+        ),
+    ]
+    if args.session:
+        found.append(
+            Scenario(
+                f"handshakes + session, {args.concurrency} loops",
+                "handshake",
+                ["--concurrency", str(args.concurrency)],
+                [
+                    ("handshakes/s", "rate"),
+                    ("open p50 ms", "open.p50_ms"),
+                    ("open p99 ms", "open.p99_ms"),
+                    ("server µs/hs", "server_us_per_handshake"),
+                    ("others on CPU 0", "server_cpu_other_load"),
+                ],
+                paths={"ours": "/whoami/"},
+                headers=[f"Cookie: sessionid={args.session}"],
+                stacks=("reference", "ours"),
+                echo_probe=False,
+            )
+        )
+    return found
+
+
+SESSION_SCRIPT = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+user = get_user_model().objects.create_user("bench", password="bench-only")
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print("SESSION", session.session_key)
+"""
+
+
+def make_session(env: dict[str, str]) -> str:
+    """Migrate the throwaway database in *env* and return the key of a logged-in user's session."""
+    manage = [PY, str(ROOT / "test_project" / "manage.py")]
+    full_env = {**os.environ, **env}
+    subprocess.run(
+        [*manage, "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=full_env,
+        check=True,
+        timeout=180,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [*manage, "shell", "-c", SESSION_SCRIPT],
+        cwd=ROOT,
+        env=full_env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return re.search(r"^SESSION (\w+)$", out, re.M).group(1)
+
+
+def cpu_loads(interval: float = 0.5) -> dict[int, float]:
+    """Busy fraction of each CPU over *interval* seconds, from /proc/stat (steal counts as busy)."""
+
+    def sample() -> dict[int, tuple[int, int]]:
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *values = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    ticks = [int(v) for v in values[:8]]
+                    out[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+        return out
+
+    before = sample()
+    time.sleep(interval)
+    after = sample()
+    return {
+        cpu: (after[cpu][0] - before[cpu][0]) / max(1, after[cpu][1] - before[cpu][1])
+        for cpu in before.keys() & after.keys()
+    }
+
+
+def wait_for_quiet(threshold: float, max_wait: float) -> float:
+    """Wait (up to *max_wait* s) until no CPU is busier than *threshold*; return the last peak load.
+
+    The machine is shared: another engineer's test suite on the server's CPU would be measured
+    as our slowness. Our own servers are idle between runs, so any load seen here is someone else's.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        try:
+            peak = max(cpu_loads().values(), default=0.0)
+        except OSError:
+            return 0.0
+        if peak <= threshold or time.monotonic() >= deadline:
+            return peak
+
+
+def run_one(server: Server, scenario: Scenario, args) -> dict:
+    """One loadgen.py run (pinned to CPU 1) against *server*; returns its JSON, errors included."""
+    name = server.stack.name
+    argv = [
+        PY,
+        str(ROOT / "bench" / "loadgen.py"),
+        scenario.kind,
+        "--port",
+        str(server.port),
+        "--path",
+        scenario.paths.get(name, "/echo/"),
+        "--warmup",
+        str(args.warmup),
+        "--duration",
+        str(args.duration),
+        "--server-pid",
+        str(server.worker_pid),
+        "--server-cpu",
+        str(SERVER_CPU if pinned(SERVER_CPU, []) else -1),
+        "--json",
+        *scenario.args,
+    ]
+    for header in scenario.headers if name == "ours" else ():
+        argv += ["--header", header]
+    try:
+        done = subprocess.run(
+            pinned(LOADGEN_CPU, argv),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=args.warmup + args.duration + 60,
+        )
+    except subprocess.TimeoutExpired:
+        return {"errors": {"loadgen timed out": 1}}
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        result = {"errors": {f"loadgen exited {done.returncode}: {done.stderr.strip()[-500:]}": 1}}
+    if server.process.poll() is not None:
+        result.setdefault("errors", {})[f"{name} server exited:\n{server.tail()}"] = 1
+    return result
+
+
+def figure(result: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(result, dict) or part not in result:
+            return None
+        result = result[part]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def table(scenarios_: list[Scenario], results: dict) -> str:
+    """scenario | figure | reference | ours | ours/ref | ceiling: medians over rounds, ratio of pairs."""
+    rows = [("scenario", "figure", "reference", "ours", "ours/ref", "ceiling")]
+    for sc in scenarios_:
+        for i, (label, key) in enumerate(sc.figures):
+            per = {name: [figure(r, key) for r in results[sc.title].get(name, [])] for name in sc.stacks}
+            med = {name: (statistics.median(v) if v and None not in v else None) for name, v in per.items()}
+            pairs = [
+                o / r for r, o in zip(per["reference"], per["ours"], strict=False) if r and o is not None
+            ]
+            ratio = statistics.median(pairs) if pairs and len(pairs) == len(per["reference"]) else None
+            if key in ("loadgen_cpu", "server_cpu_other_load"):
+                cells = [f"{v:.0%}" if v is not None else "—" for v in (med["reference"], med["ours"])]
+                ratio_cell, ceiling = "", med.get("ceiling")
+                ceiling_cell = f"{ceiling:.0%}" if ceiling is not None else ""
+            else:
+                cells = [fmt(med["reference"]), fmt(med["ours"])]
+                ratio_cell = f"{ratio:.2f}" if ratio is not None else "—"
+                ceiling_cell = fmt(med.get("ceiling")) if "ceiling" in med else ""
+            rows.append((sc.title if i == 0 else "", label, *cells, ratio_cell, ceiling_cell))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(w) if c < 2 else cell.rjust(w)
+                for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    names = ["gevent", "greenlet", "gunicorn", "gevent-websocket", "websockets", "Django"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return f"python {platform.python_version()}, " + ", ".join(found)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one round of 2 s after 0.5 s warm-up")
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 5)")
+    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 1)")
+    parser.add_argument("--rounds", type=int, help="runs per scenario and server (default 3)")
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=20, help="parallel handshake loops")
+    parser.add_argument(
+        "--no-session",
+        action="store_true",
+        help="skip the handshake scenario with a logged-in session (/whoami/)",
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the generator's ceiling server")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="serve the bare app as 'ours' too (to test this harness without our worker)",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.15,
+        help="before each run, wait until no CPU is busier than this (default 0.15)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="longest wait for quiet CPUs before each run, s (default 20; 5 quick)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write every raw result to FILE")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.duration = args.duration or (2.0 if quick else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
+    args.rounds = args.rounds or (1 if quick else 3)
+    args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (5.0 if quick else 20.0)
+    if not (
+        0 < args.duration <= 300
+        and 0 <= args.warmup <= 60
+        and 1 <= args.rounds <= 20
+        and 0 <= args.quiet_wait <= 600
+    ):
+        parser.error("need 0 < duration <= 300, 0 <= warmup <= 60, 1 <= rounds <= 20, 0 <= quiet-wait <= 600")
+    if not (1 <= args.connections <= 900 and 1 <= args.window <= 1000 and 1 <= args.concurrency <= 500):
+        parser.error("need 1 <= connections <= 900, 1 <= window <= 1000, 1 <= concurrency <= 500")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # keep stdout and the stderr progress lines in order
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {LOADGEN_CPU})  # keep this process and its log pumps off the server's CPU
+    print(f"$ {shlex.join([PY, *sys.argv])}")
+    print(versions())
+    print(
+        f"{platform.platform()}, {os.cpu_count()} CPUs; servers on CPU {SERVER_CPU}, "
+        f"loadgen on CPU {LOADGEN_CPU}; {args.rounds} round(s) of {args.warmup:g} s warm-up + "
+        f"{args.duration:g} s per server and scenario\n"
+    )
+    if not args.stand_in:
+        missing = [
+            p for p in ("django_websocket/workers.py", "test_project/wsgi.py") if not (ROOT / p).exists()
+        ]
+        if missing:
+            print(
+                f"our stack is not there yet ({', '.join(missing)} missing); try --stand-in", file=sys.stderr
+            )
+            return 2
+
+    with (
+        tempfile.TemporaryDirectory(prefix="django-websocket-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        # A throwaway database: the bench never touches the project's db.sqlite3.
+        django_env = {
+            "DJANGO_SETTINGS_MODULE": "test_project.settings",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_DB_PATH": str(Path(tmp) / "bench.sqlite3"),
+        }
+        args.session = None
+        if not args.no_session and not args.stand_in:
+            try:
+                args.session = make_session(django_env)
+            except (subprocess.SubprocessError, AttributeError) as exc:
+                print(f"session scenario skipped: could not create a session ({exc})", file=sys.stderr)
+        servers: dict[str, Server] = {}
+        try:
+            for st in stacks(args, django_env):
+                servers[st.name] = stack.enter_context(serve(st))
+                print(
+                    f"{st.name:9} port {servers[st.name].port}, worker pid {servers[st.name].worker_pid}:"
+                    f" {shlex.join(pinned(SERVER_CPU, st.argv))}"
+                )
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        plan = scenarios(args)
+        for sc in plan:
+            for name in sc.stacks:
+                if name not in servers:
+                    continue
+                headers = sc.headers if name == "ours" else []
+                try:
+                    loadgen.probe(
+                        servers[name].port,
+                        sc.paths.get(name, "/echo/"),
+                        headers,
+                        echo=sc.echo_probe or name not in sc.paths,
+                    )
+                except (loadgen.ScenarioError, OSError) as exc:
+                    print(
+                        f"{name} failed the probe for {sc.title!r}: {exc}\n{servers[name].tail()}",
+                        file=sys.stderr,
+                    )
+                    return 2
+        print()
+        quiet_from = {name: len(server.log) for name, server in servers.items()}
+
+        results: dict[str, dict[str, list]] = {sc.title: collections.defaultdict(list) for sc in plan}
+        errors = []
+        for rnd in range(args.rounds):
+            for sc in plan:
+                order = [n for n in sc.stacks if n in servers]
+                if rnd % 2:
+                    order.reverse()  # alternate who goes first, so slow drift does not favour one side
+                for name in order:
+                    before = wait_for_quiet(args.quiet_threshold, args.quiet_wait)
+                    result = run_one(servers[name], sc, args)
+                    result["cpu_load_before"] = before
+                    results[sc.title][name].append(result)
+                    for err, count in result.get("errors", {}).items():
+                        errors.append(f"round {rnd + 1}, {sc.title}, {name}: {err} (×{count})")
+                    print(
+                        f"  round {rnd + 1}/{args.rounds}  {sc.title:34} {name:9} "
+                        f"{fmt(result.get('rate'))}/s   (others on CPU {SERVER_CPU}: "
+                        f"{result.get('server_cpu_other_load', 0):.0%}; busiest CPU before: {before:.0%})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        for sc in plan:
+            sc.stacks = tuple(n for n in sc.stacks if n in servers)
+        # The runs should leave the logs alone: a line per connection or message would be measured too.
+        chatter = {name: len(server.log) - quiet_from[name] for name, server in servers.items()}
+
+    print()
+    print(table(plan, results))
+    print("\nratio = median over rounds of ours/reference in the same round: above 1 is better for")
+    print("rates, below 1 is better for latencies and µs.  ceiling = the same generator against a")
+    print("trivial epoll echo server (bench/ceiling_echo.py): the generator's own limit.")
+    print(
+        "server log lines written during the runs: "
+        + ", ".join(f"{name} {count}" for name, count in chatter.items())
+    )
+    runs = [r for by_stack in results.values() for rs in by_stack.values() for r in rs]
+    noisy = [r for r in runs if r.get("server_cpu_other_load", 0) > NOISY]
+    if noisy:
+        print(
+            f"{len(noisy)} of {len(runs)} runs had other processes using over {NOISY:.0%} of CPU "
+            f"{SERVER_CPU}: the machine was busy, rerun for cleaner figures."
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": sys.argv, "results": results}, indent=1))
+    if errors:
+        print("\nERRORS:\n  " + "\n  ".join(errors))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""System checks for the ``WEBSOCKET_*`` settings, run by ``manage.py check`` and at startup.
+
+Registered by :class:`django_websocket.apps.DjangoWebsocketConfig` under the tag
+``django_websocket`` (``manage.py check --tag django_websocket``).
+
+======================== ==========================================================
+id                       problem
+======================== ==========================================================
+django_websocket.E001    ``WEBSOCKET_URLCONF`` is not set
+django_websocket.E002    ``WEBSOCKET_URLCONF`` cannot be imported or has no ``urlpatterns``
+django_websocket.E003    ``WEBSOCKET_URLCONF`` is not a string
+django_websocket.E004    ``WEBSOCKET_MAX_MESSAGE_SIZE`` is not a positive integer
+django_websocket.E005    ``WEBSOCKET_ALLOWED_ORIGINS`` is not ``None`` or a list/tuple of
+                         host patterns and origins
+django_websocket.E006    ``WEBSOCKET_ALLOW_MISSING_ORIGIN`` is not a bool
+django_websocket.E007    ``WEBSOCKET_SERVER`` is not ``None`` or ``host``, ``host:port``, ``:port``
+django_websocket.E008    ``WEBSOCKET_CLOSE_TIMEOUT`` is not a positive number of seconds
+django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
+======================== ==========================================================
+
+The websocket URLconf is imported only inside :func:`check_urlconf`, never when
+this module is imported; its patterns then get Django's own URL checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from importlib import import_module
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from django_websocket import conf
+from django_websocket.urls import split_server
+
+TAG = "django_websocket"
+REQUEST_CONTEXT_PROCESSOR = "django.template.context_processors.request"
+DJANGO_TEMPLATES = "django.template.backends.django.DjangoTemplates"
+
+_MISSING = object()
+
+
+def register_checks() -> None:
+    """Register every check of this module; called once from ``AppConfig.ready()``."""
+    for check in (check_urlconf, check_settings, check_templates):
+        register(check, TAG)
+
+
+def _setting(name: str) -> Any:
+    """Return setting *name*, its default, or ``_MISSING`` when it has neither."""
+    try:
+        return conf.get(name)
+    except KeyError:
+        return _MISSING
+
+
+def check_urlconf(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E001-E003: ``WEBSOCKET_URLCONF`` is set, a string, and an importable URLconf."""
+    urlconf = _setting("WEBSOCKET_URLCONF")
+    if urlconf is _MISSING:
+        return [
+            Error(
+                "The WEBSOCKET_URLCONF setting is missing.",
+                hint="Name the URLconf holding your websocket views, "
+                "e.g. WEBSOCKET_URLCONF = 'project.websocket_urls'.",
+                id="django_websocket.E001",
+            )
+        ]
+    if not isinstance(urlconf, str):
+        return [
+            Error(
+                f"The WEBSOCKET_URLCONF setting must be a dotted module path, not {type(urlconf).__name__}.",
+                hint="e.g. WEBSOCKET_URLCONF = 'project.websocket_urls'.",
+                id="django_websocket.E003",
+            )
+        ]
+    try:
+        module = import_module(urlconf)
+    except Exception as exc:  # any error while importing the user's module is worth reporting
+        return [
+            Error(
+                f"The WEBSOCKET_URLCONF setting {urlconf!r} cannot be imported: {type(exc).__name__}: {exc}",
+                id="django_websocket.E002",
+            )
+        ]
+    if not hasattr(module, "urlpatterns"):
+        return [
+            Error(
+                f"The WEBSOCKET_URLCONF setting {urlconf!r} names a module without urlpatterns.",
+                hint="Define urlpatterns = [path(...), ...] in it, as in any URLconf.",
+                id="django_websocket.E002",
+            )
+        ]
+    # Django checks only ROOT_URLCONF; give the websocket patterns the same scrutiny.
+    from django.core.checks.urls import check_resolver
+    from django.urls import get_resolver
+
+    return list(check_resolver(get_resolver(urlconf)))
+
+
+def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004-E008: the other ``WEBSOCKET_*`` settings have the documented types and forms."""
+    errors: list[CheckMessage] = []
+
+    size = conf.get("WEBSOCKET_MAX_MESSAGE_SIZE")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        errors.append(
+            Error(
+                f"The WEBSOCKET_MAX_MESSAGE_SIZE setting must be a positive integer (bytes), not {size!r}.",
+                hint=f"The default is {conf.DEFAULTS['WEBSOCKET_MAX_MESSAGE_SIZE']} (1 MiB).",
+                id="django_websocket.E004",
+            )
+        )
+
+    problem = _origins_problem(conf.get("WEBSOCKET_ALLOWED_ORIGINS"))
+    if problem:
+        errors.append(
+            Error(
+                f"The WEBSOCKET_ALLOWED_ORIGINS setting {problem}.",
+                hint="Use None to follow ALLOWED_HOSTS, or a list of host patterns and origins, "
+                "e.g. ['.example.com', 'https://app.example.net:8443'].",
+                id="django_websocket.E005",
+            )
+        )
+
+    allow_missing = conf.get("WEBSOCKET_ALLOW_MISSING_ORIGIN")
+    if not isinstance(allow_missing, bool):
+        errors.append(
+            Error(
+                f"The WEBSOCKET_ALLOW_MISSING_ORIGIN setting must be True or False, not {allow_missing!r}.",
+                id="django_websocket.E006",
+            )
+        )
+
+    problem = _server_problem(conf.get("WEBSOCKET_SERVER"))
+    if problem:
+        errors.append(
+            Error(
+                f"The WEBSOCKET_SERVER setting is malformed: {problem}.",
+                hint="Use None (the page's own host), 'host', 'host:port' or ':port' "
+                "(the page's host with another port), e.g. 'ws.example.com' or ':8001'.",
+                id="django_websocket.E007",
+            )
+        )
+
+    timeout = conf.get("WEBSOCKET_CLOSE_TIMEOUT")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf  # also rejects NaN
+    ):
+        errors.append(
+            Error(
+                f"The WEBSOCKET_CLOSE_TIMEOUT setting must be a positive number of seconds, not {timeout!r}.",
+                hint=f"The default is {conf.DEFAULTS['WEBSOCKET_CLOSE_TIMEOUT']}.",
+                id="django_websocket.E008",
+            )
+        )
+    return errors
+
+
+def _origins_problem(origins: Any) -> str | None:
+    """Say what is wrong with a ``WEBSOCKET_ALLOWED_ORIGINS`` value, or return ``None``."""
+    if origins is None:
+        return None
+    if not isinstance(origins, list | tuple):
+        return f"must be None, a list or a tuple, not {type(origins).__name__}"
+    for entry in origins:
+        if not isinstance(entry, str) or not entry:
+            return f"must hold non-empty strings only, not {entry!r}"
+        if "://" in entry:
+            # An Origin header is scheme://host[:port] and nothing more, so an entry
+            # with a path (even a trailing slash) would never match one.
+            parts = urlsplit(entry)
+            if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+                return f"entry {entry!r} is not an origin: give scheme://host[:port] with no path"
+    return None
+
+
+def _server_problem(server: Any) -> str | None:
+    """Say what is wrong with a ``WEBSOCKET_SERVER`` value, or return ``None``."""
+    if server is None:
+        return None
+    if not isinstance(server, str):
+        return f"it must be None or a string, not {type(server).__name__}"
+    try:
+        split_server(server)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_templates(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W001: some DjangoTemplates backend puts the request in the context, as the tag needs."""
+    from django.conf import settings
+
+    backends = [backend for backend in settings.TEMPLATES if backend.get("BACKEND") == DJANGO_TEMPLATES]
+    if not backends or any(
+        REQUEST_CONTEXT_PROCESSOR in backend.get("OPTIONS", {}).get("context_processors", ())
+        for backend in backends
+    ):
+        return []
+    return [
+        Warning(
+            f"No DjangoTemplates backend in TEMPLATES has '{REQUEST_CONTEXT_PROCESSOR}' in its "
+            "context_processors, so {% websocket_url %} cannot read the request's host and scheme.",
+            hint=f"Add '{REQUEST_CONTEXT_PROCESSOR}' to TEMPLATES[...]['OPTIONS']['context_processors'].",
+            id="django_websocket.W001",
+        )
+    ]

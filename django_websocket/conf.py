@@ -1,0 +1,62 @@
+"""Every ``WEBSOCKET_*`` setting, its default, and how it is read.
+
+Settings are read when used, never at import time, so ``override_settings``
+works in tests and importing the package never touches ``django.conf``.
+``django_websocket.checks`` validates them through Django's system checks.
+
+============================== ============ =====================================================
+setting                        default      meaning
+============================== ============ =====================================================
+WEBSOCKET_URLCONF              (required)   dotted path of the URLconf holding websocket views
+WEBSOCKET_SERVER               ``None``     host[:port] (or ``:port``) of the websocket server,
+                                            for ``{% websocket_url %}``; ``None``: the page's host
+WEBSOCKET_ALLOWED_ORIGINS      ``None``     origins allowed to open sockets; ``None`` follows
+                                            ``ALLOWED_HOSTS``; entries are host patterns as in
+                                            ``ALLOWED_HOSTS`` (``'.example.com'``, ``'*'``) or
+                                            full origins (``'https://example.com'``)
+WEBSOCKET_ALLOW_MISSING_ORIGIN ``True``     accept handshakes without an ``Origin`` header
+                                            (non-browser clients; browsers always send one)
+WEBSOCKET_MAX_MESSAGE_SIZE     ``1048576``  largest incoming message in bytes; larger: close 1009
+WEBSOCKET_CLOSE_TIMEOUT        ``5.0``      seconds to wait for the peer's close frame
+============================== ============ =====================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The documented defaults. ``WEBSOCKET_URLCONF`` has none: it is required.
+DEFAULTS: dict[str, Any] = {
+    "WEBSOCKET_SERVER": None,
+    "WEBSOCKET_ALLOWED_ORIGINS": None,
+    "WEBSOCKET_ALLOW_MISSING_ORIGIN": True,
+    "WEBSOCKET_MAX_MESSAGE_SIZE": 2**20,
+    "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
+}
+
+
+def get(name: str) -> Any:
+    """Return setting *name* from ``django.conf.settings``, or its documented default.
+
+    Raises ``KeyError`` for a name that is neither set nor in :data:`DEFAULTS`
+    (that is, a missing ``WEBSOCKET_URLCONF``); ``manage.py check`` reports it first.
+    """
+    from django.conf import settings
+
+    try:
+        return getattr(settings, name)
+    except AttributeError:
+        return DEFAULTS[name]
+
+
+def websocket_urlconf() -> str:
+    """Return ``WEBSOCKET_URLCONF``; raise ``ImproperlyConfigured`` when it is not set."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        return get("WEBSOCKET_URLCONF")
+    except (KeyError, AttributeError):
+        raise ImproperlyConfigured(
+            "WEBSOCKET_URLCONF is not set: name the URLconf holding your websocket views, "
+            "e.g. WEBSOCKET_URLCONF = 'project.websocket_urls'."
+        ) from None

@@ -1,0 +1,324 @@
+"""Step 5 of a connection: the websocket object handed to views, after the 101.
+
+Frames are parsed and built by the ``websockets`` library's sans-I/O
+:class:`~websockets.protocol.Protocol` (strict RFC 6455, C-accelerated unmasking,
+size limits checked from the frame header before the payload is read); this
+module only moves bytes between it and a gevent socket.
+
+Invariants:
+
+- one greenlet reads at a time; ``send()`` may be called from any number of
+  greenlets: each frame is written whole under a lock, so frames never interleave;
+- messages that arrived before the peer's close frame are delivered before
+  :class:`ConnectionClosed` is raised;
+- once closed, every ``receive()`` and ``send()`` raises the same
+  :class:`ConnectionClosed`, and the TCP connection is closed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+from websockets.exceptions import ProtocolError
+from websockets.frames import Opcode
+from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
+
+from .exceptions import ConnectionClosed, ConnectionClosedError, connection_closed
+
+logger = logging.getLogger("django_websocket")
+
+
+class _ProtocolLogger(logging.LoggerAdapter):
+    """The protocol's logger: its per-connection INFO lines ("connection closed") go to DEBUG."""
+
+    def info(self, msg: object, *args: object, **kwargs: object) -> None:
+        self.debug(msg, *args, **kwargs)  # type: ignore[arg-type]
+
+
+protocol_logger = _ProtocolLogger(logging.getLogger("django_websocket.protocol"))
+
+
+class ServerProtocol(Protocol):
+    """The server side of ``websockets``' sans-I/O protocol, already OPEN (we did the handshake)."""
+
+    def recv_frame(self, frame: Any) -> None:
+        # RFC 6455 §5.4: control frames may come between fragments, a close frame
+        # included; it ends the connection normally and the partial message is dropped.
+        if frame.opcode is Opcode.CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
+#: How much to read from the socket at once.
+READ_SIZE = 65536
+
+Message = str | bytes
+
+
+class WebSocket:
+    """An accepted websocket connection, as a view sees it.
+
+    ``receive()`` returns ``str`` for a text message and ``bytes`` for a binary one;
+    ``send()`` sends a text frame for ``str`` and a binary frame for bytes.
+    Both raise :class:`~django_websocket.exceptions.ConnectionClosed` once the
+    connection is closed; ``for message in websocket`` ends on a normal closure.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        read: Callable[[int], bytes],
+        *,
+        subprotocol: str | None = None,
+        max_message_size: int | None = 2**20,
+        close_timeout: float = 5.0,
+    ) -> None:
+        """Wrap an upgraded connection.
+
+        *sock* is the connection's socket (used to write and to close); *read(n)*
+        returns up to *n* bytes, ``b""`` at end of stream (it may serve bytes the
+        HTTP parser already buffered). Messages above *max_message_size* bytes
+        close the connection with 1009 before their payload is read.
+        """
+        self.socket = sock
+        self._read = read
+        self.subprotocol = subprotocol
+        self.close_timeout = close_timeout
+        self.protocol = ServerProtocol(
+            Side.SERVER, state=OPEN, max_size=max_message_size, logger=protocol_logger
+        )
+        self._messages: deque[Message] = deque()
+        self._fragments: list[Any] = []
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._read_lock = Semaphore()
+        self._write_lock = Semaphore()
+        self._closed = Event()
+        self._close_exc: ConnectionClosed | None = None
+
+    # Receiving
+
+    def receive(self) -> Message:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises ``ConnectionClosedOK`` after a normal closure (1000, 1001, 1005) and
+        ``ConnectionClosedError`` otherwise (1002 protocol error, 1007 invalid UTF-8,
+        1009 too big, 1006 dropped connection…), with the code and reason.
+        """
+        while not self._messages:
+            self._receive_more()
+        return self._messages.popleft()
+
+    def receive_json(self) -> Any:
+        """Return the next message decoded as JSON; raise ``ValueError`` if it is not JSON."""
+        return json.loads(self.receive())
+
+    def __iter__(self) -> Iterator[Message]:
+        """Yield messages until the connection closes; a normal closure ends the iteration."""
+        from .exceptions import ConnectionClosedOK
+
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosedOK:
+                return
+
+    def _receive_more(self) -> None:
+        """Read from the socket once and queue what it completes; raise when closed."""
+        with self._read_lock:
+            if self._messages:
+                return  # another greenlet read them while we waited
+            if self._close_exc is not None:
+                raise self._closed_error()
+            try:
+                data = self._read(READ_SIZE)
+            except OSError:
+                data = b""
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self._queue_messages(self.protocol.events_received())
+            with self._write_lock:
+                self._flush()
+            if self.protocol.state is not OPEN:
+                self._finish()
+                if self._close_exc is not None and not self._messages:
+                    raise self._closed_error()
+
+    def _queue_messages(self, frames: list) -> None:
+        """Assemble data frames into messages; fail with 1007 on invalid UTF-8."""
+        for frame in frames:
+            opcode = frame.opcode
+            try:
+                if opcode is Opcode.TEXT:
+                    if frame.fin:
+                        self._messages.append(bytes(frame.data).decode())
+                    else:
+                        self._decoder = codecs.getincrementaldecoder("utf-8")()
+                        self._fragments = [self._decoder.decode(frame.data)]
+                elif opcode is Opcode.BINARY:
+                    if frame.fin:
+                        self._messages.append(bytes(frame.data))
+                    else:
+                        self._decoder = None
+                        self._fragments = [bytes(frame.data)]
+                elif opcode is Opcode.CONT:
+                    self._continue_message(frame.data, frame.fin)
+            except UnicodeDecodeError:
+                # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
+                self.protocol.fail(1007, "invalid UTF-8 in text message")
+                return
+
+    def _continue_message(self, data: bytes, fin: bool) -> None:
+        if self._decoder is not None:
+            self._fragments.append(self._decoder.decode(data, final=fin))
+        else:
+            self._fragments.append(bytes(data))
+        if fin:
+            joiner = "" if self._decoder is not None else b""
+            self._messages.append(joiner.join(self._fragments))
+            self._fragments = []
+            self._decoder = None
+
+    # Sending
+
+    def send(self, message: Message) -> None:
+        """Send *message*: a text frame for ``str``, a binary frame for bytes-like.
+
+        Safe to call from several greenlets at once. Raises ``ConnectionClosed``
+        when the connection is closed or closing, ``TypeError`` for other types.
+        """
+        if isinstance(message, str):
+            data = message.encode()
+            text = True
+        elif isinstance(message, bytes | bytearray | memoryview):
+            data = message
+            text = False
+        else:
+            raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
+        with self._write_lock:
+            if self.protocol.state is not OPEN:
+                raise self._closed_error()
+            if text:
+                self.protocol.send_text(data)
+            else:
+                self.protocol.send_binary(data)
+            self._flush()
+
+    def send_json(self, obj: Any) -> None:
+        """Send *obj* as a JSON text message (Django's encoder: dates, decimals, UUIDs)."""
+        from django.core.serializers.json import DjangoJSONEncoder
+
+        self.send(json.dumps(obj, cls=DjangoJSONEncoder, separators=(",", ":")))
+
+    def _flush(self) -> None:
+        """Write what the protocol produced. Caller holds the write lock."""
+        for chunk in self.protocol.data_to_send():
+            try:
+                if chunk is SEND_EOF or not chunk:
+                    self.socket.shutdown(socket.SHUT_WR)
+                else:
+                    self.socket.sendall(chunk)
+            except OSError:
+                # The peer is gone; the next read sees EOF and ends the connection (1006).
+                self._abort()
+                return
+
+    # Closing
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with *code* and *reason* (RFC 6455 §7.4).
+
+        Sends a close frame carrying exactly that code and reason, waits up to
+        ``close_timeout`` seconds for the peer's close frame, then closes the TCP
+        connection. Messages arriving meanwhile are discarded. Idempotent.
+        Raises ``ValueError`` for a code that may not be sent (1005, 1006, <1000…).
+        """
+        with self._write_lock:
+            if self.protocol.state is OPEN:
+                try:
+                    self.protocol.send_close(code, reason)
+                except ProtocolError as exc:
+                    raise ValueError(f"cannot close with code {code}: {exc}") from None
+                self._flush()
+        self._wait_closed()
+
+    def _wait_closed(self) -> None:
+        """Wait for the closing handshake to finish, at most ``close_timeout`` seconds."""
+        if self._closed.is_set():
+            return
+        with gevent.Timeout(self.close_timeout, False):
+            if self._read_lock.locked():
+                # Another greenlet is reading: it will see the peer's close frame.
+                self._closed.wait()
+            else:
+                while True:
+                    try:
+                        self._receive_more()
+                        self._messages.clear()
+                    except ConnectionClosed:
+                        break
+        self._abort()
+
+    def _finish(self) -> None:
+        """The protocol left OPEN: once the closing handshake is over, record why and drop TCP."""
+        protocol = self.protocol
+        if protocol.close_rcvd is None and not protocol.eof_sent and protocol.state is not CLOSED:
+            return  # we sent a close frame; the peer's is still to come
+        if self._close_exc is None:
+            # A failure we detected is reported with the code we sent; otherwise the peer's.
+            failed = protocol.parser_exc is not None or protocol.close_rcvd is None
+            close = protocol.close_sent if failed else protocol.close_rcvd
+            if close is None:
+                self._close_exc = ConnectionClosedError(1006, "connection dropped")
+            else:
+                self._close_exc = connection_closed(close.code, close.reason)
+                if failed:
+                    logger.info("websocket closed with %s: %s", close.code, close.reason)
+        # The server closes the TCP connection first (RFC 6455 §7.1.1).
+        self._abort()
+
+    def _abort(self) -> None:
+        """Close the TCP connection now. Idempotent."""
+        if self._close_exc is None:
+            self._close_exc = ConnectionClosedError(1006, "connection dropped")
+        if not self._closed.is_set():
+            self._closed.set()
+            try:
+                self.socket.close()
+            except OSError:
+                pass
+
+    def _closed_error(self) -> ConnectionClosed:
+        """A fresh exception for the connection's end (re-raising one instance grows its traceback)."""
+        if self._close_exc is not None:
+            return type(self._close_exc)(self._close_exc.code, self._close_exc.reason)
+        sent = self.protocol.close_sent
+        return connection_closed(sent.code, sent.reason) if sent else ConnectionClosedError(1006)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed or closing (no more messages can be sent)."""
+        return self.protocol.state is not OPEN or self._closed.is_set()
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the connection ended with, ``None`` while it is open."""
+        return self._close_exc.code if self._close_exc is not None else None
+
+    def __repr__(self) -> str:
+        state = "open" if not self.closed else f"closed {self.close_code}"
+        return f"<WebSocket {state}>"
+
+
+# ``CLOSED`` is re-exported for callers that inspect ``websocket.protocol.state``.
+__all__ = ["WebSocket", "CLOSED"]

@@ -1,0 +1,234 @@
+"""Steps 1–6 of a connection, through Django's request machinery.
+
+:class:`WebSocketHandler` is a Django WSGI handler for websocket endpoints. For
+each connection it runs, in order::
+
+    validate the handshake  → 400 / 403 (Origin) as plain HTTP
+    MIDDLEWARE + resolve over WEBSOCKET_URLCONF → 302 / 403 / 404 / 426 / 500 as plain HTTP
+    accept                  → 101, only when a @websocket view's marker came back out
+    run the view            → view(request, websocket, *args, **kwargs)
+    close                   → 1000, or 1011 if the view raised (details only in the log)
+
+``request_started`` and ``request_finished`` fire once per connection, and
+``close_old_connections()`` runs after the accept and when the view ends, so a
+long-lived socket does not pin a database connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import PermissionDenied
+from django.core.handlers.wsgi import WSGIHandler, get_script_name
+from django.db import close_old_connections
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import set_script_prefix, set_urlconf
+from django.utils.log import log_response
+
+from . import conf
+from .connection import WebSocket
+from .decorators import HANDSHAKE_ATTRIBUTE
+from .exceptions import ConnectionClosed, HandshakeError
+from .handshake import accept_headers, check_origin, is_upgrade_request, parse_handshake
+from .response import AcceptWebSocket, handshake_refused
+from .server import UPGRADE_ENVIRON_KEY
+from .stock import StockWebSocket
+
+logger = logging.getLogger("django_websocket")
+
+#: What ALLOWED_HOSTS means when it is empty and DEBUG is on (as in ``HttpRequest.get_host``).
+DEBUG_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
+#: Headers of the marker response that must not go out with a 101.
+NOT_ON_UPGRADE = {"content-type", "content-length", "transfer-encoding"}
+
+StartResponse = Callable[..., Any]
+#: environ flag set by ``django_websocket.testing.WebSocketClient``: leave DB connections alone.
+KEEP_DB_CONNECTIONS = "django_websocket.keep_db_connections"
+
+
+class WebSocketHandler(WSGIHandler):
+    """The WSGI application of ``get_wsgi_websocket_application()``.
+
+    Every request is resolved against ``WEBSOCKET_URLCONF``, through the project's
+    ``MIDDLEWARE``. Under the stock gevent-websocket worker (which upgrades before the
+    application runs) refusals become close codes 4000 + the HTTP status.
+    """
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        set_script_prefix(get_script_name(environ))
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        request = self.request_class(environ)
+        response = self.get_response(request)
+        response._handler_class = self.__class__
+        if isinstance(response, AcceptWebSocket):
+            return self.run_websocket(request, response, environ, start_response)
+        if environ.get("wsgi.websocket") is not None:
+            return self.refuse_stock_websocket(response, environ)
+        if response.status_code >= 500 and not response.streaming:
+            # Details of a failure before the accept belong in the server log only.
+            response.content = b"500 Internal Server Error\n"
+            response["Content-Type"] = "text/plain; charset=utf-8"
+            if response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
+        return _send_http(response, start_response)
+
+    def get_response(self, request: HttpRequest) -> HttpResponse:
+        """Run the middleware and the view over ``WEBSOCKET_URLCONF``, after validating the handshake.
+
+        Mirrors ``BaseHandler.get_response`` with the websocket URLconf set for this
+        greenlet (so ``reverse()`` in a websocket view resolves against it) and a
+        malformed or cross-origin handshake refused before the middleware runs.
+        """
+        urlconf = conf.websocket_urlconf()
+        set_urlconf(urlconf)
+        request.urlconf = urlconf
+        response = self.check_handshake(request) or self._middleware_chain(request)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 400:
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        return response
+
+    def check_handshake(self, request: HttpRequest) -> HttpResponse | None:
+        """Return an HTTP refusal for a bad handshake, or ``None`` to let Django decide.
+
+        A valid handshake is attached to the request for ``@websocket`` views; a request
+        without ``Upgrade: websocket`` passes untouched (websocket views answer it 426).
+        """
+        environ = request.environ
+        if not is_upgrade_request(environ):
+            return None
+        try:
+            handshake = parse_handshake(environ)
+            check_origin(handshake.origin, allowed_origins(), conf.get("WEBSOCKET_ALLOW_MISSING_ORIGIN"))
+        except HandshakeError as error:
+            logger.warning(
+                "websocket handshake refused (%s) for %s: %s", error.status, request.path, error.message
+            )
+            return handshake_refused(error.status, error.message, error.headers)
+        setattr(request, HANDSHAKE_ATTRIBUTE, handshake)
+        return None
+
+    def run_websocket(
+        self, request: HttpRequest, accept: AcceptWebSocket, environ: dict, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Accept the handshake, run the view on the socket, close it; return the finished response.
+
+        The returned response's ``close()`` — called by the WSGI server, or here under the
+        stock worker, which never calls it — fires ``request_finished``. Nothing after the
+        101 is written as HTTP.
+        """
+        websocket = self.accept(request, accept, environ)
+        if websocket is None:
+            return _send_http(_no_upgrade_support(request), start_response)
+        # The in-process test client keeps the test's connection, as Django's test Client does.
+        hygiene = close_old_connections if not environ.get(KEEP_DB_CONNECTIONS) else _keep
+        hygiene()
+        try:
+            run_view(request, websocket, accept)
+        finally:
+            hygiene()
+        if isinstance(websocket, StockWebSocket):
+            accept.close()
+            return []
+        return accept
+
+    def accept(self, request: HttpRequest, accept: AcceptWebSocket, environ: dict) -> Any:
+        """Send the 101 and return the websocket, or ``None`` if the server cannot upgrade."""
+        stock = environ.get("wsgi.websocket")
+        if stock is not None:
+            return StockWebSocket(stock, accept.subprotocol)
+        upgrade = environ.get(UPGRADE_ENVIRON_KEY)
+        if upgrade is None:
+            return None
+        handshake = getattr(request, HANDSHAKE_ATTRIBUTE)
+        headers = accept_headers(handshake, accept.subprotocol)
+        headers += [
+            (name, value) for name, value in _response_headers(accept) if name.lower() not in NOT_ON_UPGRADE
+        ]
+        sock, read = upgrade(headers)
+        return WebSocket(
+            sock,
+            read,
+            subprotocol=accept.subprotocol,
+            max_message_size=conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"),
+            close_timeout=conf.get("WEBSOCKET_CLOSE_TIMEOUT"),
+        )
+
+    def refuse_stock_websocket(self, response: HttpResponse, environ: dict) -> Iterable[bytes]:
+        """Under the stock worker the 101 is already sent: refuse with close code 4000 + status."""
+        code = 4000 + response.status_code if 100 <= response.status_code <= 999 else 4500
+        logger.warning(
+            "websocket refused after the upgrade (stock worker): %s %s -> close %s",
+            environ.get("PATH_INFO"),
+            response.status_code,
+            code,
+        )
+        StockWebSocket(environ["wsgi.websocket"]).close(code, response.reason_phrase[:100])
+        response.close()
+        return []
+
+
+def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> None:
+    """Call the view on *websocket* and close it: 1000 when it returns, 1011 when it raises.
+
+    ``PermissionDenied`` and ``Http404`` raised by the view close with 4403 and 4404,
+    the codes a refusal gets once the upgrade is done. The socket is closed when this returns.
+    """
+    code = 1000
+    try:
+        accept.view(request, websocket, *accept.view_args, **accept.view_kwargs)
+    except ConnectionClosed as closed:
+        logger.debug("websocket %s closed by the peer: %s", request.path, closed.code)
+    except PermissionDenied:
+        code = 4403
+    except Http404:
+        code = 4404
+    except Exception:
+        logger.exception("websocket view raised: %s", request.path)
+        code = 1011
+    finally:
+        try:
+            websocket.close(code)
+        except ConnectionClosed:
+            pass
+
+
+def allowed_origins() -> list[str]:
+    """``WEBSOCKET_ALLOWED_ORIGINS``, or ``ALLOWED_HOSTS`` (with Django's DEBUG fallback)."""
+    origins = conf.get("WEBSOCKET_ALLOWED_ORIGINS")
+    if origins is not None:
+        return list(origins)
+    if settings.DEBUG and not settings.ALLOWED_HOSTS:
+        return DEBUG_ALLOWED_HOSTS
+    return list(settings.ALLOWED_HOSTS)
+
+
+def _keep() -> None:
+    """Stand-in for ``close_old_connections`` inside a test's transaction."""
+
+
+def _response_headers(response: HttpResponse) -> list[tuple[str, str]]:
+    return [
+        *response.items(),
+        *(("Set-Cookie", cookie.output(header="").strip()) for cookie in response.cookies.values()),
+    ]
+
+
+def _send_http(response: HttpResponse, start_response: StartResponse) -> HttpResponse:
+    """Start an ordinary HTTP response, as ``WSGIHandler.__call__`` does."""
+    start_response(f"{response.status_code} {response.reason_phrase}", _response_headers(response))
+    return response
+
+
+def _no_upgrade_support(request: HttpRequest) -> HttpResponse:
+    logger.error(
+        "websocket handshake for %s reached a server that cannot upgrade connections: serve the "
+        "application with gunicorn -k django_websocket.workers.GeventWebSocketWorker "
+        "or manage.py runwebsocket",
+        request.path,
+    )
+    return handshake_refused(501, "This server cannot accept websocket connections.")

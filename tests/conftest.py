@@ -1,0 +1,53 @@
+"""Shared fixtures: a migrated SQLite file for real servers, and a running gunicorn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import ROOT, Server, gunicorn
+
+#: Creates user "alice" and a logged-in session for her; prints the session key.
+MAKE_SESSION = """
+import django
+django.setup()
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+user, _ = get_user_model().objects.get_or_create(username="alice")
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.save()
+print(session.session_key)
+"""
+
+
+@pytest.fixture(scope="session")
+def server_db(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A migrated SQLite file for server processes: ``{"path": ..., "session": <alice's session key>}``."""
+    path = tmp_path_factory.mktemp("db") / "server.sqlite3"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DJANGO_DB_PATH": str(path)}
+    manage = [sys.executable, str(ROOT / "test_project" / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True, timeout=120)
+    session = subprocess.run(
+        [sys.executable, "-c", MAKE_SESSION],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {"path": str(path), "session": session}
+
+
+@pytest.fixture(scope="module")
+def server(server_db: dict[str, str]) -> Iterator[Server]:
+    """gunicorn with our worker serving ``test_project.wsgi:websocket`` (tests' URLconf)."""
+    with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as running:
+        yield running

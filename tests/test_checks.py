@@ -1,0 +1,230 @@
+"""Tests for django_websocket.checks and its registration by django_websocket.apps."""
+
+from __future__ import annotations
+
+import sys
+import types
+from unittest import mock
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import registry, run_checks
+from django.test import SimpleTestCase, override_settings
+from django.urls import path
+
+from django_websocket.apps import DjangoWebsocketConfig
+from django_websocket.checks import TAG, check_settings, check_templates, check_urlconf
+
+
+def never_called(request):
+    raise AssertionError("checks never call views")
+
+
+urlpatterns = [path("ws/echo/", never_called, name="echo")]
+
+DJANGO_TEMPLATES = "django.template.backends.django.DjangoTemplates"
+REQUEST_PROCESSOR = "django.template.context_processors.request"
+
+
+def templates(*context_processor_lists: list[str]) -> list[dict]:
+    """A TEMPLATES setting with one DjangoTemplates backend per list of context processors."""
+    return [
+        {"BACKEND": DJANGO_TEMPLATES, "OPTIONS": {"context_processors": processors}}
+        for processors in context_processor_lists
+    ]
+
+
+GOOD_SETTINGS = {
+    "WEBSOCKET_URLCONF": __name__,
+    "WEBSOCKET_SERVER": None,
+    "WEBSOCKET_ALLOWED_ORIGINS": None,
+    "WEBSOCKET_ALLOW_MISSING_ORIGIN": True,
+    "WEBSOCKET_MAX_MESSAGE_SIZE": 2**20,
+    "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
+    "TEMPLATES": templates([REQUEST_PROCESSOR]),
+}
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+@override_settings(**GOOD_SETTINGS)
+class SettingsCheckTests(SimpleTestCase):
+    def assert_check(self, check, setting: str, value, expected_id: str | None) -> None:
+        """Run *check* with *setting* = *value*; expect *expected_id* (or nothing) from it."""
+        with self.subTest(setting=setting, value=value), override_settings(**{setting: value}):
+            messages = check()
+            if expected_id is None:
+                self.assertEqual(messages, [])
+            else:
+                self.assertEqual(ids(messages), [expected_id])
+                self.assertIn(setting, messages[0].msg)
+
+    def test_good_settings(self):
+        """The documented defaults and a valid URLconf produce no message at all."""
+        self.assertEqual(run_checks(tags=[TAG]), [])
+
+    def test_defaults_when_unset(self):
+        """With only WEBSOCKET_URLCONF set, the defaults pass every check."""
+        with override_settings():
+            for name in GOOD_SETTINGS:
+                if name.startswith("WEBSOCKET_") and name != "WEBSOCKET_URLCONF":
+                    delattr(settings, name)
+            self.assertEqual(run_checks(tags=[TAG]), [])
+
+    def test_urlconf_missing(self):
+        """E001: WEBSOCKET_URLCONF unset, with an example in the hint."""
+        with override_settings():
+            del settings.WEBSOCKET_URLCONF
+            messages = check_urlconf()
+        self.assertEqual(ids(messages), ["django_websocket.E001"])
+        self.assertIn("WEBSOCKET_URLCONF", messages[0].msg)
+        self.assertIn("WEBSOCKET_URLCONF = '", messages[0].hint)
+
+    def test_urlconf_not_importable(self):
+        """E002: an unimportable WEBSOCKET_URLCONF, with the import error's text."""
+        with override_settings(WEBSOCKET_URLCONF="django_websocket.no_such_urls"):
+            messages = check_urlconf()
+        self.assertEqual(ids(messages), ["django_websocket.E002"])
+        self.assertIn("WEBSOCKET_URLCONF", messages[0].msg)
+        self.assertIn("ModuleNotFoundError: No module named 'django_websocket.no_such_urls'", messages[0].msg)
+
+    def test_urlconf_import_raises(self):
+        """E002: an error raised while importing the URLconf is reported, not raised."""
+        with (
+            mock.patch("django_websocket.checks.import_module", side_effect=RuntimeError("boom")),
+            override_settings(WEBSOCKET_URLCONF="ws_urls_that_fail"),
+        ):
+            messages = check_urlconf()
+        self.assertEqual(ids(messages), ["django_websocket.E002"])
+        self.assertIn("RuntimeError: boom", messages[0].msg)
+
+    def test_urlconf_without_urlpatterns(self):
+        """E002: a module that is not a URLconf."""
+        self.assert_check(
+            check_urlconf, "WEBSOCKET_URLCONF", "django_websocket.exceptions", "django_websocket.E002"
+        )
+
+    def test_urlconf_patterns_get_django_url_checks(self):
+        """Django's URL checks run on the websocket patterns too (urls.W002 for a leading slash)."""
+        module = types.ModuleType("ws_urls_with_leading_slash")
+        module.urlpatterns = [path("/ws/echo", never_called)]
+        with (
+            mock.patch.dict(sys.modules, {module.__name__: module}),
+            override_settings(WEBSOCKET_URLCONF=module.__name__),
+        ):
+            self.assertEqual(ids(check_urlconf()), ["urls.W002"])
+
+    def test_urlconf_not_a_string(self):
+        """E003: WEBSOCKET_URLCONF given as a module or list instead of a dotted path."""
+        self.assert_check(check_urlconf, "WEBSOCKET_URLCONF", sys.modules[__name__], "django_websocket.E003")
+        self.assert_check(check_urlconf, "WEBSOCKET_URLCONF", urlpatterns, "django_websocket.E003")
+
+    def test_urlconf_good(self):
+        """No message for an importable URLconf given by dotted path."""
+        self.assert_check(check_urlconf, "WEBSOCKET_URLCONF", __name__, None)
+
+    def test_max_message_size(self):
+        """E004: WEBSOCKET_MAX_MESSAGE_SIZE must be a positive int."""
+        for bad in (0, -1, 1.5, "1024", True, None):
+            self.assert_check(check_settings, "WEBSOCKET_MAX_MESSAGE_SIZE", bad, "django_websocket.E004")
+        for good in (1, 2**16, 2**30):
+            self.assert_check(check_settings, "WEBSOCKET_MAX_MESSAGE_SIZE", good, None)
+
+    def test_allowed_origins(self):
+        """E005: WEBSOCKET_ALLOWED_ORIGINS must be None or a list/tuple of patterns and origins."""
+        bad_values = (
+            "https://example.com",
+            {"example.com"},
+            ["example.com", 1],
+            [""],
+            ["https://example.com/"],
+            ["https://example.com/path"],
+            ["https://"],
+        )
+        for bad in bad_values:
+            self.assert_check(check_settings, "WEBSOCKET_ALLOWED_ORIGINS", bad, "django_websocket.E005")
+        good_values = (
+            None,
+            [],
+            (),
+            ["*"],
+            ["example.com", ".example.com", "https://example.com", "http://localhost:8000"],
+            ("[::1]",),
+        )
+        for good in good_values:
+            self.assert_check(check_settings, "WEBSOCKET_ALLOWED_ORIGINS", good, None)
+
+    def test_allow_missing_origin(self):
+        """E006: WEBSOCKET_ALLOW_MISSING_ORIGIN must be a bool."""
+        for bad in (1, 0, "False", None):
+            self.assert_check(check_settings, "WEBSOCKET_ALLOW_MISSING_ORIGIN", bad, "django_websocket.E006")
+        for good in (True, False):
+            self.assert_check(check_settings, "WEBSOCKET_ALLOW_MISSING_ORIGIN", good, None)
+
+    def test_server(self):
+        """E007: WEBSOCKET_SERVER must be None, host, host:port or :port."""
+        for bad in (8001, "", "wss://ws.example.com", "ws.example.com/ws", "::1", ":99999", "a b"):
+            self.assert_check(check_settings, "WEBSOCKET_SERVER", bad, "django_websocket.E007")
+        for good in (None, "ws.example.com", "ws.example.com:8443", ":8001", "[::1]:8001", "127.0.0.1"):
+            self.assert_check(check_settings, "WEBSOCKET_SERVER", good, None)
+
+    def test_close_timeout(self):
+        """E008: WEBSOCKET_CLOSE_TIMEOUT must be a positive, finite number."""
+        for bad in (0, -1, "5", True, None, float("nan"), float("inf")):
+            self.assert_check(check_settings, "WEBSOCKET_CLOSE_TIMEOUT", bad, "django_websocket.E008")
+        for good in (5, 0.5, 30.0):
+            self.assert_check(check_settings, "WEBSOCKET_CLOSE_TIMEOUT", good, None)
+
+    def test_errors_accumulate(self):
+        """Several bad settings give one error each."""
+        with override_settings(WEBSOCKET_MAX_MESSAGE_SIZE=0, WEBSOCKET_CLOSE_TIMEOUT=0):
+            self.assertEqual(ids(check_settings()), ["django_websocket.E004", "django_websocket.E008"])
+
+
+class TemplatesCheckTests(SimpleTestCase):
+    def test_request_processor_missing(self):
+        """W001: no DjangoTemplates backend has the request context processor."""
+        with override_settings(TEMPLATES=templates(["django.template.context_processors.debug"])):
+            messages = check_templates()
+        self.assertEqual(ids(messages), ["django_websocket.W001"])
+        self.assertIn(REQUEST_PROCESSOR, messages[0].hint)
+
+    def test_no_options(self):
+        """W001: a DjangoTemplates backend without OPTIONS lacks the processor too."""
+        with override_settings(TEMPLATES=[{"BACKEND": DJANGO_TEMPLATES}]):
+            self.assertEqual(ids(check_templates()), ["django_websocket.W001"])
+
+    def test_request_processor_present(self):
+        """No warning when one of several DjangoTemplates backends has the processor."""
+        with override_settings(TEMPLATES=templates([], [REQUEST_PROCESSOR])):
+            self.assertEqual(check_templates(), [])
+
+    def test_no_django_templates_backend(self):
+        """No warning without any DjangoTemplates backend: the tag cannot be used anyway."""
+        jinja2 = {"BACKEND": "django.template.backends.jinja2.Jinja2", "OPTIONS": {}}
+        with override_settings(TEMPLATES=[jinja2]):
+            self.assertEqual(check_templates(), [])
+        with override_settings(TEMPLATES=[]):
+            self.assertEqual(check_templates(), [])
+
+
+class AppConfigTests(SimpleTestCase):
+    def test_app_config(self):
+        """The installed app is DjangoWebsocketConfig, named 'WebSockets'."""
+        config = apps.get_app_config("django_websocket")
+        self.assertIsInstance(config, DjangoWebsocketConfig)
+        self.assertEqual(config.verbose_name, "WebSockets")
+
+    def test_checks_registered(self):
+        """ready() registered every check under the django_websocket tag."""
+        self.assertIn(TAG, registry.registry.tags_available())
+        registered = registry.registry.get_checks()
+        for check in (check_urlconf, check_settings, check_templates):
+            self.assertIn(check, registered)
+
+    @override_settings(WEBSOCKET_MAX_MESSAGE_SIZE=0)
+    def test_run_checks_reports(self):
+        """run_checks() with the tag reports our errors."""
+        self.assertIn("django_websocket.E004", ids(run_checks(tags=[TAG])))

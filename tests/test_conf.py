@@ -1,0 +1,94 @@
+"""Tests for django_websocket.conf: settings read live, documented defaults, the required URLconf."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.test import SimpleTestCase, override_settings
+
+from django_websocket import conf
+
+DOCUMENTED_DEFAULTS = {
+    "WEBSOCKET_SERVER": None,
+    "WEBSOCKET_ALLOWED_ORIGINS": None,
+    "WEBSOCKET_ALLOW_MISSING_ORIGIN": True,
+    "WEBSOCKET_MAX_MESSAGE_SIZE": 1048576,
+    "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
+}
+
+
+class GetTests(SimpleTestCase):
+    def test_defaults_when_unset(self):
+        """Each optional setting, when unset, reads as its documented default."""
+        with override_settings():
+            for name in DOCUMENTED_DEFAULTS:
+                if hasattr(settings, name):
+                    delattr(settings, name)
+            for name, default in DOCUMENTED_DEFAULTS.items():
+                with self.subTest(name=name):
+                    self.assertEqual(conf.get(name), default)
+
+    def test_defaults_table_matches_docs(self):
+        """conf.DEFAULTS holds exactly the documented defaults, and no URLconf."""
+        self.assertEqual(conf.DEFAULTS, DOCUMENTED_DEFAULTS)
+
+    def test_overrides_read_live(self):
+        """A value set by override_settings is seen at once and gone when the override ends."""
+        with override_settings(WEBSOCKET_MAX_MESSAGE_SIZE=123):
+            self.assertEqual(conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"), 123)
+            with override_settings(WEBSOCKET_MAX_MESSAGE_SIZE=456):
+                self.assertEqual(conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"), 456)
+            self.assertEqual(conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"), 123)
+
+    @override_settings(WEBSOCKET_SERVER=None)
+    def test_explicit_none_is_kept(self):
+        """A setting explicitly set to None reads as None, not as another default."""
+        self.assertIsNone(conf.get("WEBSOCKET_SERVER"))
+
+    def test_unknown_name(self):
+        """A name neither set nor defaulted raises KeyError."""
+        with self.assertRaises(KeyError):
+            conf.get("WEBSOCKET_NO_SUCH_SETTING")
+
+    def test_urlconf_has_no_default(self):
+        """conf.get('WEBSOCKET_URLCONF') raises KeyError when it is not set."""
+        with override_settings():
+            del settings.WEBSOCKET_URLCONF
+            with self.assertRaises(KeyError):
+                conf.get("WEBSOCKET_URLCONF")
+
+
+class WebsocketURLconfTests(SimpleTestCase):
+    @override_settings(WEBSOCKET_URLCONF="project.websocket_urls")
+    def test_returns_setting(self):
+        """websocket_urlconf() returns the configured dotted path without importing it."""
+        self.assertEqual(conf.websocket_urlconf(), "project.websocket_urls")
+
+    def test_missing(self):
+        """websocket_urlconf() raises ImproperlyConfigured naming the setting when it is unset."""
+        with override_settings():
+            del settings.WEBSOCKET_URLCONF
+            with self.assertRaisesMessage(ImproperlyConfigured, "WEBSOCKET_URLCONF is not set"):
+                conf.websocket_urlconf()
+
+
+class ImportTests(SimpleTestCase):
+    def test_import_without_settings(self):
+        """Importing the package, conf, urls and checks never touches django.conf.settings."""
+        env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+        code = (
+            "import django_websocket, django_websocket.conf, django_websocket.urls, "
+            "django_websocket.checks, django_websocket.apps; "
+            "from django.conf import settings; "
+            "assert not settings.configured; "
+            "print(django_websocket.__version__)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "0.1.0")

@@ -1,0 +1,239 @@
+"""Unit tests of django_websocket.connection: the websocket object over a socket pair."""
+
+from __future__ import annotations
+
+import struct
+
+import gevent
+import gevent.socket
+import pytest
+from websockets.frames import Opcode
+from websockets.protocol import OPEN, Protocol, Side
+
+from django_websocket.connection import WebSocket
+from django_websocket.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+
+
+class Peer:
+    """The client end: a sans-I/O client protocol on a gevent socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.protocol = Protocol(Side.CLIENT, state=OPEN, max_size=None)
+        self.frames = []
+
+    def send(self, method, *args):
+        getattr(self.protocol, method)(*args)
+        self.flush()
+
+    def send_raw(self, data: bytes):
+        self.sock.sendall(data)
+
+    def flush(self):
+        data = b"".join(self.protocol.data_to_send())
+        if data:
+            self.sock.sendall(data)
+
+    def read_until(self, predicate, timeout=3.0):
+        """Read frames until predicate(frames) holds or the stream ends; return the frames."""
+        with gevent.Timeout(timeout):
+            while not predicate(self.frames):
+                data = self.sock.recv(65536)
+                if data:
+                    self.protocol.receive_data(data)
+                else:
+                    self.protocol.receive_eof()
+                self.frames += self.protocol.events_received()
+                self.flush()
+                if not data:
+                    break
+        return self.frames
+
+    def close_frame(self):
+        frames = self.read_until(lambda frames: any(f.opcode is Opcode.CLOSE for f in frames))
+        close = [f for f in frames if f.opcode is Opcode.CLOSE]
+        assert close, f"no close frame in {frames}"
+        data = bytes(close[0].data)
+        return struct.unpack("!H", data[:2])[0], data[2:].decode()
+
+
+@pytest.fixture
+def pair():
+    server_sock, client_sock = gevent.socket.socketpair()
+    rfile = server_sock.makefile("rb", -1)
+    websocket = WebSocket(server_sock, rfile.read1, max_message_size=1024, close_timeout=1)
+    yield websocket, Peer(client_sock)
+    server_sock.close()
+    client_sock.close()
+
+
+def masked_header(opcode: int, length: int, fin: bool = True) -> bytes:
+    """A client frame header claiming *length* bytes of payload (mask key zero)."""
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return bytes([first, 0x80 | length]) + b"\0\0\0\0"
+    if length < 2**16:
+        return bytes([first, 0x80 | 126]) + struct.pack("!H", length) + b"\0\0\0\0"
+    return bytes([first, 0x80 | 127]) + struct.pack("!Q", length) + b"\0\0\0\0"
+
+
+def test_text_and_binary_keep_their_type(pair):
+    """str arrives as str, bytes as bytes, and send() picks the opcode by type."""
+    websocket, peer = pair
+    peer.send("send_text", "héllo".encode())
+    peer.send("send_binary", b"\x00\xff")
+    assert websocket.receive() == "héllo"
+    assert websocket.receive() == b"\x00\xff"
+    websocket.send("text")
+    websocket.send(b"bin")
+    frames = peer.read_until(lambda frames: len(frames) >= 2)
+    assert [(f.opcode, bytes(f.data)) for f in frames] == [(Opcode.TEXT, b"text"), (Opcode.BINARY, b"bin")]
+
+
+def test_json_helpers(pair):
+    """send_json / receive_json round-trip JSON text messages."""
+    websocket, peer = pair
+    peer.send("send_text", b'{"a": [1, 2]}')
+    assert websocket.receive_json() == {"a": [1, 2]}
+    websocket.send_json({"b": None})
+    frames = peer.read_until(lambda frames: frames)
+    assert bytes(frames[0].data) == b'{"b":null}'
+
+
+def test_utf8_split_across_fragments_is_delivered_intact(pair):
+    """A code point split between two fragments is reassembled, not rejected."""
+    websocket, peer = pair
+    data = "€uro".encode()
+    peer.send("send_text", data[:2], False)
+    peer.send("send_continuation", data[2:], True)
+    assert websocket.receive() == "€uro"
+
+
+def test_empty_messages(pair):
+    """Empty text and binary messages are delivered as "" and b""."""
+    websocket, peer = pair
+    peer.send("send_text", b"")
+    peer.send("send_binary", b"")
+    assert websocket.receive() == ""
+    assert websocket.receive() == b""
+
+
+def test_invalid_utf8_closes_1007_without_waiting_for_the_end(pair):
+    """Invalid UTF-8 in a first fragment fails the connection with 1007 at once."""
+    websocket, peer = pair
+    peer.send("send_text", b"\xff\xfe", False)
+    with pytest.raises(ConnectionClosedError) as caught:
+        websocket.receive()
+    assert caught.value.code == 1007
+    assert peer.close_frame()[0] == 1007
+
+
+def test_oversized_frame_closes_1009_before_the_payload(pair):
+    """A header declaring more than the limit closes 1009 without the payload ever being sent."""
+    websocket, peer = pair
+    peer.send_raw(masked_header(0x2, 10 * 2**20))
+    with pytest.raises(ConnectionClosedError) as caught:
+        websocket.receive()
+    assert caught.value.code == 1009
+    assert peer.close_frame()[0] == 1009
+
+
+def test_oversized_fragmented_message_closes_1009_when_the_total_crosses(pair):
+    """Fragments each under the limit close 1009 as soon as their running total crosses it."""
+    websocket, peer = pair
+    peer.send("send_binary", b"x" * 600, False)
+    peer.send_raw(masked_header(0x0, 600, fin=False))  # header only: the total already exceeds 1024
+    with pytest.raises(ConnectionClosedError) as caught:
+        websocket.receive()
+    assert caught.value.code == 1009
+
+
+def test_unmasked_client_frame_closes_1002(pair):
+    """RFC 6455 §5.1: a client frame without a mask is a protocol error."""
+    websocket, peer = pair
+    peer.send_raw(b"\x81\x02hi")
+    with pytest.raises(ConnectionClosedError) as caught:
+        websocket.receive()
+    assert caught.value.code == 1002
+    assert peer.close_frame()[0] == 1002
+
+
+def test_close_puts_code_and_reason_on_the_wire(pair):
+    """close(4001, "custom reason") sends exactly that code and reason."""
+    websocket, peer = pair
+    closer = gevent.spawn(websocket.close, 4001, "custom reason")
+    assert peer.close_frame() == (4001, "custom reason")
+    closer.join(timeout=3)
+    assert closer.successful()
+    assert websocket.closed
+    with pytest.raises(ConnectionClosed) as caught:
+        websocket.send("late")
+    assert caught.value.code == 4001
+
+
+def test_close_rejects_codes_that_may_not_be_sent(pair):
+    """1005 and 1006 are never sent on the wire."""
+    websocket, _peer = pair
+    with pytest.raises(ValueError):
+        websocket.close(1006)
+
+
+def test_peer_close_ends_iteration_after_pending_messages(pair):
+    """Messages before the peer's close frame are delivered, then iteration ends."""
+    websocket, peer = pair
+    peer.send("send_text", b"one")
+    peer.send("send_text", b"two")
+    peer.send("send_close", 1000, "bye")
+    assert list(websocket) == ["one", "two"]
+    with pytest.raises(ConnectionClosedOK) as caught:
+        websocket.receive()
+    assert (caught.value.code, caught.value.reason) == (1000, "bye")
+    assert peer.close_frame() == (1000, "bye")  # echoed
+
+
+def test_dropped_connection_is_1006(pair):
+    """A peer that disappears without a close frame gives ConnectionClosedError(1006)."""
+    websocket, peer = pair
+    peer.sock.close()
+    with pytest.raises(ConnectionClosedError) as caught:
+        websocket.receive()
+    assert caught.value.code == 1006
+
+
+def test_send_rejects_other_types(pair):
+    """send() takes str or bytes only."""
+    websocket, _peer = pair
+    with pytest.raises(TypeError):
+        websocket.send(123)
+
+
+def test_concurrent_senders_never_interleave(pair):
+    """Big and small frames sent from two greenlets at once arrive whole and in per-greenlet order."""
+    websocket, peer = pair
+    big = bytes(range(256)) * 256
+
+    def send_big():
+        for _ in range(10):
+            websocket.send(big)
+
+    def send_small():
+        for index in range(200):
+            websocket.send(f"small {index}")
+
+    senders = [gevent.spawn(send_big), gevent.spawn(send_small)]
+    frames = peer.read_until(lambda frames: len(frames) >= 210, timeout=10)
+    gevent.joinall(senders, raise_error=True)
+    binary = [bytes(f.data) for f in frames if f.opcode is Opcode.BINARY]
+    text = [bytes(f.data).decode() for f in frames if f.opcode is Opcode.TEXT]
+    assert binary == [big] * 10
+    assert text == [f"small {index}" for index in range(200)]
+
+
+def test_pings_are_answered(pair):
+    """A client ping gets a pong with the same payload while the server is receiving."""
+    websocket, peer = pair
+    peer.send("send_ping", b"are you there")
+    peer.send("send_text", b"after ping")
+    assert websocket.receive() == "after ping"
+    frames = peer.read_until(lambda frames: frames)
+    assert (frames[0].opcode, bytes(frames[0].data)) == (Opcode.PONG, b"are you there")

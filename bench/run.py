@@ -442,8 +442,8 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 5)")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 1)")
     parser.add_argument("--rounds", type=int, help="runs per scenario and server (default 3)")
-    parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=100, help="sockets in the throughput scenario")
+    parser.add_argument("--window", type=int, default=16, help="messages in flight per socket there")
     parser.add_argument("--concurrency", type=int, default=20, help="parallel handshake loops")
     parser.add_argument(
         "--no-session",

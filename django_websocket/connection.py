@@ -236,14 +236,20 @@ class WebSocket:
         """Write one frame. Caller holds the write lock."""
         try:
             if len(data) <= SMALL_FRAME:
-                self.socket.sendall(header + data)
+                self._send_bytes(header + data)
             else:  # no copy of a big payload just to prepend a header
-                self.socket.sendall(header)
-                self.socket.sendall(data)
+                self._send_bytes(header)
+                self._send_bytes(data)
         except OSError:
             # The peer is gone; the reader sees EOF and ends the connection (1006).
             self._abort()
             raise self._closed_error() from None
+
+    def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        # gevent's sendall() costs ~3x a send() that completes at once, as small frames do.
+        sent = self.socket.send(data)
+        if sent < len(data):
+            self.socket.sendall(memoryview(data)[sent:])
 
     def send_json(self, obj: Any) -> None:
         """Send *obj* as a JSON text message (Django's encoder: dates, decimals, UUIDs)."""

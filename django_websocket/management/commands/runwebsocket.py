@@ -146,7 +146,8 @@ class Command(RunserverCommand):
             server.init_socket()
         except OSError as error:
             self.stderr.write(f"Error: {BIND_ERRORS.get(error.errno, error)}")
-            # As runserver: under the reloader this runs in a thread, where sys.exit() would not end the process.
+            # As runserver: under the reloader this runs in a (green) thread, where
+            # sys.exit() would not end the process.
             os._exit(1)
         self.on_bind(server.server_port)
         try:

@@ -140,7 +140,8 @@ class WebSocketHandler(WSGIHandler):
         """Send the 101 and return the websocket, or ``None`` if the server cannot upgrade."""
         stock = environ.get("wsgi.websocket")
         if stock is not None:
-            return StockWebSocket(stock, accept.subprotocol)
+            # gevent-websocket's 101 carries no Sec-WebSocket-Protocol: none was agreed.
+            return StockWebSocket(stock)
         upgrade = environ.get(UPGRADE_ENVIRON_KEY)
         if upgrade is None:
             return None

@@ -161,7 +161,11 @@ class WebSocketTestConnection:
     def _flush(self) -> None:
         for chunk in self.protocol.data_to_send():
             if chunk:
-                self.socket.sendall(chunk)
+                try:
+                    self.socket.sendall(chunk)
+                except OSError:
+                    # The server already dropped the connection (it does after failing it).
+                    return
 
     def __enter__(self) -> WebSocketTestConnection:
         return self

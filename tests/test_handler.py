@@ -157,3 +157,13 @@ class AfterAcceptTests(TestCase):
         finally:
             request_started.disconnect(started)
             request_finished.disconnect(finished)
+
+
+@override_settings(WEBSOCKET_MAX_MESSAGE_SIZE=1000)
+def test_oversized_message_in_process_closes_1009(db):
+    """The in-process client reports the server's 1009 as ConnectionClosedError."""
+    with WebSocketClient().connect("/echo/") as websocket:
+        websocket.send("x" * 2000)
+        with pytest.raises(ConnectionClosedError) as caught:
+            websocket.receive()
+    assert caught.value.code == 1009

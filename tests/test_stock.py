@@ -49,3 +49,10 @@ def test_stock_worker_client_close_ends_the_view(stock_server):
     with connect(stock_server.ws_url("/ping/")) as websocket:
         websocket.send("ping")
         assert websocket.recv() == "pong"
+
+
+def test_stock_worker_reports_no_subprotocol(stock_server):
+    """gevent-websocket's 101 names no subprotocol, so the view sees none either."""
+    with connect(stock_server.ws_url("/subprotocol/"), subprotocols=["chat.v1"]) as websocket:
+        assert websocket.subprotocol is None
+        assert websocket.recv(timeout=5) == "none"

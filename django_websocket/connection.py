@@ -32,7 +32,7 @@ from websockets.exceptions import ProtocolError
 from websockets.frames import Opcode
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
-from .exceptions import ConnectionClosed, ConnectionClosedError, connection_closed
+from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, connection_closed
 
 logger = logging.getLogger("django_websocket")
 
@@ -76,7 +76,35 @@ def frame_header(first_byte: int, length: int) -> bytes:
     return bytes((first_byte, 127)) + length.to_bytes(8, "big")
 
 
-class WebSocket:
+class MessageMixin:
+    """JSON helpers and iteration, for any class with ``receive()`` and ``send()``."""
+
+    def receive(self) -> Message:
+        raise NotImplementedError
+
+    def send(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def receive_json(self) -> Any:
+        """Return the next message decoded as JSON; raise ``ValueError`` if it is not JSON."""
+        return json.loads(self.receive())
+
+    def send_json(self, obj: Any) -> None:
+        """Send *obj* as a JSON text message (Django's encoder: dates, decimals, UUIDs)."""
+        from django.core.serializers.json import DjangoJSONEncoder
+
+        self.send(json.dumps(obj, cls=DjangoJSONEncoder, separators=(",", ":")))
+
+    def __iter__(self) -> Iterator[Message]:
+        """Yield messages until the connection closes; a normal closure ends the iteration."""
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosedOK:
+                return
+
+
+class WebSocket(MessageMixin):
     """An accepted websocket connection, as a view sees it.
 
     ``receive()`` returns ``str`` for a text message and ``bytes`` for a binary one;
@@ -128,20 +156,6 @@ class WebSocket:
         while not self._messages:
             self._receive_more()
         return self._messages.popleft()
-
-    def receive_json(self) -> Any:
-        """Return the next message decoded as JSON; raise ``ValueError`` if it is not JSON."""
-        return json.loads(self.receive())
-
-    def __iter__(self) -> Iterator[Message]:
-        """Yield messages until the connection closes; a normal closure ends the iteration."""
-        from .exceptions import ConnectionClosedOK
-
-        while True:
-            try:
-                yield self.receive()
-            except ConnectionClosedOK:
-                return
 
     def _receive_more(self) -> None:
         """Read from the socket once and queue what it completes; raise when closed."""
@@ -250,12 +264,6 @@ class WebSocket:
         sent = self.socket.send(data)
         if sent < len(data):
             self.socket.sendall(memoryview(data)[sent:])
-
-    def send_json(self, obj: Any) -> None:
-        """Send *obj* as a JSON text message (Django's encoder: dates, decimals, UUIDs)."""
-        from django.core.serializers.json import DjangoJSONEncoder
-
-        self.send(json.dumps(obj, cls=DjangoJSONEncoder, separators=(",", ":")))
 
     def _flush(self) -> None:
         """Write what the protocol produced. Caller holds the write lock."""

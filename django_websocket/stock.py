@@ -11,16 +11,15 @@ are serialised. gevent-websocket has no message size limit; prefer our worker.
 
 from __future__ import annotations
 
-import json
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import WebSocketError as StockError
 from geventwebsocket.websocket import WebSocket as GeventWebSocket
 
-from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, connection_closed
+from .connection import MessageMixin
+from .exceptions import ConnectionClosed, ConnectionClosedError, connection_closed
 
 Message = str | bytes
 
@@ -54,7 +53,7 @@ def _send_close(websocket: GeventWebSocket, code: int, reason: str) -> None:
         websocket.closed = True
 
 
-class StockWebSocket:
+class StockWebSocket(MessageMixin):
     """Our websocket API over a ``geventwebsocket.websocket.WebSocket``."""
 
     def __init__(self, websocket: Any, subprotocol: str | None = None) -> None:
@@ -83,17 +82,6 @@ class StockWebSocket:
                 )
         raise type(self._close_exc)(self._close_exc.code, self._close_exc.reason)
 
-    def receive_json(self) -> Any:
-        """Return the next message decoded as JSON."""
-        return json.loads(self.receive())
-
-    def __iter__(self) -> Iterator[Message]:
-        while True:
-            try:
-                yield self.receive()
-            except ConnectionClosedOK:
-                return
-
     def send(self, message: Message) -> None:
         """Send a text frame for ``str``, a binary frame for bytes; serialised across greenlets."""
         if not isinstance(message, str | bytes | bytearray | memoryview):
@@ -106,11 +94,6 @@ class StockWebSocket:
             except StockError:
                 self._close_exc = ConnectionClosedError(1006, "connection dropped")
                 raise self._close_exc from None
-
-    def send_json(self, obj: Any) -> None:
-        from django.core.serializers.json import DjangoJSONEncoder
-
-        self.send(json.dumps(obj, cls=DjangoJSONEncoder, separators=(",", ":")))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame with *code* and *reason*. Idempotent."""

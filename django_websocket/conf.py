@@ -18,6 +18,15 @@ WEBSOCKET_ALLOW_MISSING_ORIGIN ``True``     accept handshakes without an ``Origi
                                             (non-browser clients; browsers always send one)
 WEBSOCKET_MAX_MESSAGE_SIZE     ``1048576``  largest incoming message in bytes; larger: close 1009
 WEBSOCKET_CLOSE_TIMEOUT        ``5.0``      seconds to wait for the peer's close frame
+WEBSOCKET_REDIS_URL            ``None``     Redis for publish/subscribe across processes; ``None``
+                                            falls back to the ``REDIS_URL`` environment variable,
+                                            and without either an in-process broker serves one
+                                            process
+WEBSOCKET_CHANNEL_PREFIX       ``"django_   prefix of every Redis channel name
+                               websocket:"``
+WEBSOCKET_CHANNEL_QUEUE_SIZE   ``1000``     channel messages waiting per socket; past it the
+                                            socket is closed with 1013 (slow consumer)
+WEBSOCKET_REDIS_TIMEOUT        ``1.0``      seconds: Redis connect and publish timeout
 ============================== ============ =====================================================
 """
 
@@ -32,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_ALLOW_MISSING_ORIGIN": True,
     "WEBSOCKET_MAX_MESSAGE_SIZE": 2**20,
     "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
+    "WEBSOCKET_REDIS_URL": None,
+    "WEBSOCKET_CHANNEL_PREFIX": "django_websocket:",
+    "WEBSOCKET_CHANNEL_QUEUE_SIZE": 1000,
+    "WEBSOCKET_REDIS_TIMEOUT": 1.0,
 }
 
 
@@ -60,3 +73,10 @@ def websocket_urlconf() -> str:
             "WEBSOCKET_URLCONF is not set: name the URLconf holding your websocket views, "
             "e.g. WEBSOCKET_URLCONF = 'project.websocket_urls'."
         ) from None
+
+
+def redis_url() -> str | None:
+    """``WEBSOCKET_REDIS_URL``, else the ``REDIS_URL`` environment variable, else ``None`` (embedded)."""
+    import os
+
+    return get("WEBSOCKET_REDIS_URL") or os.environ.get("REDIS_URL") or None

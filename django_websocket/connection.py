@@ -32,6 +32,7 @@ from websockets.exceptions import ProtocolError
 from websockets.frames import Opcode
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
+from .events import ChannelMessage
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, connection_closed
 
 logger = logging.getLogger("django_websocket")
@@ -77,7 +78,12 @@ def frame_header(first_byte: int, length: int) -> bytes:
 
 
 class MessageMixin:
-    """JSON helpers and iteration, for any class with ``receive()`` and ``send()``."""
+    """JSON helpers, iteration and channels, for any class with ``receive()`` and ``send()``."""
+
+    #: The request that opened the connection (set by the handler); subscriptions use its
+    #: user, groups and session to listen to messages addressed to them.
+    request: Any = None
+    _subscriptions: Any = None
 
     def receive(self) -> Message:
         raise NotImplementedError
@@ -102,6 +108,45 @@ class MessageMixin:
                 yield self.receive()
             except ConnectionClosedOK:
                 return
+
+    # Channels (see django_websocket.subscriptions)
+
+    @property
+    def subscriptions(self) -> Any:
+        if self._subscriptions is None:
+            from .subscriptions import Subscriptions
+
+            self._subscriptions = Subscriptions(self, self.request)
+        return self._subscriptions
+
+    def subscribe(self, channel: str) -> None:
+        """Receive messages published to *channel* (and to it for this user, groups, session).
+
+        Returns once the broker delivers the channel's messages to this process.
+        """
+        self.subscriptions.subscribe(channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving *channel*'s messages."""
+        self.subscriptions.unsubscribe(channel)
+
+    def events(self) -> Iterator[Any]:
+        """Yield client and channel events in arrival order until the client closes normally.
+
+        ``ClientMessage``, ``ChannelMessage`` and ``Resync`` (see ``django_websocket.events``).
+        Raises ``ConnectionClosedError`` on an abnormal closure. While iterating events,
+        do not call ``receive()``: the client's messages come through here.
+        """
+        return self.subscriptions.events()
+
+    def next_event(self, timeout: float | None = None) -> Any:
+        """The next event, or ``None`` if none arrives within *timeout* seconds."""
+        return self.subscriptions.next_event(timeout)
+
+    def close_subscriptions(self) -> None:
+        """End every subscription (the handler calls this when the view returns)."""
+        if self._subscriptions is not None:
+            self._subscriptions.close()
 
 
 class WebSocket(MessageMixin):
@@ -229,8 +274,11 @@ class WebSocket(MessageMixin):
         elif isinstance(message, bytes | bytearray | memoryview):
             data = message
             text = False
+        elif isinstance(message, ChannelMessage):
+            self._forward(message)
+            return
         else:
-            raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
+            raise TypeError(f"send() takes str, bytes or a ChannelMessage, not {type(message).__name__}")
         with self._write_lock:
             protocol = self.protocol
             if protocol.state is not OPEN:
@@ -245,6 +293,22 @@ class WebSocket(MessageMixin):
                 # Hot path: a server frame is unmasked and, without extensions, only a header
                 # and the payload — the same bytes Frame.serialize() builds, without its overhead.
                 self._write(frame_header(0x81 if text else 0x82, len(data)), data)
+
+    def _forward(self, message: ChannelMessage) -> None:
+        """Send a channel message with the frame it shares with every other recipient."""
+        with self._write_lock:
+            protocol = self.protocol
+            if protocol.state is not OPEN:
+                raise self._closed_error()
+            if protocol.extensions or protocol.expect_continuation_frame:
+                data = message.data
+                if isinstance(data, str):
+                    protocol.send_text(data.encode())
+                else:
+                    protocol.send_binary(data)
+                self._flush()
+            else:
+                self._write(message.frame, b"")
 
     def _write(self, header: bytes, data: bytes | bytearray | memoryview) -> None:
         """Write one frame. Caller holds the write lock."""
@@ -296,6 +360,21 @@ class WebSocket(MessageMixin):
                     raise ValueError(f"cannot close with code {code}: {exc}") from None
                 self._flush()
         self._wait_closed()
+
+    def terminate(self, code: int, reason: str = "") -> None:
+        """Close now, even if a send is stuck on a client that stopped reading.
+
+        Writes a close frame with *code* and *reason* if that takes less than a second,
+        then drops the TCP connection without waiting for the peer's close frame.
+        """
+        if self._close_exc is None:
+            self._close_exc = connection_closed(code, reason)
+        with gevent.Timeout(1.0, False):
+            with self._write_lock:
+                if self.protocol.state is OPEN:
+                    self.protocol.send_close(code, reason)
+                    self._flush()
+        self._abort()
 
     def _wait_closed(self) -> None:
         """Wait for the closing handshake to finish, at most ``close_timeout`` seconds."""

@@ -60,3 +60,7 @@ def connection_closed(code: int, reason: str = "") -> ConnectionClosed:
     """Return :class:`ConnectionClosedOK` or :class:`ConnectionClosedError` for *code*."""
     cls = ConnectionClosedOK if code in OK_CLOSE_CODES else ConnectionClosedError
     return cls(code, reason)
+
+
+class PublishError(WebSocketError):
+    """A message could not be handed to the broker (Redis unreachable or timed out)."""

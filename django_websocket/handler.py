@@ -124,6 +124,7 @@ class WebSocketHandler(WSGIHandler):
         websocket = self.accept(request, accept, environ)
         if websocket is None:
             return _send_http(_no_upgrade_support(request), start_response)
+        websocket.request = request
         # The in-process test client keeps the test's connection, as Django's test Client does.
         hygiene = close_old_connections if not environ.get(KEEP_DB_CONNECTIONS) else _keep
         hygiene()
@@ -192,6 +193,7 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
         logger.exception("websocket view raised: %s", request.path)
         code = 1011
     finally:
+        websocket.close_subscriptions()
         try:
             websocket.close(code)
         except ConnectionClosed:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import gevent
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import WebSocketError as StockError
 from geventwebsocket.websocket import WebSocket as GeventWebSocket
 
 from .connection import MessageMixin
+from .events import ChannelMessage
 from .exceptions import ConnectionClosed, ConnectionClosedError, connection_closed
 
 Message = str | bytes
@@ -84,6 +86,8 @@ class StockWebSocket(MessageMixin):
 
     def send(self, message: Message) -> None:
         """Send a text frame for ``str``, a binary frame for bytes; serialised across greenlets."""
+        if isinstance(message, ChannelMessage):
+            message = message.data
         if not isinstance(message, str | bytes | bytearray | memoryview):
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         with self._write_lock:
@@ -103,6 +107,12 @@ class StockWebSocket(MessageMixin):
             _send_close(self._websocket, code, reason)
             if self._close_exc is None:
                 self._close_exc = connection_closed(code, reason)
+
+    def terminate(self, code: int, reason: str = "") -> None:
+        """Close within a second even if a send is stuck (the socket is then dropped by the server)."""
+        with gevent.Timeout(1.0, False):
+            self.close(code, reason)
+        self._websocket.closed = True
 
     @property
     def closed(self) -> bool:

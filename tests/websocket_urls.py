@@ -1,11 +1,15 @@
 """Websocket endpoints for the tests: test_project's demos plus scenario views."""
 
+import os
+
 import gevent
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import permission_required
 from django.urls import path, reverse
 
+from django_websocket import publish
 from django_websocket.decorators import websocket
+from django_websocket.events import ChannelMessage, ClientMessage, Resync
 from test_project.websocket_urls import urlpatterns as demo_urlpatterns
 
 
@@ -87,6 +91,38 @@ def json_echo(request, ws):
         ws.send_json({"got": ws.receive_json()})
 
 
+def serve_channel(request, ws, channel, publish_client_messages):
+    """Subscribe to *channel*, say so, then relay events until the client leaves.
+
+    The first message is ``{"subscribed": channel, "pid": <worker pid>, "user": <username>}``,
+    sent once the subscription is active: a message published after the client read it
+    is delivered. Then: channel messages forwarded as published, ``{"resync": [...]}``
+    after the worker lost Redis, and (if *publish_client_messages*) client messages
+    published to *channel*.
+    """
+    ws.subscribe(channel)
+    ws.send_json({"subscribed": channel, "pid": os.getpid(), "user": request.user.get_username()})
+    for event in ws.events():
+        if isinstance(event, ChannelMessage):
+            ws.send(event)
+        elif isinstance(event, Resync):
+            ws.send_json({"resync": list(event.channels)})
+        elif isinstance(event, ClientMessage) and publish_client_messages:
+            publish(channel, event.data)
+
+
+@websocket
+def room(request, ws, name):
+    """A room across workers: what a client sends is published to ``room:<name>`` for everyone."""
+    serve_channel(request, ws, f"room:{name}", publish_client_messages=True)
+
+
+@websocket
+def notify(request, ws):
+    """Listen to "notifications" (for everyone, this user, their groups or this session)."""
+    serve_channel(request, ws, "notifications", publish_client_messages=False)
+
+
 urlpatterns = demo_urlpatterns + [
     path("close/", close_with_reason, name="close"),
     path("concurrent/", concurrent_senders, name="concurrent"),
@@ -98,3 +134,27 @@ urlpatterns = demo_urlpatterns + [
     path("count-users/", count_users, name="count-users"),
     path("json/", json_echo, name="json"),
 ]
+urlpatterns += [
+    path("room/<str:name>/", room, name="room"),
+    path("notify/", notify, name="notify"),
+]
+
+
+@websocket
+def channel_room(request, ws, name):
+    """Subscribe to room:<name>; publish what the client sends; forward what the room gets."""
+    from django_websocket import publish
+    from django_websocket.events import ChannelMessage, ClientMessage, Resync
+
+    ws.subscribe(f"room:{name}")
+    ws.send("subscribed")
+    for event in ws.events():
+        if isinstance(event, ClientMessage):
+            publish(f"room:{name}", event.data)
+        elif isinstance(event, ChannelMessage):
+            ws.send(event)
+        elif isinstance(event, Resync):
+            ws.send_json({"resync": list(event.channels)})
+
+
+urlpatterns.append(path("channel-room/<str:name>/", channel_room, name="channel-room"))

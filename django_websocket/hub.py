@@ -1,0 +1,207 @@
+"""One hub per worker process: one Redis subscriber fanning messages out to sockets.
+
+The hub keeps, for every broker channel name, the set of sockets' mailboxes
+subscribed to it. With Redis it holds one subscriber connection and one reader
+greenlet, whatever the number of sockets (``CLIENT LIST`` grows with workers, not
+sockets); without Redis, ``publish()`` hands messages straight to it.
+
+Fan-out never blocks: each mailbox takes a message or, when its socket has stopped
+reading and its queue is full, closes that socket (1013). Redis faults are handled
+here and only here: the reader reconnects with backoff, resubscribes every channel,
+and gives every affected socket a :class:`~django_websocket.events.Resync` event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+
+from . import conf
+from .events import ChannelMessage, Resync
+from .publishing import channel_name, decode_payload
+
+logger = logging.getLogger("django_websocket")
+
+#: Backoff between reconnection attempts: doubles from the first value up to the second.
+RECONNECT_BACKOFF = (0.05, 1.0)
+#: How long subscribe() waits for Redis to confirm a new subscription.
+SUBSCRIBE_TIMEOUT = 5.0
+
+
+class Mailbox(Protocol):
+    """What the hub delivers to: a socket's subscriptions."""
+
+    def put_channel_message(self, message: ChannelMessage) -> None: ...
+    def put_resync(self, event: Resync) -> None: ...
+
+
+class Hub:
+    """Channel subscriptions of the sockets of one process (one gevent hub).
+
+    *redis_url* ``None`` makes an in-process hub, fed by ``publish()`` directly.
+    Counters: ``deliveries``, ``reconnects``, ``overflows`` (slow consumers closed).
+    """
+
+    def __init__(self, redis_url: str | None, timeout: float = 1.0) -> None:
+        self.redis_url = redis_url
+        self.timeout = timeout
+        self.gevent_hub = gevent.get_hub()
+        self.mailboxes: dict[str, set[Mailbox]] = {}
+        self.deliveries = 0
+        self.reconnects = 0
+        self.overflows = 0
+        self._subscriber: Any = None
+        self._reader: gevent.Greenlet | None = None
+        self._write_lock = Semaphore()
+        self._confirmations: dict[str, Event] = {}
+        self._resync_pending: set[str] = set()
+
+    # Subscriptions, called from views' greenlets
+
+    def add(self, key: str, mailbox: Mailbox) -> None:
+        """Subscribe *mailbox* to broker channel *key*; return once the broker delivers it.
+
+        With Redis, the first subscriber of a channel waits (up to ``SUBSCRIBE_TIMEOUT``)
+        for Redis to confirm, so a message published after this returns is received.
+        """
+        mailboxes = self.mailboxes.setdefault(key, set())
+        first = not mailboxes
+        mailboxes.add(mailbox)
+        if self.redis_url is None:
+            return
+        confirmed = self._confirmations.get(key)
+        if first and confirmed is None:
+            confirmed = self._confirmations[key] = Event()
+            self._ensure_reader()
+            self._send("subscribe", [key])
+        if confirmed is not None and not confirmed.wait(SUBSCRIBE_TIMEOUT):
+            logger.warning("Redis has not confirmed the subscription to %s yet", key)
+
+    def discard(self, key: str, mailbox: Mailbox) -> None:
+        """Unsubscribe *mailbox* from *key*; the broker subscription ends with its last mailbox."""
+        mailboxes = self.mailboxes.get(key)
+        if mailboxes is None:
+            return
+        mailboxes.discard(mailbox)
+        if not mailboxes:
+            del self.mailboxes[key]
+            self._confirmations.pop(key, None)
+            if self.redis_url is not None:
+                self._send("unsubscribe", [key])
+
+    def _send(self, command: str, keys: list[str]) -> None:
+        """Send a (un)subscribe command; a lost connection is the reader's to repair."""
+        with self._write_lock:
+            if self._subscriber is None:
+                return  # the reader subscribes to every current channel when it reconnects
+            try:
+                getattr(self._subscriber, command)(keys)
+            except ConnectionError:
+                pass
+
+    # Delivery
+
+    def deliver(self, key: str, payload: bytes) -> int:
+        """Hand one published payload to every mailbox of *key*; return how many."""
+        mailboxes = self.mailboxes.get(key)
+        if not mailboxes:
+            return 0
+        message = ChannelMessage(channel_name(key), decode_payload(payload))
+        for mailbox in tuple(mailboxes):
+            mailbox.put_channel_message(message)
+        self.deliveries += len(mailboxes)
+        return len(mailboxes)
+
+    def resync(self, keys: Iterable[str]) -> None:
+        """Tell every mailbox of *keys* that messages may have been missed."""
+        by_mailbox: dict[Mailbox, set[str]] = {}
+        for key in keys:
+            for mailbox in self.mailboxes.get(key, ()):
+                by_mailbox.setdefault(mailbox, set()).add(channel_name(key))
+        for mailbox, channels in by_mailbox.items():
+            mailbox.put_resync(Resync(tuple(sorted(channels))))
+
+    # The Redis reader
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.dead:
+            self._reader = gevent.spawn(self._read_forever)
+
+    def _read_forever(self) -> None:
+        """Read Redis forever: deliver messages, reconnect with backoff, resubscribe, resync."""
+        from .subscriber import RedisSubscriber
+
+        backoff = RECONNECT_BACKOFF[0]
+        connected_before = False
+        while True:
+            subscriber = RedisSubscriber(self.redis_url or "", self.timeout)
+            try:
+                subscriber.connect()
+                with self._write_lock:
+                    keys = list(self.mailboxes)
+                    subscriber.subscribe(keys)
+                    self._subscriber = subscriber
+                if connected_before:
+                    self._resync_pending = set(keys)
+                    logger.warning("reconnected to Redis; resubscribing %d channels", len(keys))
+                connected_before = True
+                backoff = RECONNECT_BACKOFF[0]
+                for kind, key, value in subscriber.events():
+                    if kind == "message":
+                        self.deliver(key.decode(), value)  # type: ignore[union-attr,arg-type]
+                    elif kind == "subscribe":
+                        self._confirm(key.decode())  # type: ignore[union-attr]
+            except ConnectionError as error:
+                with self._write_lock:
+                    self._subscriber = None
+                subscriber.close()
+                self.reconnects += 1
+                logger.warning("lost Redis subscriber connection (%s); retrying in %.2f s", error, backoff)
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_BACKOFF[1])
+
+    def _confirm(self, key: str) -> None:
+        confirmed = self._confirmations.get(key)
+        if confirmed is not None:
+            confirmed.set()
+        if key in self._resync_pending:
+            self._resync_pending.discard(key)
+            if not self._resync_pending:
+                self.resync(self.mailboxes)
+
+
+_hubs: dict[tuple[int, str | None], Hub] = {}
+
+
+def get_hub() -> Hub:
+    """The hub of this process (of this thread's gevent hub) for the configured broker."""
+    url = conf.redis_url()
+    key = (id(gevent.get_hub()), url)
+    hub = _hubs.get(key)
+    if hub is None:
+        hub = _hubs[key] = Hub(url, float(conf.get("WEBSOCKET_REDIS_TIMEOUT")))
+    return hub
+
+
+def deliver_locally(key: str, payload: bytes) -> int:
+    """The in-process broker's publish: deliver to every in-process hub; return sockets reached.
+
+    A hub running in another thread (a live-server test, a threaded dev server) gets the
+    message through its own event loop; those deliveries are counted by subscription.
+    """
+    current = gevent.get_hub()
+    delivered = 0
+    for hub in list(_hubs.values()):
+        if hub.redis_url is not None:
+            continue
+        if hub.gevent_hub is current:
+            delivered += hub.deliver(key, payload)
+        else:
+            delivered += len(hub.mailboxes.get(key, ()))
+            hub.gevent_hub.loop.run_callback_threadsafe(hub.deliver, key, payload)
+    return delivered

@@ -1,0 +1,162 @@
+"""``publish()``: send a message to a channel's sockets from any Django code.
+
+Works from HTTP views, management commands, Celery tasks and the shell. With
+``WEBSOCKET_REDIS_URL`` (or ``REDIS_URL``) it is one Redis ``PUBLISH``, reaching
+sockets on every worker and host; without, the in-process broker delivers to this
+process's sockets only.
+
+Wire format of a payload: one type byte — ``t`` text (UTF-8) or ``b`` binary —
+then the data. JSON-able messages travel as text. Channel ``room`` is Redis
+channel ``<prefix>room``; an audience appends ``@user:<pk>``, ``@group:<name>`` or
+``@session:<key>``: a socket subscribed to ``room`` listens on all of the names
+that match its request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from . import conf
+from .exceptions import PublishError
+
+logger = logging.getLogger("django_websocket")
+
+TEXT = b"t"
+BINARY = b"b"
+#: Separates a channel from its audience in Redis channel names; not allowed in channel names.
+AUDIENCE_SEPARATOR = "@"
+
+_redis_clients: dict[tuple[str, float], Any] = {}
+
+
+def publish(
+    channel: str,
+    message: Any,
+    *,
+    user: Any = None,
+    group: str | None = None,
+    session: str | None = None,
+) -> int:
+    """Publish *message* to the sockets subscribed to *channel*; return how many got it.
+
+    *message* is ``str`` (a text frame), ``bytes`` (a binary frame) or anything
+    ``DjangoJSONEncoder`` serialises (JSON text). At most one audience: *user* (a user
+    or its pk), *group* (a ``Group`` name) or *session* (a session key) narrows the
+    delivery to the sockets of that user, group or session.
+
+    Returns, with Redis, the number of worker processes that received it (``PUBLISH``'s
+    reply); with the in-process broker, the number of sockets it was queued for.
+    Raises ``PublishError`` when Redis does not answer within ``WEBSOCKET_REDIS_TIMEOUT``
+    (no hidden retries), ``ValueError`` for a bad channel or several audiences.
+    """
+    key = channel_key(channel, audience(user=user, group=group, session=session))
+    payload = encode_payload(message)
+    url = conf.redis_url()
+    if url is None:
+        from .hub import deliver_locally
+
+        return deliver_locally(key, payload)
+    return _publish_to_redis(url, key, payload)
+
+
+def _publish_to_redis(url: str, key: str, payload: bytes) -> int:
+    import redis
+
+    try:
+        return _redis_client(url).publish(key, payload)
+    except redis.RedisError as error:
+        raise PublishError(f"could not publish to Redis ({_safe_url(url)}): {error}") from error
+
+
+def _redis_client(url: str) -> Any:
+    """A redis-py client with explicit timeouts and no retries, one per URL and timeout."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    timeout = float(conf.get("WEBSOCKET_REDIS_TIMEOUT"))
+    client = _redis_clients.get((url, timeout))
+    if client is None:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # A publish either reaches Redis within the timeout or fails loudly.
+            retry=Retry(NoBackoff(), 0),
+            retry_on_error=[],
+            health_check_interval=0,
+        )
+        _redis_clients[(url, timeout)] = client
+    return client
+
+
+def _safe_url(url: str) -> str:
+    """*url* without its password, for messages and logs."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def encode_payload(message: Any) -> bytes:
+    """The wire form of *message*: ``t`` + UTF-8 text or ``b`` + bytes (JSON-ables as text)."""
+    if isinstance(message, str):
+        return TEXT + message.encode()
+    if isinstance(message, bytes | bytearray | memoryview):
+        return BINARY + bytes(message)
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    return TEXT + json.dumps(message, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+
+
+def decode_payload(payload: bytes) -> str | bytes:
+    """The message a payload carries: ``str`` for text, ``bytes`` for binary."""
+    if payload[:1] == BINARY:
+        return payload[1:]
+    return payload[1:].decode("utf-8", "replace")
+
+
+def channel_key(channel: str, audience_suffix: str = "") -> str:
+    """The broker channel name of *channel* (with an optional audience suffix)."""
+    if not isinstance(channel, str) or not channel or AUDIENCE_SEPARATOR in channel:
+        raise ValueError(f"channel names are non-empty strings without {AUDIENCE_SEPARATOR!r}: {channel!r}")
+    return f"{conf.get('WEBSOCKET_CHANNEL_PREFIX')}{channel}{audience_suffix}"
+
+
+def channel_name(key: str) -> str:
+    """The channel a broker channel name belongs to (prefix and audience removed)."""
+    name = key[len(conf.get("WEBSOCKET_CHANNEL_PREFIX")) :]
+    return name.split(AUDIENCE_SEPARATOR, 1)[0]
+
+
+def audience(*, user: Any = None, group: str | None = None, session: str | None = None) -> str:
+    """The audience suffix for at most one of *user*, *group*, *session* ("" for everyone)."""
+    given = [
+        (kind, value) for kind, value in (("user", user), ("group", group), ("session", session)) if value
+    ]
+    if len(given) > 1:
+        raise ValueError("publish() takes at most one audience: user, group or session")
+    if not given:
+        return ""
+    kind, value = given[0]
+    if kind == "user":
+        value = getattr(value, "pk", value)
+    return f"{AUDIENCE_SEPARATOR}{kind}:{value}"
+
+
+def audience_suffixes(request: Any) -> list[str]:
+    """Every audience suffix a socket opened by *request* listens on (besides everyone's)."""
+    suffixes = []
+    user = getattr(request, "user", None)
+    if user is not None and getattr(user, "is_authenticated", False):
+        suffixes.append(audience(user=user))
+        groups = getattr(user, "groups", None)
+        if groups is not None:
+            suffixes += [audience(group=name) for name in groups.values_list("name", flat=True)]
+    session = getattr(request, "session", None)
+    session_key = getattr(session, "session_key", None)
+    if session_key:
+        suffixes.append(audience(session=session_key))
+    return suffixes

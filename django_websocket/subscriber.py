@@ -1,0 +1,176 @@
+"""The hub's one Redis connection: a minimal RESP2 pub/sub client over a gevent socket.
+
+Why not redis-py's ``PubSub`` here: on a read error it disconnects, reconnects and
+resubscribes inside its retry callback, without telling the caller, and whatever
+was published meanwhile is silently lost (``../shared/MEASURED.md``: 43 of 100).
+This client does nothing behind the hub's back: any failure raises
+``ConnectionError`` and the hub alone decides to reconnect, resubscribe and tell
+its sockets (a ``Resync`` event). It also never times out a quiet subscription
+(redis-py 8's default 5 s ``socket_timeout`` does); dead peers are found by TCP
+keepalive.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Iterator
+
+import gevent.socket
+from redis.connection import parse_url
+
+#: Received pub/sub events: ("message", channel, payload) or ("subscribe"/"unsubscribe", channel, count).
+PubSubEvent = tuple[str, bytes, bytes | int]
+
+READ_SIZE = 262144
+
+
+def encode_command(*parts: str | bytes) -> bytes:
+    """A RESP2 command array of bulk strings."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class RedisSubscriber:
+    """One subscriber connection to the Redis at *url*.
+
+    ``connect()`` opens and authenticates it (raises ``ConnectionError`` within
+    *timeout*); ``subscribe()``/``unsubscribe()`` send commands; ``events()`` yields
+    pub/sub events until the connection fails, then raises ``ConnectionError``.
+    One greenlet reads; commands may be sent from others (serialise them).
+    """
+
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        params = parse_url(url)
+        self.host = params.get("host", "localhost")
+        self.port = int(params.get("port", 6379))
+        self.username = params.get("username")
+        self.password = params.get("password")
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        try:
+            sock = gevent.socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as error:
+            raise ConnectionError(f"cannot reach Redis at {self.host}:{self.port}: {error}") from error
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _enable_keepalive(sock)
+        self.sock = sock
+        if self.password:
+            auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+            sock.sendall(encode_command(*auth))
+            reply = sock.recv(1024)
+            if not reply.startswith(b"+OK"):
+                self.close()
+                raise ConnectionError(f"Redis refused AUTH: {reply[:100]!r}")
+        sock.settimeout(None)  # a quiet subscription is not an error
+
+    def subscribe(self, channels: Iterable[str]) -> None:
+        self._send("SUBSCRIBE", channels)
+
+    def unsubscribe(self, channels: Iterable[str]) -> None:
+        self._send("UNSUBSCRIBE", channels)
+
+    def _send(self, command: str, channels: Iterable[str]) -> None:
+        channels = list(channels)
+        if not channels:
+            return
+        if self.sock is None:
+            raise ConnectionError("not connected to Redis")
+        try:
+            self.sock.sendall(encode_command(command, *channels))
+        except OSError as error:
+            raise ConnectionError(f"lost Redis while sending {command}: {error}") from error
+
+    def events(self) -> Iterator[PubSubEvent]:
+        """Yield pub/sub events as they arrive; raise ``ConnectionError`` when the connection ends."""
+        if self.sock is None:
+            raise ConnectionError("not connected to Redis")
+        parser = RespParser()
+        while True:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except OSError as error:
+                raise ConnectionError(f"lost Redis: {error}") from error
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            yield from parser.feed(data)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+
+def _enable_keepalive(sock: socket.socket) -> None:
+    """Find a Redis that vanished without FIN in about 30 s (idle 15 s, then 3 probes 5 s apart)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+class RespParser:
+    """Incremental parser of the RESP2 arrays a subscribed connection receives."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[PubSubEvent]:
+        """Add *data*; return every complete event in it. Raises ``ConnectionError`` on an error reply."""
+        buffer = self.buffer
+        buffer += data
+        events: list[PubSubEvent] = []
+        position = 0
+        while True:
+            parsed = self._parse_array(buffer, position)
+            if parsed is None:
+                break
+            event, position = parsed
+            events.append(event)
+        del buffer[:position]
+        return events
+
+    def _parse_array(self, buffer: bytearray, position: int) -> tuple[PubSubEvent, int] | None:
+        end = buffer.find(b"\r\n", position)
+        if end < 0:
+            return None
+        marker = buffer[position : position + 1]
+        if marker == b"-":
+            raise ConnectionError(
+                f"Redis error: {bytes(buffer[position + 1 : end]).decode(errors='replace')}"
+            )
+        if marker != b"*":
+            raise ConnectionError(f"unexpected reply from Redis: {bytes(buffer[position:end])[:100]!r}")
+        count = int(buffer[position + 1 : end])
+        position = end + 2
+        items: list[bytes | int] = []
+        for _ in range(count):
+            item = self._parse_item(buffer, position)
+            if item is None:
+                return None
+            value, position = item
+            items.append(value)
+        kind = items[0].decode() if isinstance(items[0], bytes) else str(items[0])
+        return (kind, items[1], items[2]), position  # type: ignore[return-value]
+
+    @staticmethod
+    def _parse_item(buffer: bytearray, position: int) -> tuple[bytes | int, int] | None:
+        end = buffer.find(b"\r\n", position)
+        if end < 0:
+            return None
+        marker = buffer[position : position + 1]
+        if marker == b":":
+            return int(buffer[position + 1 : end]), end + 2
+        if marker == b"$":
+            length = int(buffer[position + 1 : end])
+            start = end + 2
+            if len(buffer) < start + length + 2:
+                return None
+            return bytes(buffer[start : start + length]), start + length + 2
+        raise ConnectionError(f"unexpected item from Redis: {bytes(buffer[position:end])[:100]!r}")

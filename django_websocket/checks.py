@@ -15,6 +15,11 @@ django_websocket.E005    ``WEBSOCKET_ALLOWED_ORIGINS`` is not ``None`` or a list
 django_websocket.E006    ``WEBSOCKET_ALLOW_MISSING_ORIGIN`` is not a bool
 django_websocket.E007    ``WEBSOCKET_SERVER`` is not ``None`` or ``host``, ``host:port``, ``:port``
 django_websocket.E008    ``WEBSOCKET_CLOSE_TIMEOUT`` is not a positive number of seconds
+django_websocket.E009    ``WEBSOCKET_REDIS_URL`` is not ``None`` or a ``redis://``, ``rediss://``
+                         or ``unix://`` URL
+django_websocket.E010    ``WEBSOCKET_CHANNEL_PREFIX`` is not a string
+django_websocket.E011    ``WEBSOCKET_CHANNEL_QUEUE_SIZE`` is not a positive integer
+django_websocket.E012    ``WEBSOCKET_REDIS_TIMEOUT`` is not a positive number of seconds
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 ======================== ==========================================================
 
@@ -40,11 +45,12 @@ REQUEST_CONTEXT_PROCESSOR = "django.template.context_processors.request"
 DJANGO_TEMPLATES = "django.template.backends.django.DjangoTemplates"
 
 _MISSING = object()
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 
 def register_checks() -> None:
     """Register every check of this module; called once from ``AppConfig.ready()``."""
-    for check in (check_urlconf, check_settings, check_templates):
+    for check in (check_urlconf, check_settings, check_channel_settings, check_templates):
         register(check, TAG)
 
 
@@ -159,6 +165,50 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             )
         )
     return errors
+
+
+def check_channel_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E009-E012: the publish/subscribe settings."""
+    errors: list[CheckMessage] = []
+    url = conf.get("WEBSOCKET_REDIS_URL")
+    if url is not None and (not isinstance(url, str) or urlsplit(url).scheme not in REDIS_SCHEMES):
+        errors.append(
+            Error(
+                f"The WEBSOCKET_REDIS_URL setting must be None or a Redis URL, not {url!r}.",
+                hint="e.g. 'redis://127.0.0.1:6379/0'; None uses the REDIS_URL environment variable, "
+                "or the in-process broker without it.",
+                id="django_websocket.E009",
+            )
+        )
+    prefix = conf.get("WEBSOCKET_CHANNEL_PREFIX")
+    if not isinstance(prefix, str):
+        errors.append(
+            Error(
+                f"The WEBSOCKET_CHANNEL_PREFIX setting must be a string, not {prefix!r}.",
+                id="django_websocket.E010",
+            )
+        )
+    for name, integer, error_id in (
+        ("WEBSOCKET_CHANNEL_QUEUE_SIZE", True, "django_websocket.E011"),
+        ("WEBSOCKET_REDIS_TIMEOUT", False, "django_websocket.E012"),
+    ):
+        value = conf.get(name)
+        if not _is_positive(value, integer):
+            kind = "a positive integer" if integer else "a positive number of seconds"
+            errors.append(
+                Error(
+                    f"The {name} setting must be {kind}, not {value!r}.",
+                    hint=f"The default is {conf.DEFAULTS[name]!r}.",
+                    id=error_id,
+                )
+            )
+    return errors
+
+
+def _is_positive(value: Any, integer: bool) -> bool:
+    """Whether *value* is a positive finite int (or, unless *integer*, float); bools are not numbers here."""
+    types = int if integer else int | float
+    return not isinstance(value, bool) and isinstance(value, types) and 0 < value < math.inf
 
 
 def _origins_problem(origins: Any) -> str | None:

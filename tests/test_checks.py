@@ -228,3 +228,37 @@ class AppConfigTests(SimpleTestCase):
     def test_run_checks_reports(self):
         """run_checks() with the tag reports our errors."""
         self.assertIn("django_websocket.E004", ids(run_checks(tags=[TAG])))
+
+
+class ChannelSettingsChecks(SimpleTestCase):
+    """E009-E012: the publish/subscribe settings."""
+
+    def ids(self):
+        from django_websocket.checks import check_channel_settings
+
+        return [message.id for message in check_channel_settings()]
+
+    def test_defaults_pass(self):
+        """The documented defaults raise nothing."""
+        self.assertEqual(self.ids(), [])
+
+    def test_each_bad_value_is_reported(self):
+        """Each malformed setting gets its own id."""
+        cases = [
+            ({"WEBSOCKET_REDIS_URL": "http://localhost"}, "django_websocket.E009"),
+            ({"WEBSOCKET_REDIS_URL": 6379}, "django_websocket.E009"),
+            ({"WEBSOCKET_CHANNEL_PREFIX": None}, "django_websocket.E010"),
+            ({"WEBSOCKET_CHANNEL_QUEUE_SIZE": 0}, "django_websocket.E011"),
+            ({"WEBSOCKET_CHANNEL_QUEUE_SIZE": 2.5}, "django_websocket.E011"),
+            ({"WEBSOCKET_REDIS_TIMEOUT": -1}, "django_websocket.E012"),
+            ({"WEBSOCKET_REDIS_TIMEOUT": True}, "django_websocket.E012"),
+        ]
+        for overrides, expected in cases:
+            with self.subTest(overrides=overrides), override_settings(**overrides):
+                self.assertEqual(self.ids(), [expected])
+
+    def test_redis_urls_pass(self):
+        """redis://, rediss:// and unix:// URLs are accepted."""
+        for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@host:6380", "unix:///run/redis.sock"):
+            with self.subTest(url=url), override_settings(WEBSOCKET_REDIS_URL=url):
+                self.assertEqual(self.ids(), [])

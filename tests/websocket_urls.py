@@ -158,3 +158,37 @@ def channel_room(request, ws, name):
 
 
 urlpatterns.append(path("channel-room/<str:name>/", channel_room, name="channel-room"))
+
+
+@websocket
+def lazy_room(request, ws, name):
+    """Subscribe, then never look at channel events: a slow consumer by construction."""
+    ws.subscribe(f"room:{name}")
+    ws.send("ready")
+    ws.receive()
+
+
+@websocket
+def event_log(request, ws, name):
+    """Report every event as JSON: kind, data; "unsubscribe" stops the channel; "wait" times out."""
+    from django_websocket.events import ChannelMessage, ClientMessage
+
+    ws.subscribe(f"room:{name}")
+    ws.send_json({"kind": "ready"})
+    while True:
+        event = ws.next_event(timeout=5)
+        if isinstance(event, ClientMessage):
+            if event.data == "unsubscribe":
+                ws.unsubscribe(f"room:{name}")
+            elif event.data == "wait":
+                ws.send_json({"kind": "timeout", "result": repr(ws.next_event(timeout=0.05))})
+                continue
+            ws.send_json({"kind": "client", "data": event.data})
+        elif isinstance(event, ChannelMessage):
+            ws.send_json({"kind": "channel", "channel": event.channel, "data": event.data})
+
+
+urlpatterns += [
+    path("lazy-room/<str:name>/", lazy_room, name="lazy-room"),
+    path("event-log/<str:name>/", event_log, name="event-log"),
+]

@@ -43,9 +43,11 @@ class Command(BaseCommand):
         encoding.add_argument(
             "--binary", action="store_true", help="Send MESSAGE as a binary message (UTF-8 bytes)."
         )
-        parser.add_argument("--user", metavar="PK", help="Only sockets of the user with this primary key.")
-        parser.add_argument("--group", metavar="NAME", help="Only sockets of users in this auth group.")
-        parser.add_argument("--session", metavar="KEY", help="Only sockets of this session.")
+        # publish() takes at most one audience.
+        audience = parser.add_mutually_exclusive_group()
+        audience.add_argument("--user", metavar="PK", help="Only sockets of the user with this primary key.")
+        audience.add_argument("--group", metavar="NAME", help="Only sockets of users in this auth group.")
+        audience.add_argument("--session", metavar="KEY", help="Only sockets of this session.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         message: Any = options["message"]
@@ -65,5 +67,7 @@ class Command(BaseCommand):
                 session=options["session"],
             )
         except PublishError as error:
-            raise CommandError(f"could not publish to {options['channel']!r}: {error}") from error
+            raise CommandError(str(error)) from error
+        except ValueError as error:  # a channel name publish() refuses
+            raise CommandError(str(error)) from None
         self.stdout.write(str(count))

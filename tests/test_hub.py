@@ -1,0 +1,120 @@
+"""Unit tests of django_websocket.hub with in-memory mailboxes (no sockets, no Redis)."""
+
+from __future__ import annotations
+
+import gevent
+from django.test import override_settings
+
+from django_websocket.hub import Hub, deliver_locally, get_hub
+from django_websocket.publishing import channel_key, encode_payload
+
+
+class FakeMailbox:
+    """Records what the hub delivers."""
+
+    def __init__(self):
+        self.messages = []
+        self.resyncs = []
+
+    def put_channel_message(self, message):
+        self.messages.append(message)
+
+    def put_resync(self, event):
+        self.resyncs.append(event)
+
+
+def test_deliver_reaches_every_mailbox_with_one_shared_message():
+    """One payload becomes one ChannelMessage object handed to every mailbox."""
+    hub = Hub(None)
+    boxes = [FakeMailbox() for _ in range(3)]
+    key = channel_key("room")
+    for box in boxes:
+        hub.add(key, box)
+    assert hub.deliver(key, encode_payload("hi")) == 3
+    assert {id(box.messages[0]) for box in boxes} == {id(boxes[0].messages[0])}
+    assert boxes[0].messages[0].channel == "room"
+    assert boxes[0].messages[0].data == "hi"
+    assert hub.deliveries == 3
+
+
+def test_audience_keys_map_back_to_the_channel():
+    """A message on room@user:1 is a ChannelMessage of channel "room"."""
+    hub = Hub(None)
+    box = FakeMailbox()
+    key = channel_key("room", "@user:1")
+    hub.add(key, box)
+    hub.deliver(key, encode_payload(b"x"))
+    assert (box.messages[0].channel, box.messages[0].data) == ("room", b"x")
+
+
+def test_discard_ends_subscriptions():
+    """After the last mailbox leaves, the channel is forgotten."""
+    hub = Hub(None)
+    box = FakeMailbox()
+    key = channel_key("room")
+    hub.add(key, box)
+    hub.discard(key, box)
+    hub.discard(key, box)  # idempotent
+    assert hub.mailboxes == {}
+    assert hub.deliver(key, encode_payload("x")) == 0
+
+
+def test_resync_groups_channels_per_mailbox():
+    """Each mailbox gets one Resync naming all its channels."""
+    hub = Hub(None)
+    box = FakeMailbox()
+    keys = [channel_key("a"), channel_key("b"), channel_key("a", "@session:s")]
+    for key in keys:
+        hub.add(key, box)
+    hub.resync(keys)
+    assert [event.channels for event in box.resyncs] == [("a", "b")]
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+def test_local_delivery_uses_this_threads_hub():
+    """deliver_locally() reaches the embedded hub of the current gevent hub."""
+    hub = get_hub()
+    box = FakeMailbox()
+    key = channel_key("local-test")
+    hub.add(key, box)
+    try:
+        assert deliver_locally(key, encode_payload("x")) == 1
+        assert box.messages[0].data == "x"
+    finally:
+        hub.discard(key, box)
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+def test_local_delivery_to_another_threads_hub():
+    """A hub in another thread gets the message through its own loop."""
+    import threading
+
+    received = threading.Event()
+    ready = threading.Event()
+    done = threading.Event()
+    key = channel_key("cross-thread")
+
+    class ThreadMailbox(FakeMailbox):
+        def put_channel_message(self, message):
+            super().put_channel_message(message)
+            received.set()
+
+    def other_thread():
+        with override_settings(WEBSOCKET_REDIS_URL=None):
+            hub = get_hub()
+            box = ThreadMailbox()
+            hub.add(key, box)
+            ready.set()
+            while not done.is_set():
+                gevent.sleep(0.01)  # keep this thread's loop running
+            hub.discard(key, box)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert ready.wait(5)
+        assert deliver_locally(key, encode_payload("x")) == 1
+        assert received.wait(5)
+    finally:
+        done.set()
+        thread.join(5)

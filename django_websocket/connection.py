@@ -119,12 +119,14 @@ class MessageMixin:
             self._subscriptions = Subscriptions(self, self.request)
         return self._subscriptions
 
-    def subscribe(self, channel: str) -> None:
+    def subscribe(self, channel: str, *, forward: bool = False) -> None:
         """Receive messages published to *channel* (and to it for this user, groups, session).
 
-        Returns once the broker delivers the channel's messages to this process.
+        Returns once the broker delivers the channel's messages to this process. With
+        *forward*, the channel's messages go straight to the client, unchanged, without
+        passing through ``events()`` — the fastest way to relay a broadcast.
         """
-        self.subscriptions.subscribe(channel)
+        self.subscriptions.subscribe(channel, forward=forward)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving *channel*'s messages."""
@@ -308,7 +310,54 @@ class WebSocket(MessageMixin):
                     protocol.send_binary(data)
                 self._flush()
             else:
-                self._write(message.frame, b"")
+                try:
+                    self._send_bytes(message.frame)
+                except OSError:
+                    self._abort()
+                    raise self._closed_error() from None
+
+    def send_nowait(self, message: ChannelMessage) -> bool:
+        """Write *message*'s shared frame only if that needs no waiting; used by the hub's fan-out.
+
+        Returns ``True`` when the frame is written (or, after a partial write, its rest is
+        being written by a helper greenlet that holds the write lock, so nothing can
+        interleave), ``False`` when nothing was written and the caller must queue it.
+        """
+        protocol = self.protocol
+        raw = getattr(self.socket, "_sock", None)  # gevent's non-blocking socket underneath
+        if (
+            raw is None
+            or protocol.state is not OPEN
+            or protocol.extensions
+            or protocol.expect_continuation_frame
+        ):
+            return False
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        frame = message.frame
+        try:
+            sent = raw.send(frame)
+        except BlockingIOError:
+            self._write_lock.release()
+            return False
+        except OSError:
+            self._write_lock.release()
+            self._abort()
+            return True  # the connection is gone: nothing left to deliver to
+        if sent == len(frame):
+            self._write_lock.release()
+        else:
+            gevent.spawn(self._finish_write, memoryview(frame)[sent:])
+        return True
+
+    def _finish_write(self, rest: memoryview) -> None:
+        """Write the rest of a partially sent frame, then release the write lock taken for it."""
+        try:
+            self.socket.sendall(rest)
+        except OSError:
+            self._abort()
+        finally:
+            self._write_lock.release()
 
     def _write(self, header: bytes, data: bytes | bytearray | memoryview) -> None:
         """Write one frame. Caller holds the write lock."""
@@ -417,10 +466,13 @@ class WebSocket(MessageMixin):
             self._close_exc = ConnectionClosedError(1006, "connection dropped")
         if not self._closed.is_set():
             self._closed.set()
-            try:
-                self.socket.close()
-            except OSError:
-                pass
+            # shutdown() first: close() alone leaves the connection up while pywsgi's
+            # reader still references the socket, and would wake no blocked greenlet.
+            for step in (lambda: self.socket.shutdown(socket.SHUT_RDWR), self.socket.close):
+                try:
+                    step()
+                except OSError:
+                    pass
 
     def _closed_error(self) -> ConnectionClosed:
         """A fresh exception for the connection's end (re-raising one instance grows its traceback)."""

@@ -108,6 +108,10 @@ class StockWebSocket(MessageMixin):
             if self._close_exc is None:
                 self._close_exc = connection_closed(code, reason)
 
+    def send_nowait(self, message: ChannelMessage) -> bool:
+        """gevent-websocket cannot write without possibly waiting: always ``False`` (queue it)."""
+        return False
+
     def terminate(self, code: int, reason: str = "") -> None:
         """Close within a second even if a send is stuck (the socket is then dropped by the server)."""
         with gevent.Timeout(1.0, False):

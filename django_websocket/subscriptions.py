@@ -13,6 +13,7 @@ pushes back on the client).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,9 +50,17 @@ class Subscriptions:
         self.overflowed = False
         self._client_slots = BoundedSemaphore(CLIENT_READ_AHEAD)
         self._pump: gevent.Greenlet | None = None
+        self.forwarded: set[str] = set()
+        self.outbox: deque[ChannelMessage] = deque()  # forwarded messages waiting for the socket
+        self._writer: gevent.Greenlet | None = None
 
-    def subscribe(self, channel: str) -> None:
-        """Receive *channel*'s messages, including those addressed to this socket's user, groups, session."""
+    def subscribe(self, channel: str, forward: bool = False) -> None:
+        """Receive *channel*'s messages, including those addressed to this socket's user, groups, session.
+
+        With *forward* they are written to the client directly instead of queued for ``events()``.
+        """
+        if forward:
+            self.forwarded.add(channel)
         if channel in self.keys:
             return
         suffixes = [""] + audience_suffixes(self.request)
@@ -60,6 +69,7 @@ class Subscriptions:
             self.hub.add(key, self)
 
     def unsubscribe(self, channel: str) -> None:
+        self.forwarded.discard(channel)
         for key in self.keys.pop(channel, ()):
             self.hub.discard(key, self)
 
@@ -67,19 +77,46 @@ class Subscriptions:
         """End every subscription and stop reading the client. Idempotent."""
         for channel in list(self.keys):
             self.unsubscribe(channel)
-        if self._pump is not None:
-            self._pump.kill(block=False)
+        for greenlet in (self._pump, self._writer):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        self.outbox.clear()
 
     # Called by the hub: never block.
 
     def put_channel_message(self, message: ChannelMessage) -> None:
         if self.overflowed:
             return
+        if message.channel in self.forwarded:
+            self._forward(message)
+            return
         if self.pending >= self.limit:
             self._overflow()
             return
         self.pending += 1
         self.inbox.put(message)
+
+    def _forward(self, message: ChannelMessage) -> None:
+        # Straight onto the wire when the socket can take it now; otherwise in order, behind
+        # what already waits, written by one greenlet.
+        if not self.outbox and self.websocket.send_nowait(message):
+            return
+        if len(self.outbox) >= self.limit:
+            self._overflow()
+            return
+        self.outbox.append(message)
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_outbox)
+
+    def _write_outbox(self) -> None:
+        try:
+            while self.outbox:
+                self.websocket.send(self.outbox[0])
+                self.outbox.popleft()
+        except ConnectionClosed:
+            self.outbox.clear()
+        finally:
+            self._writer = None
 
     def put_resync(self, event: Resync) -> None:
         self.inbox.put(event)
@@ -90,7 +127,7 @@ class Subscriptions:
         path = getattr(self.request, "path", "?")
         logger.warning(
             "websocket %s is a slow consumer (%d channel messages waiting): closing it with %d",
-            path, self.pending, SLOW_CONSUMER,
+            path, self.pending + len(self.outbox), SLOW_CONSUMER,
         )  # fmt: skip
         gevent.spawn(self.websocket.terminate, SLOW_CONSUMER, "slow consumer")
 

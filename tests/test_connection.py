@@ -32,7 +32,10 @@ class Peer:
     def flush(self):
         data = b"".join(self.protocol.data_to_send())
         if data:
-            self.sock.sendall(data)
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                pass  # the server already dropped the connection, as it does after failing it
 
     def read_until(self, predicate, timeout=3.0):
         """Read frames until predicate(frames) holds or the stream ends; return the frames."""

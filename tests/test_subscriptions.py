@@ -93,3 +93,48 @@ class SubscriptionTests(TestCase):
                 slow.receive()
         assert caught.value.code == 1013
         assert "slow consumer" in "\n".join(logs.output)
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class ForwardTests(TestCase):
+    """subscribe(channel, forward=True): channel messages go straight to the client."""
+
+    def test_forwarded_messages_arrive_unchanged_and_in_order(self):
+        """Text and binary messages are relayed as published, in publish order."""
+        client = WebSocketClient()
+        websocket = client.connect("/forward-room/f1/")
+        self.addCleanup(websocket.close)
+        assert websocket.receive() == "ready"
+        for index in range(50):
+            publish("room:f1", f"m{index}")
+        publish("room:f1", b"\x00bin")
+        assert [websocket.receive() for _ in range(50)] == [f"m{index}" for index in range(50)]
+        assert websocket.receive() == b"\x00bin"
+        websocket.send("from client")
+        assert websocket.receive() == "from client"
+
+    def test_big_backlog_goes_through_the_outbox_whole(self):
+        """Messages bigger than the socket buffer are queued and written whole, in order."""
+        client = WebSocketClient()
+        websocket = client.connect("/forward-room/f2/")
+        self.addCleanup(websocket.close)
+        assert websocket.receive() == "ready"
+        big = [bytes([index]) * 300_000 for index in range(5)]
+        for message in big:
+            publish("room:f2", message)
+        assert [websocket.receive(timeout=10) for _ in range(5)] == big
+
+    @override_settings(WEBSOCKET_CHANNEL_QUEUE_SIZE=3)
+    def test_forwarding_to_a_client_that_stopped_reading_closes_it_1013(self):
+        """When the outbox passes the queue size, the socket is closed with 1013 and logged."""
+        client = WebSocketClient()
+        stalled = client.connect("/forward-room/f3/")
+        assert stalled.receive() == "ready"
+        with self.assertLogs("django_websocket", "WARNING") as logs:
+            for _ in range(40):
+                publish("room:f3", b"x" * 200_000)  # never read by the client: buffers fill up
+                gevent.sleep(0)
+        assert "slow consumer" in "\n".join(logs.output)
+        with gevent.Timeout(5):
+            while publish("room:f3", "x"):
+                gevent.sleep(0.01)  # the closed socket leaves the hub

@@ -192,3 +192,17 @@ urlpatterns += [
     path("lazy-room/<str:name>/", lazy_room, name="lazy-room"),
     path("event-log/<str:name>/", event_log, name="event-log"),
 ]
+
+
+@websocket
+def forward_room(request, ws, name):
+    """Relay room:<name> straight to the client (forward=True); publish what the client sends."""
+    from django_websocket import publish
+
+    ws.subscribe(f"room:{name}", forward=True)
+    ws.send("ready")
+    for message in ws:
+        publish(f"room:{name}", message)
+
+
+urlpatterns.append(path("forward-room/<str:name>/", forward_room, name="forward-room"))

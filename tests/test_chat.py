@@ -1,0 +1,306 @@
+"""The chat and broadcast demos of ``test_project``, in-process on the embedded broker.
+
+Sockets are opened with ``django_websocket.testing.WebSocketClient`` inside a
+``TestCase``, so the websocket views see the test's database transaction; pages
+and the announcement view go through Django's test ``Client``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.test import Client, TestCase, override_settings
+from django.urls import reverse
+
+from django_websocket import publish
+from django_websocket.hub import get_hub
+from django_websocket.publishing import channel_key
+from django_websocket.testing import HandshakeRejected, WebSocketClient
+from test_project.models import Message, Room
+
+VALID = {"handle": "alice", "message": "hello, room", "color": "#1f4e8c"}
+
+
+class SocketTestCase(TestCase):
+    def open(self, path: str):
+        """Connect to *path*; the connection is closed when the test ends."""
+        websocket = WebSocketClient().connect(path)
+        self.addCleanup(websocket.close)
+        return websocket
+
+    def join_chat(self, room: str = "lobby"):
+        """Open the chat socket of *room*, once its view is subscribed (it then sends a resync)."""
+        websocket = self.open(f"/chat/{room}/")
+        self.assertEqual(websocket.receive_json(), {"type": "resync"})
+        return websocket
+
+    def join_broadcast(self, room: str, name: str):
+        """Open the broadcast socket of *room*, once its view is subscribed.
+
+        The sync point is "<name> joined" coming back: the view subscribes before it
+        reads, so its own first message is proof (earlier members get it too).
+        """
+        websocket = self.open(f"/broadcast/{room}/")
+        websocket.send(f"{name} joined")
+        self.assertEqual(websocket.receive(), f"{name} joined")
+        return websocket
+
+    def assert_silent(self, websocket, timeout: float = 0.2) -> None:
+        """Nothing arrives on *websocket* within *timeout* seconds."""
+        with self.assertRaises(TimeoutError):
+            websocket.receive(timeout=timeout)
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class ChatSocketTests(SocketTestCase):
+    def test_valid_message_is_stored_and_reaches_every_member(self):
+        """A valid message is stored, then sent to every socket in the room, the sender included."""
+        alice = self.join_chat()
+        bob = self.join_chat()
+        alice.send_json(VALID)
+        received = [alice.receive_json(), bob.receive_json()]
+        stored = Message.objects.get()
+        self.assertEqual(received[0], received[1])
+        event = received[0]
+        self.assertEqual(
+            {key: event[key] for key in ("type", "id", "handle", "message", "color")},
+            {"type": "message", "id": stored.pk, **VALID},
+        )
+        self.assertEqual(datetime.fromisoformat(event["timestamp"]), stored.created)
+        self.assertEqual((stored.room.name, stored.handle, stored.message), ("lobby", "alice", "hello, room"))
+
+    def test_messages_stay_in_their_room(self):
+        """A message reaches its own room only."""
+        lobby = self.join_chat("lobby")
+        kitchen = self.join_chat("kitchen")
+        kitchen.send_json({**VALID, "message": "in the kitchen"})
+        self.assertEqual(kitchen.receive_json()["message"], "in the kitchen")
+        lobby.send_json({**VALID, "message": "in the lobby"})
+        self.assertEqual(lobby.receive_json()["message"], "in the lobby")
+        self.assert_silent(kitchen)
+
+    def test_bad_input_gets_an_error_reply_and_the_connection_stays_usable(self):
+        """Each kind of bad input gets {"type": "error"} to the sender only; nothing is stored."""
+        sender = self.join_chat()
+        other = self.join_chat()
+        bad_inputs = [
+            "not json",
+            b'{"handle": "binary", "message": "frames", "color": "#000000"}',
+            "[1, 2]",
+            "null",
+            json.dumps({"message": "no handle", "color": "#000000"}),
+            json.dumps({**VALID, "handle": 7}),
+            json.dumps({**VALID, "message": ["a", "list"]}),
+            json.dumps({**VALID, "color": None}),
+            json.dumps({**VALID, "handle": ""}),
+            json.dumps({**VALID, "handle": "   "}),
+            json.dumps({**VALID, "handle": "h" * 51}),
+            json.dumps({**VALID, "message": ""}),
+            json.dumps({**VALID, "message": "m" * 2001}),
+            json.dumps({**VALID, "color": "red"}),
+            json.dumps({**VALID, "color": "#12345"}),
+            json.dumps({**VALID, "color": "#1234567"}),
+            json.dumps({**VALID, "color": "#12345g"}),
+            json.dumps({**VALID, "color": "#123456\n"}),
+        ]
+        for data in bad_inputs:
+            with self.subTest(data=data[:60]):
+                sender.send(data)
+                reply = sender.receive_json()
+                self.assertEqual(reply["type"], "error")
+                self.assertIsInstance(reply["error"], str)
+                self.assertTrue(reply["error"])
+        self.assertFalse(Message.objects.exists())
+        sender.send_json({**VALID, "handle": "h" * 50, "message": "m" * 2000, "color": "#ABCdef"})
+        self.assertEqual(sender.receive_json()["type"], "message")
+        self.assertEqual(other.receive_json()["handle"], "h" * 50)  # the errors never reached it
+        self.assertEqual(Message.objects.count(), 1)
+
+    def test_published_announcement_reaches_members(self):
+        """publish() from Django code reaches every member of the room, unchanged."""
+        first = self.join_chat()
+        second = self.join_chat()
+        elsewhere = self.join_chat("elsewhere")
+        announcement = {
+            "type": "announcement",
+            "message": "closing at six",
+            "timestamp": "2024-05-01T18:00:00Z",
+        }
+        self.assertEqual(publish("chat:lobby", announcement), 2)
+        expected = json.dumps(announcement, separators=(",", ":"))
+        self.assertEqual(first.receive(), expected)
+        self.assertEqual(second.receive(), expected)
+        self.assert_silent(elsewhere)
+
+    def test_resync_tells_the_client_to_reload(self):
+        """When the hub resyncs the room's channel, the socket sends {"type": "resync"}."""
+        websocket = self.join_chat()
+        get_hub().resync([channel_key("chat:lobby")])
+        self.assertEqual(websocket.receive_json(), {"type": "resync"})
+        websocket.send_json(VALID)
+        self.assertEqual(websocket.receive_json()["type"], "message")
+
+    def test_room_is_created_by_the_socket_too(self):
+        """A socket opened on a new room creates it, so its messages can be stored."""
+        self.join_chat("brand-new")
+        self.assertTrue(Room.objects.filter(name="brand-new").exists())
+
+    def test_room_name_must_be_a_short_slug(self):
+        """A room name that is not a slug of at most 50 characters is a 404 before the accept."""
+        for path in ("/chat/" + "r" * 51 + "/", "/chat/no%20spaces/", "/chat/dots.no/"):
+            with self.subTest(path=path), self.assertRaises(HandshakeRejected) as refused:
+                WebSocketClient().connect(path)
+            self.assertEqual(refused.exception.status, 404)
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class ChatPageTests(SocketTestCase):
+    def test_room_page_creates_the_room_and_shows_the_last_50_messages(self):
+        """The room page shows the last 50 messages, oldest first, escaped; and connects the socket."""
+        room = Room.objects.create(name="lobby")
+        for number in range(55):
+            Message.objects.create(room=room, handle="bob", message=f"message {number:02}", color="#000000")
+        Message.objects.create(room=room, handle="<b>eve</b>", message="<script>alert(1)</script>")
+        response = self.client.get("/chat/lobby/")
+        self.assertEqual(response.status_code, 200)
+        history = response.context["history"]
+        self.assertEqual(len(history), 50)
+        self.assertEqual(history[0].message, "message 06")
+        self.assertEqual(history[-1].handle, "<b>eve</b>")
+        content = response.content.decode()
+        self.assertNotIn("message 05", content)
+        self.assertLess(content.index("message 06"), content.index("message 54"))
+        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;", content)
+        self.assertNotIn("<b>eve</b>", content)
+        self.assertIn('"ws://testserver/chat/lobby/"', content)
+        self.assertIn("/static/django_websocket/websocket.js", content)
+
+        self.client.get("/chat/new-room/")
+        self.assertTrue(Room.objects.filter(name="new-room").exists())
+
+    def test_chat_index_lists_rooms_and_opens_one(self):
+        """/chat/ lists rooms; its form redirects to a room, or says what is wrong with the name."""
+        Room.objects.create(name="kitchen")
+        response = self.client.get("/chat/")
+        self.assertContains(response, 'href="/chat/kitchen/"')
+        self.assertRedirects(self.client.get("/chat/", {"room": "garden"}), "/chat/garden/")
+        self.assertContains(self.client.get("/chat/", {"room": "not a slug"}), 'id="room-error"')
+
+    def test_messages_json_returns_the_last_50_oldest_first(self):
+        """messages.json: the room's last 50 messages, oldest first, as the socket sends them."""
+        room = Room.objects.create(name="lobby")
+        other = Room.objects.create(name="other")
+        created = [
+            Message.objects.create(room=room, handle="bob", message=f"m{number}", color="#00ff00")
+            for number in range(60)
+        ]
+        Message.objects.create(room=other, handle="bob", message="not here")
+        response = self.client.get(reverse("chat-messages", args=["lobby"]))
+        self.assertEqual(response.status_code, 200)
+        data = response.json()
+        self.assertEqual(data["room"], "lobby")
+        self.assertEqual([message["id"] for message in data["messages"]], [m.pk for m in created[10:]])
+        self.assertEqual(data["messages"][-1], created[-1].as_event())
+        self.assertEqual(data["messages"][-1]["type"], "message")
+        self.assertEqual(self.client.get("/chat/nobody-here/messages.json").json()["messages"], [])
+
+    def test_index_links_every_demo(self):
+        """The index page links the old demos and the new ones."""
+        response = self.client.get("/")
+        for path in ("/echo/", "/ping/", "/whoami/", "/broadcast/lobby/", "/chat/"):
+            self.assertContains(response, f'href="{path}"')
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class AnnounceViewTests(SocketTestCase):
+    def setUp(self):
+        Room.objects.create(name="lobby")
+        self.url = reverse("chat-announce", args=["lobby"])
+
+    def test_fetch_post_publishes_and_answers_json(self):
+        """A POST asking for JSON publishes the announcement and returns how many got it."""
+        members = [self.join_chat(), self.join_chat()]
+        response = self.client.post(
+            self.url, {"message": "<b>cake</b> in the kitchen"}, HTTP_ACCEPT="application/json"
+        )
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json(), {"delivered": 2})
+        for member in members:
+            event = member.receive_json()
+            self.assertEqual(
+                (event["type"], event["message"]), ("announcement", "<b>cake</b> in the kitchen")
+            )
+            datetime.fromisoformat(event["timestamp"])
+
+    def test_form_post_redirects_back_to_the_room(self):
+        """A plain form post publishes, then redirects to the room page."""
+        member = self.join_chat()
+        response = self.client.post(self.url, {"message": "hello from a form"})
+        self.assertRedirects(response, "/chat/lobby/")
+        self.assertEqual(member.receive_json()["message"], "hello from a form")
+
+    def test_bad_requests(self):
+        """No message: 400; unknown room: 404; GET: 405; nothing is published."""
+        member = self.join_chat()
+        self.assertEqual(self.client.post(self.url, {}).status_code, 400)
+        self.assertEqual(
+            self.client.post(self.url, {"message": ""}, HTTP_ACCEPT="application/json").status_code, 400
+        )
+        self.assertEqual(self.client.post(self.url, {"message": "x" * 2001}).status_code, 400)
+        self.assertEqual(self.client.post("/chat/nowhere/announce/", {"message": "hi"}).status_code, 404)
+        self.assertEqual(self.client.get(self.url).status_code, 405)
+        self.assert_silent(member)
+
+    def test_csrf_is_enforced(self):
+        """Without the CSRF token the announcement is refused with 403."""
+        client = Client(enforce_csrf_checks=True)
+        self.assertEqual(client.post(self.url, {"message": "forged"}).status_code, 403)
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class BroadcastTests(SocketTestCase):
+    def join_two(self, room: str = "lobby"):
+        """Alice and Bob in *room*, with Bob's arrival already read by Alice."""
+        alice = self.join_broadcast(room, "alice")
+        bob = self.join_broadcast(room, "bob")
+        self.assertEqual(alice.receive(), "bob joined")
+        return alice, bob
+
+    def test_text_reaches_every_member_unchanged(self):
+        """A text message reaches every member, the sender included, exactly as sent."""
+        alice, bob = self.join_two()
+        text = '  héllo {"not": "parsed"} ✓\n'
+        alice.send(text)
+        self.assertEqual(alice.receive(), text)
+        self.assertEqual(bob.receive(), text)
+
+    def test_binary_from_a_client_is_ignored(self):
+        """Binary messages from a member are dropped; the text after them still goes out."""
+        alice, bob = self.join_two()
+        alice.send(b"\x00\x01binary")
+        alice.send("after the binary")
+        self.assertEqual(bob.receive(), "after the binary")
+        self.assertEqual(alice.receive(), "after the binary")
+
+    def test_publish_reaches_members(self):
+        """publish() to broadcast:<room> reaches every member; bytes arrive as a binary frame."""
+        alice, bob = self.join_two()
+        self.assertEqual(publish("broadcast:lobby", "from django"), 2)
+        publish("broadcast:lobby", b"\xff\x00")
+        for member in (alice, bob):
+            self.assertEqual(member.receive(), "from django")
+            self.assertEqual(member.receive(), b"\xff\x00")
+
+    def test_rooms_are_separate(self):
+        """A message sent in one room does not reach another."""
+        lobby = self.join_broadcast("lobby", "alice")
+        garden = self.join_broadcast("garden", "bob")
+        lobby.send("lobby only")
+        self.assertEqual(lobby.receive(), "lobby only")
+        self.assert_silent(garden)
+
+    def test_page(self):
+        """The broadcast page connects to its room's socket."""
+        response = self.client.get("/broadcast/lobby/")
+        self.assertContains(response, '"ws://testserver/broadcast/lobby/"')

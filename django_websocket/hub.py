@@ -60,6 +60,8 @@ class Hub:
         self._write_lock = Semaphore()
         self._confirmations: dict[str, Event] = {}
         self._resync_pending: set[str] = set()
+        self._unconfirmed: set[str] = set()  # subscribed while Redis was unreachable
+        self._connected_before = False
 
     # Subscriptions, called from views' greenlets
 
@@ -79,8 +81,14 @@ class Hub:
             confirmed = self._confirmations[key] = Event()
             self._ensure_reader()
             self._send("subscribe", [key])
-        if confirmed is not None and not confirmed.wait(SUBSCRIBE_TIMEOUT):
+        if confirmed is None or confirmed.is_set():
+            return
+        if self._connected_before and self._subscriber is None:
+            # Redis is down: don't hold the view; a Resync follows the late confirmation.
+            self._unconfirmed.add(key)
+        elif not confirmed.wait(SUBSCRIBE_TIMEOUT):
             logger.warning("Redis has not confirmed the subscription to %s yet", key)
+            self._unconfirmed.add(key)
 
     def discard(self, key: str, mailbox: Mailbox) -> None:
         """Unsubscribe *mailbox* from *key*; the broker subscription ends with its last mailbox."""
@@ -91,6 +99,7 @@ class Hub:
         if not mailboxes:
             del self.mailboxes[key]
             self._confirmations.pop(key, None)
+            self._unconfirmed.discard(key)
             if self.redis_url is not None:
                 self._send("unsubscribe", [key])
 
@@ -137,7 +146,6 @@ class Hub:
         from .subscriber import RedisSubscriber
 
         backoff = RECONNECT_BACKOFF[0]
-        connected_before = False
         while True:
             subscriber = RedisSubscriber(self.redis_url or "", self.timeout)
             try:
@@ -146,10 +154,10 @@ class Hub:
                     keys = list(self.mailboxes)
                     subscriber.subscribe(keys)
                     self._subscriber = subscriber
-                if connected_before:
+                if self._connected_before:
                     self._resync_pending = set(keys)
                     logger.warning("reconnected to Redis; resubscribing %d channels", len(keys))
-                connected_before = True
+                self._connected_before = True
                 backoff = RECONNECT_BACKOFF[0]
                 for kind, key, value in subscriber.events():
                     if kind == "message":
@@ -161,7 +169,10 @@ class Hub:
                     self._subscriber = None
                 subscriber.close()
                 self.reconnects += 1
-                logger.warning("lost Redis subscriber connection (%s); retrying in %.2f s", error, backoff)
+                state = "lost" if self._connected_before else "cannot open"
+                logger.warning(
+                    "%s the Redis subscriber connection (%s); retrying in %.2f s", state, error, backoff
+                )
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF[1])
 
@@ -169,6 +180,9 @@ class Hub:
         confirmed = self._confirmations.get(key)
         if confirmed is not None:
             confirmed.set()
+        if key in self._unconfirmed:
+            self._unconfirmed.discard(key)
+            self.resync([key])
         if key in self._resync_pending:
             self._resync_pending.discard(key)
             if not self._resync_pending:

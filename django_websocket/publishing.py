@@ -30,14 +30,17 @@ AUDIENCE_SEPARATOR = "@"
 
 _redis_clients: dict[tuple[str, float], Any] = {}
 
+#: "No audience given" (so that an explicit ``user=None`` is an error, not a broadcast).
+EVERYONE: Any = object()
+
 
 def publish(
     channel: str,
     message: Any,
     *,
-    user: Any = None,
-    group: str | None = None,
-    session: str | None = None,
+    user: Any = EVERYONE,
+    group: Any = EVERYONE,
+    session: Any = EVERYONE,
 ) -> int:
     """Publish *message* to the sockets subscribed to *channel*; return how many got it.
 
@@ -49,7 +52,9 @@ def publish(
     Returns, with Redis, the number of worker processes that received it (``PUBLISH``'s
     reply); with the in-process broker, the number of sockets it was queued for.
     Raises ``PublishError`` when Redis does not answer within ``WEBSOCKET_REDIS_TIMEOUT``
-    (no hidden retries), ``ValueError`` for a bad channel or several audiences.
+    (no hidden retries), ``ValueError`` for a bad channel, several audiences, or an empty
+    one (``user=None``, ``session=""``…: a message meant for one audience is never
+    broadcast to everyone by mistake).
     """
     key = channel_key(channel, audience(user=user, group=group, session=session))
     payload = encode_payload(message)
@@ -131,11 +136,13 @@ def channel_name(key: str) -> str:
     return name.split(AUDIENCE_SEPARATOR, 1)[0]
 
 
-def audience(*, user: Any = None, group: str | None = None, session: str | None = None) -> str:
-    """The audience suffix for at most one of *user*, *group*, *session* ("" for everyone)."""
-    given = [
-        (kind, value) for kind, value in (("user", user), ("group", group), ("session", session)) if value
-    ]
+def audience(*, user: Any = EVERYONE, group: Any = EVERYONE, session: Any = EVERYONE) -> str:
+    """The audience suffix for at most one of *user*, *group*, *session* ("" for everyone).
+
+    Raises ``ValueError`` for two audiences, or for one given as ``None`` or empty.
+    """
+    candidates = (("user", user), ("group", group), ("session", session))
+    given = [(kind, value) for kind, value in candidates if value is not EVERYONE]
     if len(given) > 1:
         raise ValueError("publish() takes at most one audience: user, group or session")
     if not given:
@@ -143,6 +150,8 @@ def audience(*, user: Any = None, group: str | None = None, session: str | None 
     kind, value = given[0]
     if kind == "user":
         value = getattr(value, "pk", value)
+    if value is None or value == "":
+        raise ValueError(f"empty {kind} audience: refusing to broadcast a message meant for one {kind}")
     return f"{AUDIENCE_SEPARATOR}{kind}:{value}"
 
 

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterable, Iterator
 
 import gevent.socket
+import gevent.ssl as gevent_ssl
 from redis.connection import parse_url
 
 #: Received pub/sub events: ("message", channel, payload) or ("subscribe"/"unsubscribe", channel, count).
@@ -44,20 +45,25 @@ class RedisSubscriber:
 
     def __init__(self, url: str, timeout: float = 1.0) -> None:
         params = parse_url(url)
+        self.path = params.get("path")  # unix:// sockets
         self.host = params.get("host", "localhost")
         self.port = int(params.get("port", 6379))
         self.username = params.get("username")
         self.password = params.get("password")
+        self.tls = url.startswith("rediss://")
+        self.verify = params.get("ssl_cert_reqs", "required") not in ("none", "optional")
         self.timeout = timeout
         self.sock: socket.socket | None = None
 
+    @property
+    def address(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
     def connect(self) -> None:
         try:
-            sock = gevent.socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = self._open()
         except OSError as error:
-            raise ConnectionError(f"cannot reach Redis at {self.host}:{self.port}: {error}") from error
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _enable_keepalive(sock)
+            raise ConnectionError(f"cannot reach Redis at {self.address}: {error}") from error
         self.sock = sock
         if self.password:
             auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
@@ -67,6 +73,23 @@ class RedisSubscriber:
                 self.close()
                 raise ConnectionError(f"Redis refused AUTH: {reply[:100]!r}")
         sock.settimeout(None)  # a quiet subscription is not an error
+
+    def _open(self) -> socket.socket:
+        if self.path:
+            sock = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+            return sock
+        sock = gevent.socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _enable_keepalive(sock)
+        if self.tls:
+            context = gevent_ssl.create_default_context()
+            if not self.verify:
+                context.check_hostname = False
+                context.verify_mode = gevent_ssl.CERT_NONE
+            sock = context.wrap_socket(sock, server_hostname=self.host)
+        return sock
 
     def subscribe(self, channels: Iterable[str]) -> None:
         self._send("SUBSCRIBE", channels)

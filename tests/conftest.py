@@ -51,3 +51,43 @@ def server(server_db: dict[str, str]) -> Iterator[Server]:
     """gunicorn with our worker serving ``test_project.wsgi:websocket`` (tests' URLconf)."""
     with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A real ``redis-server`` on 127.0.0.1 and a free port (see ``tests/redis_server.py``)."""
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fanout_server(redis_server, server_db: dict[str, str]) -> Iterator[Server]:
+    """gunicorn with two workers sharing ``redis_server`` (through the ``REDIS_URL`` fallback)."""
+    env = {"REDIS_URL": redis_server.url, "DJANGO_DB_PATH": server_db["path"]}
+    with gunicorn(workers=2, env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def alice_pk(server_db: dict[str, str]) -> int:
+    """The primary key of "alice" in ``server_db``."""
+    import sqlite3
+
+    with sqlite3.connect(server_db["path"]) as db:
+        return db.execute("SELECT id FROM auth_user WHERE username = 'alice'").fetchone()[0]
+
+
+@pytest.fixture(scope="session")
+def editors_group(server_db: dict[str, str], alice_pk: int) -> str:
+    """An auth group "editors" in ``server_db`` with alice in it; returns its name."""
+    import sqlite3
+
+    with sqlite3.connect(server_db["path"]) as db:
+        db.execute("INSERT OR IGNORE INTO auth_group (name) VALUES ('editors')")
+        (group_id,) = db.execute("SELECT id FROM auth_group WHERE name = 'editors'").fetchone()
+        db.execute(
+            "INSERT OR IGNORE INTO auth_user_groups (user_id, group_id) VALUES (?, ?)", (alice_pk, group_id)
+        )
+    return "editors"

@@ -275,6 +275,15 @@ def test_clients_on_different_workers_talk(clients):
     expect(second, b"\x00binary from the second")
 
 
+def test_subscriptions_end_with_the_socket(clients, redis_server):
+    """When the sockets close, their workers unsubscribe: PUBSUB NUMSUB drops from 2 to 0."""
+    sockets = clients.on_each_worker("/room/leaving/")
+    assert numsub(redis_server, "room:leaving") == 2
+    for websocket in sockets:
+        websocket.close()
+    wait_for(lambda: numsub(redis_server, "room:leaving") == 0, timeout=5, message="still subscribed")
+
+
 def test_publish_command_reaches_both_workers(clients, fanout_server, redis_server, server_db):
     """``manage.py websocket_publish`` reaches sockets on both workers and prints 2 (workers)."""
     sockets = clients.on_each_worker("/room/command/")
@@ -367,12 +376,12 @@ def test_redis_restart_keeps_sockets_and_resyncs(clients, publish, redis_server,
     """Redis killed and restarted: sockets stay open, workers resubscribe within 2 s, clients get Resync."""
     sockets = clients.on_each_worker("/room/restart/")
     assert numsub(redis_server, "room:restart") == 2
-    already_lost = fanout_server.log.count("lost Redis subscriber connection")
+    already_lost = fanout_server.log.count("the Redis subscriber connection (")
     redis_server.kill()
     try:
         # Let the workers' backoff grow (0.05 s, 0.1 s, 0.2 s, … up to 1 s) before the restart.
         wait_for(
-            lambda: fanout_server.log.count("lost Redis subscriber connection") >= already_lost + 8,
+            lambda: fanout_server.log.count("the Redis subscriber connection (") >= already_lost + 8,
             timeout=10,
             message=f"workers did not retry Redis:\n{fanout_server.log}",
         )

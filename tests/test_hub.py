@@ -118,3 +118,29 @@ def test_local_delivery_to_another_threads_hub():
     finally:
         done.set()
         thread.join(5)
+
+
+def test_subscribing_during_an_outage_does_not_stall_and_resyncs(redis_server):
+    """While Redis is down, add() returns at once; the late confirmation brings a Resync."""
+    hub = Hub(redis_server.url)
+    first = FakeMailbox()
+    hub.add(channel_key("outage-a"), first)  # connected and confirmed
+    redis_server.kill()
+    with gevent.Timeout(10):
+        while hub._subscriber is not None:
+            gevent.sleep(0.01)  # the reader noticed the loss
+    late = FakeMailbox()
+    started = gevent.get_hub().loop.now()
+    hub.add(channel_key("outage-b"), late)
+    assert gevent.get_hub().loop.now() - started < 1.0
+    redis_server.start()
+    with gevent.Timeout(10):
+        while not late.resyncs or not first.resyncs:
+            gevent.sleep(0.01)
+    assert late.resyncs[0].channels == ("outage-b",)
+    redis_server.client().publish(channel_key("outage-b"), b"tafter")
+    with gevent.Timeout(5):
+        while not late.messages:
+            gevent.sleep(0.01)
+    assert late.messages[0].data == "after"
+    hub._reader.kill()

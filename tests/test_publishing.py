@@ -103,3 +103,10 @@ def test_publish_with_redis_down_fails_fast_and_clearly(monkeypatch):
             publish("room", "x")
     assert time.monotonic() - started < 1.5
     assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("empty", [{"user": None}, {"session": None}, {"session": ""}, {"group": ""}])
+def test_an_empty_audience_is_an_error_not_a_broadcast(empty):
+    """publish(..., session=None) must not reach everyone."""
+    with pytest.raises(ValueError):
+        publish("room", "private", **empty)

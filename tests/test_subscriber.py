@@ -43,3 +43,34 @@ def test_error_reply_raises_connection_error():
     """An error reply ends the connection (the hub reconnects)."""
     with pytest.raises(ConnectionError):
         RespParser().feed(b"-ERR unknown command\r\n")
+
+
+def test_unix_socket_url(tmp_path):
+    """unix:// URLs connect to the socket path (not to localhost:6379)."""
+    import subprocess
+
+    import gevent
+
+    from django_websocket.subscriber import RedisSubscriber
+
+    path = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(path), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        subscriber = RedisSubscriber(f"unix://{path}")
+        with gevent.Timeout(5):
+            while True:
+                try:
+                    subscriber.connect()
+                    break
+                except ConnectionError:
+                    gevent.sleep(0.05)  # redis-server is still starting
+            subscriber.subscribe(["chan"])
+            events = subscriber.events()
+            assert next(events) == ("subscribe", b"chan", 1)
+        subscriber.close()
+    finally:
+        server.kill()
+        server.wait()

@@ -58,14 +58,9 @@ class Command(BaseCommand):
                 raise CommandError(f"MESSAGE is not valid JSON: {error}") from None
         elif options["binary"]:
             message = message.encode()
+        audience = {kind: options[kind] for kind in ("user", "group", "session") if options[kind] is not None}
         try:
-            count = publish(
-                options["channel"],
-                message,
-                user=options["user"],
-                group=options["group"],
-                session=options["session"],
-            )
+            count = publish(options["channel"], message, **audience)
         except PublishError as error:
             raise CommandError(str(error)) from error
         except ValueError as error:  # a channel name publish() refuses

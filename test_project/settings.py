@@ -1,4 +1,4 @@
-"""Settings for the demo and test project: echo, ping and whoami over WebSockets.
+"""Settings for the demo and test project: echo, ping, whoami, broadcast and chat over WebSockets.
 
 Run the demo on one port (HTTP pages and websocket upgrades)::
 

@@ -5,15 +5,28 @@ the single-port application routes a request by its ``Upgrade`` header.
 """
 
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
-from . import views
+from . import (
+    converters,  # noqa: F401  (registers <room:...>)
+    views,
+)
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("echo/", views.echo, name="echo"),
     path("ping/", views.ping, name="ping"),
     path("whoami/", views.whoami, name="whoami"),
+    path("broadcast/<room:room>/", views.broadcast, name="broadcast"),
+    path("chat/", views.chat_index, name="chat-index"),
+    path("chat/<room:room>/", views.chat_room, name="chat-room"),
+    path("chat/<room:room>/messages.json", views.chat_messages, name="chat-messages"),
+    path("chat/<room:room>/announce/", views.chat_announce, name="chat-announce"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# websocket.js for the demo pages under plain gunicorn: served while DEBUG is on (as runserver
+# would); a deployment serves STATIC_ROOT from nginx or whitenoise instead.
+urlpatterns += staticfiles_urlpatterns()

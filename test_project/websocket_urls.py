@@ -2,10 +2,15 @@
 
 from django.urls import path
 
-from . import websocket_views
+from . import (
+    converters,  # noqa: F401  (registers <room:...>)
+    websocket_views,
+)
 
 urlpatterns = [
     path("echo/", websocket_views.echo, name="echo"),
     path("ping/", websocket_views.ping, name="ping"),
     path("whoami/", websocket_views.whoami, name="whoami"),
+    path("broadcast/<room:room>/", websocket_views.broadcast, name="broadcast"),
+    path("chat/<room:room>/", websocket_views.chat, name="chat"),
 ]

@@ -4,10 +4,22 @@ Each view runs after the handshake is accepted; middleware and ordinary Django
 decorators such as ``login_required`` run first and may refuse with an HTTP response.
 """
 
-from django.contrib.auth.decorators import login_required
+import logging
 
+from django.contrib.auth.decorators import login_required
+from django.db import close_old_connections, connection
+
+from django_websocket import publish
 from django_websocket.decorators import websocket as websocket_view
-from django_websocket.exceptions import ConnectionClosed
+from django_websocket.events import ChannelMessage, ClientMessage, Resync
+from django_websocket.exceptions import ConnectionClosed, PublishError
+
+from . import chat as chat_rules
+from .models import Room
+
+logger = logging.getLogger(__name__)
+
+RESYNC = {"type": "resync"}
 
 
 @websocket_view
@@ -37,3 +49,65 @@ def whoami(request, websocket):
             websocket.receive()
         except ConnectionClosed:
             return
+
+
+@websocket_view
+def broadcast(request, websocket, room):
+    """Publish every text message to ``broadcast:<room>``; forward everything published there.
+
+    Every member, the sender included, receives each message unchanged. Binary messages
+    from the client are ignored. No database on this path.
+    """
+    channel = f"broadcast:{room}"
+    # forward=True: the hub writes the room's messages straight to the client (one shared
+    # frame per message), without waking this view; a broadcast keeps no state to resync.
+    websocket.subscribe(channel, forward=True)
+    for message in websocket:
+        if isinstance(message, str):
+            publish(channel, message)
+
+
+@websocket_view
+def chat(request, websocket, room):
+    """The chat room *room*: store and publish valid messages, forward the room's channel.
+
+    Bad input gets ``{"type": "error", "error": ...}`` sent to this client only; the
+    connection stays open. ``{"type": "resync"}`` tells the client to reload the history
+    over HTTP: it is sent once subscribed (what was posted before is then in the
+    database, what comes after arrives here: nothing falls in between) and again
+    whenever the hub may have missed messages.
+    """
+    room, _ = Room.objects.get_or_create(name=room)
+    websocket.subscribe(chat_rules.channel(room.name))
+    _release_db_connection()
+    websocket.send_json(RESYNC)
+    for event in websocket.events():
+        if isinstance(event, ChannelMessage):
+            websocket.send(event)
+        elif isinstance(event, ClientMessage):
+            _post(websocket, room, event.data)
+            _release_db_connection()
+        elif isinstance(event, Resync):
+            websocket.send_json(RESYNC)
+
+
+def _post(websocket, room, data):
+    """Validate and post one client message; answer problems to this client only."""
+    try:
+        chat_rules.post_message(room, **chat_rules.parse_message(data))
+    except chat_rules.InvalidMessage as error:
+        websocket.send_json({"type": "error", "error": str(error)})
+    except PublishError:
+        logger.exception("chat room %s: message stored but not published", room.name)
+        websocket.send_json({"type": "error", "error": "stored, but not delivered live: reload to see it"})
+
+
+def _release_db_connection():
+    """Give the database connection back between messages, as Django does between requests.
+
+    A chat socket lives for hours; holding a connection that long per socket would
+    exhaust the database. Inside a test's transaction (``WebSocketClient`` in a
+    ``TestCase``) the connection must stay: it holds the test's data.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()

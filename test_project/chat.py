@@ -1,0 +1,87 @@
+"""The chat demo's rules, shared by its websocket view and its HTTP views.
+
+A room ``<name>`` is channel ``chat:<name>``. Everything published there is a JSON
+object with a ``type``; the room page renders ``"message"`` and ``"announcement"``:
+
+- ``{"type": "message", "id", "handle", "message", "color", "timestamp"}`` — stored;
+- ``{"type": "announcement", "message", "timestamp"}`` — not stored;
+
+and the websocket view sends its own client ``{"type": "error", "error"}`` (bad input)
+and ``{"type": "resync"}`` (messages may have been missed: reload ``messages.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django.utils import timezone
+
+from django_websocket import publish
+
+from .models import HANDLE_MAX_LENGTH, MESSAGE_MAX_LENGTH, Message, Room
+
+COLOR_RE = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+class InvalidMessage(ValueError):
+    """What the client sent is not a chat message; ``str(error)`` is safe to send back."""
+
+
+def channel(room_name: str) -> str:
+    """The channel of room *room_name*."""
+    return f"chat:{room_name}"
+
+
+def parse_message(data: str | bytes) -> dict[str, str]:
+    """Validate a client's message: JSON ``{"handle", "message", "color"}``.
+
+    Returns the three fields (``message`` as sent; ``handle`` stripped); raises
+    :class:`InvalidMessage` naming the first problem.
+    """
+    if not isinstance(data, str):
+        raise InvalidMessage("send JSON text, not binary")
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise InvalidMessage("not JSON") from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage("send a JSON object")
+    fields = {}
+    for name in ("handle", "message", "color"):
+        if not isinstance(obj.get(name), str):
+            raise InvalidMessage(f"{name!r} must be a string")
+        fields[name] = obj[name]
+    fields["handle"] = fields["handle"].strip()
+    _check_length("handle", fields["handle"], HANDLE_MAX_LENGTH)
+    _check_length("message", fields["message"], MESSAGE_MAX_LENGTH)
+    if not COLOR_RE.fullmatch(fields["color"]):
+        raise InvalidMessage("'color' must look like #rrggbb")
+    return fields
+
+
+def _check_length(name: str, value: str, maximum: int) -> None:
+    if not 1 <= len(value) <= maximum:
+        raise InvalidMessage(f"{name!r} must be 1 to {maximum} characters")
+
+
+def post_message(room: Room, handle: str, message: str, color: str) -> Message:
+    """Store a (validated) message and publish it to the room; return it.
+
+    Raises ``PublishError`` when the broker is unreachable: the message is stored
+    then, and reaches the room's pages at their next reload of ``messages.json``.
+    """
+    stored = Message.objects.create(room=room, handle=handle, message=message, color=color)
+    publish(channel(room.name), stored.as_event())
+    return stored
+
+
+def announce(room_name: str, message: str) -> int:
+    """Publish an announcement (not stored) to the room; return ``publish()``'s count."""
+    event: dict[str, Any] = {
+        "type": "announcement",
+        "message": message,
+        "timestamp": timezone.now().isoformat(),
+    }
+    return publish(channel(room_name), event)

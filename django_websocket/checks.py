@@ -20,6 +20,10 @@ django_websocket.E009    ``WEBSOCKET_REDIS_URL`` is not ``None`` or a ``redis://
 django_websocket.E010    ``WEBSOCKET_CHANNEL_PREFIX`` is not a string
 django_websocket.E011    ``WEBSOCKET_CHANNEL_QUEUE_SIZE`` is not a positive integer
 django_websocket.E012    ``WEBSOCKET_REDIS_TIMEOUT`` is not a positive number of seconds
+django_websocket.E013    ``WEBSOCKET_PING_INTERVAL``, ``WEBSOCKET_SEND_TIMEOUT`` or
+                         ``WEBSOCKET_MAX_CONNECTIONS`` is not ``None`` or a positive number;
+                         ``WEBSOCKET_PING_TIMEOUT`` or ``WEBSOCKET_HANDSHAKE_TIMEOUT`` is not a
+                         positive number
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 ======================== ==========================================================
 
@@ -188,12 +192,17 @@ def check_channel_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
                 id="django_websocket.E010",
             )
         )
-    for name, integer, error_id in (
-        ("WEBSOCKET_CHANNEL_QUEUE_SIZE", True, "django_websocket.E011"),
-        ("WEBSOCKET_REDIS_TIMEOUT", False, "django_websocket.E012"),
+    for name, integer, optional, error_id in (
+        ("WEBSOCKET_CHANNEL_QUEUE_SIZE", True, False, "django_websocket.E011"),
+        ("WEBSOCKET_REDIS_TIMEOUT", False, False, "django_websocket.E012"),
+        ("WEBSOCKET_PING_INTERVAL", False, True, "django_websocket.E013"),
+        ("WEBSOCKET_PING_TIMEOUT", False, False, "django_websocket.E013"),
+        ("WEBSOCKET_HANDSHAKE_TIMEOUT", False, False, "django_websocket.E013"),
+        ("WEBSOCKET_SEND_TIMEOUT", False, True, "django_websocket.E013"),
+        ("WEBSOCKET_MAX_CONNECTIONS", True, True, "django_websocket.E013"),
     ):
         value = conf.get(name)
-        if not _is_positive(value, integer):
+        if not (optional and value is None) and not _is_positive(value, integer):
             kind = "a positive integer" if integer else "a positive number of seconds"
             errors.append(
                 Error(

@@ -27,6 +27,14 @@ WEBSOCKET_CHANNEL_PREFIX       ``"django_   prefix of every Redis channel name
 WEBSOCKET_CHANNEL_QUEUE_SIZE   ``1000``     channel messages waiting per socket; past it the
                                             socket is closed with 1013 (slow consumer)
 WEBSOCKET_REDIS_TIMEOUT        ``1.0``      seconds: Redis connect and publish timeout
+WEBSOCKET_PING_INTERVAL        ``20.0``     seconds between keepalive pings; ``None`` disables
+WEBSOCKET_PING_TIMEOUT         ``20.0``     seconds to wait for the pong before closing (1011)
+WEBSOCKET_HANDSHAKE_TIMEOUT    ``10.0``     seconds a client may take to send its request headers
+WEBSOCKET_SEND_TIMEOUT         ``10.0``     seconds a send may wait on a client that stopped
+                                            reading before the connection is dropped
+WEBSOCKET_MAX_CONNECTIONS      ``None``     open websockets per worker process before handshakes
+                                            get 503; ``None``: 90 % of gunicorn's
+                                            ``--worker-connections`` under our worker
 ============================== ============ =====================================================
 """
 
@@ -45,6 +53,11 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_CHANNEL_PREFIX": "django_websocket:",
     "WEBSOCKET_CHANNEL_QUEUE_SIZE": 1000,
     "WEBSOCKET_REDIS_TIMEOUT": 1.0,
+    "WEBSOCKET_PING_INTERVAL": 20.0,
+    "WEBSOCKET_PING_TIMEOUT": 20.0,
+    "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
+    "WEBSOCKET_SEND_TIMEOUT": 10.0,
+    "WEBSOCKET_MAX_CONNECTIONS": None,
 }
 
 

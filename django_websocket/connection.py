@@ -20,7 +20,10 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import os
 import socket
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -63,6 +66,9 @@ class ServerProtocol(Protocol):
 READ_SIZE = 65536
 
 Message = str | bytes
+
+#: Every open connection of this process, for a graceful shutdown (see ``workers.py``).
+open_connections: weakref.WeakSet = weakref.WeakSet()
 
 #: Frames up to this size are written with one copy and one system call.
 SMALL_FRAME = 16384
@@ -168,13 +174,19 @@ class WebSocket(MessageMixin):
         subprotocol: str | None = None,
         max_message_size: int | None = 2**20,
         close_timeout: float = 5.0,
+        ping_interval: float | None = None,
+        ping_timeout: float = 20.0,
+        send_timeout: float | None = None,
     ) -> None:
         """Wrap an upgraded connection.
 
         *sock* is the connection's socket (used to write and to close); *read(n)*
         returns up to *n* bytes, ``b""`` at end of stream (it may serve bytes the
         HTTP parser already buffered). Messages above *max_message_size* bytes
-        close the connection with 1009 before their payload is read.
+        close the connection with 1009 before their payload is read. With
+        *ping_interval*, a ping goes out that often and a pong must come back within
+        *ping_timeout* or the connection is closed (1011). A send that waits more than
+        *send_timeout* seconds on a client that stopped reading drops the connection.
         """
         self.socket = sock
         self._read = read
@@ -190,6 +202,13 @@ class WebSocket(MessageMixin):
         self._write_lock = Semaphore()
         self._closed = Event()
         self._close_exc: ConnectionClosed | None = None
+        self._raw = getattr(sock, "_sock", sock)  # gevent's non-blocking socket underneath
+        self.send_timeout = send_timeout
+        self.ping_timeout = ping_timeout
+        self._pong = Event()
+        self._ping_payload = b""
+        open_connections.add(self)
+        self._keepalive = gevent.spawn(self._keep_alive, ping_interval) if ping_interval else None
 
     # Receiving
 
@@ -246,6 +265,8 @@ class WebSocket(MessageMixin):
                         self._fragments = [bytes(frame.data)]
                 elif opcode is Opcode.CONT:
                     self._continue_message(frame.data, frame.fin)
+                elif opcode is Opcode.PONG and bytes(frame.data) == self._ping_payload:
+                    self._pong.set()
             except UnicodeDecodeError:
                 # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
                 self.protocol.fail(1007, "invalid UTF-8 in text message")
@@ -324,13 +345,10 @@ class WebSocket(MessageMixin):
         interleave), ``False`` when nothing was written and the caller must queue it.
         """
         protocol = self.protocol
-        raw = getattr(self.socket, "_sock", None)  # gevent's non-blocking socket underneath
-        if (
-            raw is None
-            or protocol.state is not OPEN
-            or protocol.extensions
-            or protocol.expect_continuation_frame
-        ):
+        raw = self._raw
+        if raw is self.socket or protocol.state is not OPEN or protocol.extensions:
+            return False  # not a gevent socket (could block), closing, or frames need encoding
+        if protocol.expect_continuation_frame:
             return False
         if not self._write_lock.acquire(blocking=False):
             return False
@@ -353,7 +371,7 @@ class WebSocket(MessageMixin):
     def _finish_write(self, rest: memoryview) -> None:
         """Write the rest of a partially sent frame, then release the write lock taken for it."""
         try:
-            self.socket.sendall(rest)
+            self._send_waiting(rest)
         except OSError:
             self._abort()
         finally:
@@ -373,10 +391,32 @@ class WebSocket(MessageMixin):
             raise self._closed_error() from None
 
     def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
-        # gevent's sendall() costs ~3x a send() that completes at once, as small frames do.
-        sent = self.socket.send(data)
+        # A non-blocking send completes at once for most frames and costs a third of
+        # gevent's sendall(); only what the kernel did not take waits, for a bounded time.
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
         if sent < len(data):
-            self.socket.sendall(memoryview(data)[sent:])
+            self._send_waiting(memoryview(data)[sent:])
+
+    def _send_waiting(self, rest: memoryview) -> None:
+        """Send *rest*, waiting at most ``send_timeout``; past it the connection is dropped."""
+        timer = gevent.Timeout.start_new(self.send_timeout) if self.send_timeout else None
+        try:
+            self.socket.sendall(rest)
+        except gevent.Timeout as timeout:
+            if timeout is not timer:
+                raise
+            logger.warning(
+                "websocket client stopped reading: dropped after a %.1f s send timeout", self.send_timeout
+            )
+            if self._close_exc is None:
+                self._close_exc = ConnectionClosedError(1013, "send timeout")
+            raise OSError("send timeout") from None
+        finally:
+            if timer is not None:
+                timer.close()
 
     def _flush(self) -> None:
         """Write what the protocol produced. Caller holds the write lock."""
@@ -385,7 +425,7 @@ class WebSocket(MessageMixin):
                 if chunk is SEND_EOF or not chunk:
                     self.socket.shutdown(socket.SHUT_WR)
                 else:
-                    self.socket.sendall(chunk)
+                    self._send_bytes(chunk)
             except OSError:
                 # The peer is gone; the next read sees EOF and ends the connection (1006).
                 self._abort()
@@ -424,6 +464,56 @@ class WebSocket(MessageMixin):
                     self.protocol.send_close(code, reason)
                     self._flush()
         self._abort()
+
+    def shutdown(self, code: int = 1001, reason: str = "", timeout: float = 1.0) -> None:
+        """Close for a server shutdown or restart: like ``close()``, but within about *timeout*."""
+        self.close_timeout = min(self.close_timeout, timeout)
+        with gevent.Timeout(timeout + 1.0, False):
+            try:
+                self.close(code, reason)
+            except (ConnectionClosed, OSError):
+                pass
+        self._abort()
+
+    def _keep_alive(self, interval: float) -> None:
+        """Ping every *interval* s; close 1011 when no pong comes back within ``ping_timeout``.
+
+        While waiting for the pong it reads the socket itself if the view is not reading
+        (messages are kept for ``receive()``), so a busy view does not fail the check and
+        the client's own pings get answered meanwhile.
+        """
+        while not self._closed.wait(interval):
+            self._ping_payload = os.urandom(4)
+            self._pong.clear()
+            with self._write_lock:
+                if self.protocol.state is not OPEN:
+                    return
+                self.protocol.send_ping(self._ping_payload)
+                try:
+                    self._flush()
+                except OSError:
+                    return
+            if not self._await_pong():
+                logger.info("websocket closed: no pong within %.1f s", self.ping_timeout)
+                self.terminate(1011, "keepalive ping timeout")
+                return
+
+    def _await_pong(self) -> bool:
+        """Wait for the pong to the last ping; ``False`` when ``ping_timeout`` passed without it."""
+        deadline = time.monotonic() + self.ping_timeout
+        while not self._pong.is_set() and not self._closed.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._read_lock.locked():
+                self._pong.wait(min(remaining, 0.5))  # the view is reading: it will see the pong
+                continue
+            with gevent.Timeout(remaining, False):
+                try:
+                    self._receive_more()
+                except ConnectionClosed:
+                    return True  # closed anyway: nothing left to keep alive
+        return True
 
     def _wait_closed(self) -> None:
         """Wait for the closing handshake to finish, at most ``close_timeout`` seconds."""
@@ -466,6 +556,7 @@ class WebSocket(MessageMixin):
             self._close_exc = ConnectionClosedError(1006, "connection dropped")
         if not self._closed.is_set():
             self._closed.set()
+            open_connections.discard(self)
             # shutdown() first: close() alone leaves the connection up while pywsgi's
             # reader still references the socket, and would wake no blocked greenlet.
             for step in (lambda: self.socket.shutdown(socket.SHUT_RDWR), self.socket.close):

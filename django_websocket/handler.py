@@ -30,12 +30,12 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 from . import conf
-from .connection import WebSocket
+from .connection import WebSocket, open_connections
 from .decorators import HANDSHAKE_ATTRIBUTE
 from .exceptions import ConnectionClosed, HandshakeError
 from .handshake import accept_headers, check_origin, is_upgrade_request, parse_handshake
 from .response import AcceptWebSocket, handshake_refused
-from .server import UPGRADE_ENVIRON_KEY
+from .server import UPGRADE_ENVIRON_KEY, connection_limit
 from .stock import StockWebSocket
 
 logger = logging.getLogger("django_websocket")
@@ -109,6 +109,14 @@ class WebSocketHandler(WSGIHandler):
                 "websocket handshake refused (%s) for %s: %s", error.status, request.path, error.message
             )
             return handshake_refused(error.status, error.message, error.headers)
+        limit = connection_limit()
+        if limit is not None and len(open_connections) >= limit:
+            logger.warning(
+                "websocket handshake refused (503) for %s: %d connections open", request.path, limit
+            )
+            response = handshake_refused(503, "Too many connections; try again shortly.")
+            response["Retry-After"] = "1"
+            return response
         setattr(request, HANDSHAKE_ATTRIBUTE, handshake)
         return None
 
@@ -158,6 +166,9 @@ class WebSocketHandler(WSGIHandler):
             subprotocol=accept.subprotocol,
             max_message_size=conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"),
             close_timeout=conf.get("WEBSOCKET_CLOSE_TIMEOUT"),
+            ping_interval=conf.get("WEBSOCKET_PING_INTERVAL") or None,
+            ping_timeout=conf.get("WEBSOCKET_PING_TIMEOUT"),
+            send_timeout=conf.get("WEBSOCKET_SEND_TIMEOUT"),
         )
 
     def refuse_stock_websocket(self, response: HttpResponse, environ: dict) -> Iterable[bytes]:

@@ -9,10 +9,14 @@ Every other request is served exactly as ``pywsgi`` serves it.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 
+import gevent
 from gevent import pywsgi
+
+logger = logging.getLogger("django_websocket")
 
 #: environ key of the upgrade callable: ``upgrade(headers) -> (socket, read)``.
 UPGRADE_ENVIRON_KEY = "django_websocket.upgrade"
@@ -20,10 +24,37 @@ UPGRADE_ENVIRON_KEY = "django_websocket.upgrade"
 Upgrade = Callable[[list[tuple[str, str]]], tuple[socket.socket, Callable[[int], bytes]]]
 
 
+class HeadersTimeout(gevent.Timeout):
+    """The client took longer than ``WEBSOCKET_HANDSHAKE_TIMEOUT`` to send its request headers."""
+
+
 class UpgradeHandler(pywsgi.WSGIHandler):
-    """A pywsgi handler whose applications can take over the connection after a 101."""
+    """A pywsgi handler whose applications can take over the connection after a 101.
+
+    A client gets ``WEBSOCKET_HANDSHAKE_TIMEOUT`` seconds to send each request line and
+    its headers, in total, however slowly it trickles them; then the connection is
+    closed, so such clients cannot hold the worker's connection slots.
+    """
+
+    _headers_timer: gevent.Timeout | None = None
+
+    def handle_one_request(self):  # type: ignore[no-untyped-def]
+        self._headers_timer = HeadersTimeout.start_new(handshake_timeout(), HeadersTimeout)
+        try:
+            return super().handle_one_request()
+        except HeadersTimeout as timeout:
+            if timeout is not self._headers_timer:
+                raise
+            logger.info(
+                "closed a connection from %s: no complete request headers in time", self.client_address
+            )
+            return None
+        finally:
+            self._headers_timer.close()
 
     def get_environ(self) -> dict:
+        if self._headers_timer is not None:
+            self._headers_timer.close()  # the headers are in: the application has no such limit
         environ = super().get_environ()
         environ[UPGRADE_ENVIRON_KEY] = self.upgrade_connection
         return environ
@@ -39,7 +70,32 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         the access log records status 101 and the connection's duration.
         """
         self.close_connection = True
+        self.socket.settimeout(None)
         # pywsgi sends neither chunked encoding nor a body for a 101 (connection_upgraded).
         self.start_response("101 Switching Protocols", headers)
         self.write(b"")
         return self.socket, self.rfile.read1
+
+
+def handshake_timeout() -> float | None:
+    """``WEBSOCKET_HANDSHAKE_TIMEOUT`` (``None`` outside a configured Django project)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        return None
+    from . import conf
+
+    return conf.get("WEBSOCKET_HANDSHAKE_TIMEOUT")
+
+
+#: Open websockets allowed per process when ``WEBSOCKET_MAX_CONNECTIONS`` is None; our gunicorn
+#: worker sets it to 90 % of ``--worker-connections`` (the rest answer the 503s).
+default_connection_limit: int | None = None
+
+
+def connection_limit() -> int | None:
+    """How many websockets this process may hold open before handshakes get 503."""
+    from . import conf
+
+    limit = conf.get("WEBSOCKET_MAX_CONNECTIONS")
+    return limit if limit is not None else default_connection_limit

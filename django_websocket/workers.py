@@ -1,24 +1,95 @@
 """The gunicorn worker: ``gunicorn -k django_websocket.workers.GeventWebSocketWorker``.
 
-gunicorn's own gevent worker (``gevent.pywsgi`` underneath) with one change:
-requests are handled by :class:`~django_websocket.server.UpgradeHandler`, so the
-application decides whether to switch protocols after Django's middleware ran,
-and the access log (gunicorn's logger) shows 101, 403, 404… per handshake.
+gunicorn's own gevent worker (``gevent.pywsgi`` underneath) with these changes:
+
+- requests are handled by :class:`~django_websocket.server.UpgradeHandler`, so the
+  application decides whether to switch protocols after Django's middleware ran, and
+  the access log (gunicorn's logger) shows 101, 403, 404… per handshake;
+- on SIGTERM, SIGINT or SIGQUIT every open websocket is closed with 1001 within about a
+  second, so views end, their subscriptions are dropped, and the worker exits long
+  before ``--graceful-timeout`` (gunicorn's own worker would leave sockets silent until
+  that timeout, then drop them without a close frame). A reload (SIGHUP to the master)
+  reaches old workers as SIGTERM: their clients get 1001 too;
+- ``--max-requests`` (with ``--max-requests-jitter``) is honoured — gunicorn's pywsgi
+  worker ignores it — counting requests and handshakes; the recycled worker closes its
+  websockets with 1012 (service restart);
+- unless ``WEBSOCKET_MAX_CONNECTIONS`` is set, handshakes past 90 % of
+  ``--worker-connections`` get a fast 503, leaving room to answer them.
+
 gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import gevent
+from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
+from . import server
 from .server import UpgradeHandler
+
+#: Share of ``--worker-connections`` websockets may take by default.
+CONNECTION_SHARE = 0.9
+
+
+def close_all(code: int, reason: str, wait: float = 2.0) -> None:
+    """Close every open websocket of this process with *code*, concurrently; wait up to *wait* s."""
+    from .connection import open_connections
+
+    closing = [gevent.spawn(websocket.shutdown, code, reason) for websocket in list(open_connections)]
+    gevent.joinall(closing, timeout=wait)
 
 
 class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
-    """:class:`UpgradeHandler` logging through gunicorn's access log."""
+    """:class:`UpgradeHandler` logging through gunicorn's access log and counting requests.
+
+    A handshake counts when its 101 is sent (its response ends only with the socket);
+    any other request when its response is done.
+    """
+
+    worker: GeventWebSocketWorker | None = None
+
+    def upgrade_connection(self, headers: list[tuple[str, str]]) -> Any:
+        connection = super().upgrade_connection(headers)
+        if self.worker is not None:
+            self.worker.count_request()
+        return connection
+
+    def handle_one_response(self) -> None:
+        try:
+            super().handle_one_response()
+        finally:
+            if self.worker is not None and not self.connection_upgraded:
+                self.worker.count_request()
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):
     """gunicorn's gevent worker serving websocket upgrades decided by Django."""
 
     wsgi_handler = GunicornUpgradeHandler
+
+    def init_process(self) -> None:
+        server.default_connection_limit = max(1, int(self.worker_connections * CONNECTION_SHARE))
+        GunicornUpgradeHandler.worker = self
+        super().init_process()
+
+    def count_request(self) -> None:
+        """One more request or handshake; recycle the worker at ``max_requests``."""
+        self.nr += 1
+        if self.alive and self.nr >= self.max_requests:
+            self.log.info("Autorestarting worker after current requests (%s).", self.nr)
+            self.alive = False
+            gevent.spawn(close_all, 1012, "service restart")
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        gevent.spawn(close_all, 1001, "server shutting down")
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        gevent.spawn(self._close_then_quit, sig, frame)
+
+    def _close_then_quit(self, sig: int, frame: Any) -> None:
+        close_all(1001, "server shutting down", wait=1.0)
+        Worker.handle_quit(self, sig, frame)

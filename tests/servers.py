@@ -72,17 +72,36 @@ def gunicorn(
     Raises ``RuntimeError`` (with the log) if gunicorn is not listening within *startup_timeout*.
     """
     cmd = [
-        sys.executable, "-m", "gunicorn", "-k", worker, app,
-        "-b", "127.0.0.1:0", "-w", str(workers),
-        "--access-logfile", "-", "--error-logfile", "-",
-        "--log-level", "info", "--graceful-timeout", "3", "--no-control-socket",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        worker,
+        app,
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        str(workers),
+        "--access-logfile",
+        "-",
+        "--error-logfile",
+        "-",
+        "--log-level",
+        "info",
+        "--graceful-timeout",
+        "3",
+        "--no-control-socket",
         *extra_args,
     ]
     process_env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, "PYTHONUNBUFFERED": "1"}
     process_env.update(env or {})
     process = subprocess.Popen(
-        cmd, cwd=ROOT, env=process_env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        cmd,
+        cwd=ROOT,
+        env=process_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     log: list[bytes] = []
     listening = threading.Event()

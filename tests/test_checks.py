@@ -252,6 +252,11 @@ class ChannelSettingsChecks(SimpleTestCase):
             ({"WEBSOCKET_CHANNEL_QUEUE_SIZE": 2.5}, "django_websocket.E011"),
             ({"WEBSOCKET_REDIS_TIMEOUT": -1}, "django_websocket.E012"),
             ({"WEBSOCKET_REDIS_TIMEOUT": True}, "django_websocket.E012"),
+            ({"WEBSOCKET_PING_INTERVAL": 0}, "django_websocket.E013"),
+            ({"WEBSOCKET_PING_TIMEOUT": None}, "django_websocket.E013"),
+            ({"WEBSOCKET_HANDSHAKE_TIMEOUT": "10"}, "django_websocket.E013"),
+            ({"WEBSOCKET_SEND_TIMEOUT": -1}, "django_websocket.E013"),
+            ({"WEBSOCKET_MAX_CONNECTIONS": 1.5}, "django_websocket.E013"),
         ]
         for overrides, expected in cases:
             with self.subTest(overrides=overrides), override_settings(**overrides):

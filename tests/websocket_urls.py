@@ -206,3 +206,14 @@ def forward_room(request, ws, name):
 
 
 urlpatterns.append(path("forward-room/<str:name>/", forward_room, name="forward-room"))
+
+
+@websocket
+def flood(request, ws):
+    """Send 64 KiB messages until the connection ends (for a client that stops reading)."""
+    chunk = b"x" * 65536
+    while True:
+        ws.send(chunk)
+
+
+urlpatterns.append(path("flood/", flood, name="flood"))

@@ -1,0 +1,186 @@
+"""The gunicorn worker under real signals, limits and misbehaving clients (issue 4 behaviours).
+
+Every test runs the documented command, ``gunicorn -k django_websocket.workers.GeventWebSocketWorker``,
+with short timing settings passed through the environment (see tests/settings.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.servers import gunicorn
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def open_raw(server, path="/echo/") -> socket.socket:
+    """A raw TCP websocket after a successful handshake; the caller decides how badly to behave."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
+
+
+def close_code(websocket) -> int | None:
+    """Receive until the server closes; return its close code."""
+    try:
+        while True:
+            websocket.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_closes_sockets_with_1001_promptly(server_db, sig):
+    """SIGTERM (or SIGINT) to gunicorn: every client sees close 1001 within 2 s, views end."""
+    with gunicorn(
+        env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--graceful-timeout", "30"]
+    ) as server:
+        clients = [connect(server.ws_url("/echo/")) for _ in range(3)]
+        for client in clients:
+            client.send("x")
+            client.recv(timeout=5)
+        started = time.monotonic()
+        os.killpg(server.process.pid, sig)
+        codes = [close_code(client) for client in clients]
+        elapsed = time.monotonic() - started
+        assert codes == [1001, 1001, 1001]
+        assert elapsed < 2.0
+        server.process.wait(timeout=10)  # and the worker exits well before --graceful-timeout
+        assert time.monotonic() - started < 5.0
+
+
+def test_max_requests_recycles_with_1012(server_db):
+    """--max-requests (ignored by gunicorn's pywsgi worker) recycles ours; its sockets get 1012."""
+    with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--max-requests", "3"]) as server:
+        first = connect(server.ws_url("/echo/"))
+        second = connect(server.ws_url("/echo/"))
+        with connect(server.ws_url("/echo/")):
+            pass  # the third handshake reaches max_requests when it ends
+        assert close_code(first) == 1012
+        assert close_code(second) == 1012
+        server.wait_for_log("Autorestarting worker")
+        server.wait_for_log(r"Booting worker with pid", timeout=10)
+        with connect(server.ws_url("/echo/")) as fresh:  # the new worker serves reconnecting clients
+            fresh.send("back")
+            assert fresh.recv(timeout=5) == "back"
+
+
+def test_silent_peer_is_reaped_after_interval_plus_timeout(server_db):
+    """A peer that never answers pings is closed (1011) after interval + timeout; a live one stays."""
+    env = {
+        "DJANGO_DB_PATH": server_db["path"],
+        "WEBSOCKET_PING_INTERVAL": "0.3",
+        "WEBSOCKET_PING_TIMEOUT": "0.5",
+    }
+    with gunicorn(env=env) as server:
+        silent = open_raw(server)  # reads nothing, answers nothing
+        with connect(server.ws_url("/echo/")) as alive:  # websockets answers pings by itself
+            server.wait_for_log("no pong within 0.5 s", timeout=5)
+            time.sleep(0.5)  # let more ping rounds pass for the live client (not synchronisation)
+            alive.send("still here")
+            assert alive.recv(timeout=5) == "still here"
+        silent.settimeout(5)
+        data = b""
+        while chunk := silent.recv(65536):
+            data += chunk
+        assert b"\x88" in data  # pings, then the close frame (1011), then EOF
+        assert int.from_bytes(data[data.index(b"\x88") + 2 : data.index(b"\x88") + 4], "big") == 1011
+        silent.close()
+
+
+def test_pings_answered_while_the_view_is_busy(server_db):
+    """Keepalive pings flow while a view is busy elsewhere, and the client's own pings get pongs."""
+    env = {
+        "DJANGO_DB_PATH": server_db["path"],
+        "WEBSOCKET_PING_INTERVAL": "0.2",
+        "WEBSOCKET_PING_TIMEOUT": "0.4",
+    }
+    with gunicorn(env=env) as server:
+        with connect(server.ws_url("/reverse/")) as client:  # the view sleeps, then sends once
+            assert client.recv(timeout=5) == "/echo/"
+        with connect(server.ws_url("/echo/"), ping_interval=0.1, ping_timeout=1) as client:
+            time.sleep(1.0)  # let ten client pings go out (the client closes if one is unanswered)
+            client.send("ok")
+            assert client.recv(timeout=5) == "ok"
+
+
+def test_trickled_headers_are_cut_while_a_normal_handshake_succeeds(server_db):
+    """Headers trickled a byte at a time are cut at the handshake timeout; others are served meanwhile."""
+    env = {"DJANGO_DB_PATH": server_db["path"], "WEBSOCKET_HANDSHAKE_TIMEOUT": "1.0"}
+    with gunicorn(env=env) as server:
+        trickler = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        started = time.monotonic()
+        cut = False
+        for index, byte in enumerate(b"GET /echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100):
+            try:
+                trickler.sendall(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            if index == 10:  # a normal client is served while the trickler holds its slot
+                with connect(server.ws_url("/echo/")) as normal:
+                    normal.send("served")
+                    assert normal.recv(timeout=5) == "served"
+            time.sleep(0.05)  # the attack itself: trickling, not synchronisation
+        if not cut:
+            trickler.settimeout(3)
+            cut = trickler.recv(1) == b""
+        assert cut, "the trickling client was not disconnected"
+        assert time.monotonic() - started < 3.5
+        trickler.close()
+
+
+def test_connection_cap_answers_503_fast(server_db):
+    """Past WEBSOCKET_MAX_CONNECTIONS a handshake gets 503 with Retry-After at once, not a hang."""
+    env = {"DJANGO_DB_PATH": server_db["path"], "WEBSOCKET_MAX_CONNECTIONS": "2"}
+    with gunicorn(env=env) as server:
+        held = [connect(server.ws_url("/echo/")) for _ in range(2)]
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        started = time.monotonic()
+        sock.sendall(
+            f"GET /echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"Retry-After: 1" in answer
+        assert time.monotonic() - started < 1.0
+        sock.close()
+        held[0].close()
+        with connect(server.ws_url("/echo/")) as again:  # a freed slot is usable again
+            again.send("x")
+            assert again.recv(timeout=5) == "x"
+        held[1].close()
+
+
+def test_client_that_stops_reading_is_dropped_while_others_stay_fast(server_db):
+    """A flooded client that never reads is dropped after the send timeout; a probe's RTT stays low."""
+    env = {"DJANGO_DB_PATH": server_db["path"], "WEBSOCKET_SEND_TIMEOUT": "1.0"}
+    with gunicorn(env=env) as server:
+        stuck = open_raw(server, "/flood/")
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with connect(server.ws_url("/echo/")) as probe:
+            worst = 0.0
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                probe.send("ping")
+                assert probe.recv(timeout=5) == "ping"
+                worst = max(worst, time.monotonic() - started)
+            server.wait_for_log("stopped reading: dropped after a 1.0 s send timeout", timeout=5)
+        assert worst < 0.1
+        stuck.close()

@@ -337,35 +337,30 @@ class WebSocket(MessageMixin):
                     self._abort()
                     raise self._closed_error() from None
 
-    def send_nowait(self, message: ChannelMessage) -> bool:
-        """Write *message*'s shared frame only if that needs no waiting; used by the hub's fan-out.
+    def send_frames_nowait(self, frames: bytes) -> bool:
+        """Write complete server *frames* only if that needs no waiting; used by the hub's fan-out.
 
-        Returns ``True`` when the frame is written (or, after a partial write, its rest is
+        Returns ``True`` when they are written (or, after a partial write, their rest is
         being written by a helper greenlet that holds the write lock, so nothing can
-        interleave), ``False`` when nothing was written and the caller must queue it.
+        interleave), ``False`` when nothing was written and the caller must queue them.
         """
         protocol = self.protocol
         raw = self._raw
-        if raw is self.socket or protocol.state is not OPEN or protocol.extensions:
-            return False  # not a gevent socket (could block), closing, or frames need encoding
-        if protocol.expect_continuation_frame:
-            return False
-        if not self._write_lock.acquire(blocking=False):
-            return False
-        frame = message.frame
+        if self._write_lock.locked() or raw is self.socket or protocol.state is not OPEN:
+            return False  # a write in progress, not a gevent socket (could block), or closing
+        if protocol.extensions or protocol.expect_continuation_frame:
+            return False  # frames need encoding, or a fragmented message is being sent
+        # No lock taken: the hub's greenlet does not yield until the frames are handed over.
         try:
-            sent = raw.send(frame)
+            sent = raw.send(frames)
         except BlockingIOError:
-            self._write_lock.release()
             return False
         except OSError:
-            self._write_lock.release()
             self._abort()
             return True  # the connection is gone: nothing left to deliver to
-        if sent == len(frame):
-            self._write_lock.release()
-        else:
-            gevent.spawn(self._finish_write, memoryview(frame)[sent:])
+        if sent < len(frames):
+            self._write_lock.acquire()  # free (checked above) and released by the helper
+            gevent.spawn(self._finish_write, memoryview(frames)[sent:])
         return True
 
     def _finish_write(self, rest: memoryview) -> None:

@@ -49,6 +49,23 @@ class ChannelMessage:
         return frame_header(0x82, len(self.data)) + self.data
 
 
+@dataclass(eq=False)
+class ChannelBatch:
+    """Messages of one channel that arrived together (one broker read), in order.
+
+    Their frames, joined, are built once and written to each forwarding socket with one
+    system call.
+    """
+
+    messages: list[ChannelMessage]
+
+    @cached_property
+    def frames(self) -> bytes:
+        if len(self.messages) == 1:
+            return self.messages[0].frame
+        return b"".join(message.frame for message in self.messages)
+
+
 @dataclass(frozen=True)
 class Resync:
     """The hub lost its broker connection and resubscribed: messages on *channels* may be missed.

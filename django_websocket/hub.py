@@ -22,7 +22,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from . import conf
-from .events import ChannelMessage, Resync
+from .events import ChannelBatch, ChannelMessage, Resync
 from .publishing import channel_name, decode_payload
 
 logger = logging.getLogger("django_websocket")
@@ -36,7 +36,7 @@ SUBSCRIBE_TIMEOUT = 5.0
 class Mailbox(Protocol):
     """What the hub delivers to: a socket's subscriptions."""
 
-    def put_channel_message(self, message: ChannelMessage) -> None: ...
+    def put_channel_messages(self, batch: ChannelBatch) -> None: ...
     def put_resync(self, event: Resync) -> None: ...
 
 
@@ -115,15 +115,16 @@ class Hub:
 
     # Delivery
 
-    def deliver(self, key: str, payload: bytes) -> int:
-        """Hand one published payload to every mailbox of *key*; return how many."""
+    def deliver(self, key: str, *payloads: bytes) -> int:
+        """Hand published payloads of *key*, in order, to every mailbox of *key*; return how many."""
         mailboxes = self.mailboxes.get(key)
         if not mailboxes:
             return 0
-        message = ChannelMessage(channel_name(key), decode_payload(payload))
+        channel = channel_name(key)
+        batch = ChannelBatch([ChannelMessage(channel, decode_payload(payload)) for payload in payloads])
         for mailbox in tuple(mailboxes):
-            mailbox.put_channel_message(message)
-        self.deliveries += len(mailboxes)
+            mailbox.put_channel_messages(batch)
+        self.deliveries += len(mailboxes) * len(payloads)
         return len(mailboxes)
 
     def resync(self, keys: Iterable[str]) -> None:
@@ -159,11 +160,8 @@ class Hub:
                     logger.warning("reconnected to Redis; resubscribing %d channels", len(keys))
                 self._connected_before = True
                 backoff = RECONNECT_BACKOFF[0]
-                for kind, key, value in subscriber.events():
-                    if kind == "message":
-                        self.deliver(key.decode(), value)  # type: ignore[union-attr,arg-type]
-                    elif kind == "subscribe":
-                        self._confirm(key.decode())  # type: ignore[union-attr]
+                for events in subscriber.batches():
+                    self._handle(events)
             except ConnectionError as error:
                 with self._write_lock:
                     self._subscriber = None
@@ -175,6 +173,24 @@ class Hub:
                 )
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF[1])
+
+    def _handle(self, events: list) -> None:
+        """Deliver what one read brought: consecutive messages of a channel go out as one batch."""
+        run_key: bytes | None = None
+        run: list[bytes] = []
+        for kind, key, value in events:
+            if kind == "message" and key == run_key:
+                run.append(value)
+                continue
+            if run:
+                self.deliver(run_key.decode(), *run)  # type: ignore[union-attr]
+                run_key, run = None, []
+            if kind == "message":
+                run_key, run = key, [value]
+            elif kind == "subscribe":
+                self._confirm(key.decode())
+        if run:
+            self.deliver(run_key.decode(), *run)  # type: ignore[union-attr]
 
     def _confirm(self, key: str) -> None:
         confirmed = self._confirmations.get(key)

@@ -108,7 +108,7 @@ class StockWebSocket(MessageMixin):
             if self._close_exc is None:
                 self._close_exc = connection_closed(code, reason)
 
-    def send_nowait(self, message: ChannelMessage) -> bool:
+    def send_frames_nowait(self, frames: bytes) -> bool:
         """gevent-websocket cannot write without possibly waiting: always ``False`` (queue it)."""
         return False
 

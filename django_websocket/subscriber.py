@@ -108,8 +108,8 @@ class RedisSubscriber:
         except OSError as error:
             raise ConnectionError(f"lost Redis while sending {command}: {error}") from error
 
-    def events(self) -> Iterator[PubSubEvent]:
-        """Yield pub/sub events as they arrive; raise ``ConnectionError`` when the connection ends."""
+    def batches(self) -> Iterator[list[PubSubEvent]]:
+        """Yield the pub/sub events of each read; raise ``ConnectionError`` when the connection ends."""
         if self.sock is None:
             raise ConnectionError("not connected to Redis")
         parser = RespParser()
@@ -120,7 +120,9 @@ class RedisSubscriber:
                 raise ConnectionError(f"lost Redis: {error}") from error
             if not data:
                 raise ConnectionError("Redis closed the connection")
-            yield from parser.feed(data)
+            events = parser.feed(data)
+            if events:
+                yield events
 
     def close(self) -> None:
         if self.sock is not None:

@@ -22,7 +22,7 @@ from gevent.lock import BoundedSemaphore
 from gevent.queue import Empty, Queue
 
 from . import conf
-from .events import ChannelMessage, ClientMessage, Event, Resync
+from .events import ChannelBatch, ChannelMessage, ClientMessage, Event, Resync
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 from .publishing import audience_suffixes, channel_key
 
@@ -84,27 +84,28 @@ class Subscriptions:
 
     # Called by the hub: never block.
 
-    def put_channel_message(self, message: ChannelMessage) -> None:
+    def put_channel_messages(self, batch: ChannelBatch) -> None:
         if self.overflowed:
             return
-        if message.channel in self.forwarded:
-            self._forward(message)
+        if batch.messages[0].channel in self.forwarded:
+            self._forward(batch)
             return
-        if self.pending >= self.limit:
+        if self.pending + len(batch.messages) > self.limit:
             self._overflow()
             return
-        self.pending += 1
-        self.inbox.put(message)
+        self.pending += len(batch.messages)
+        for message in batch.messages:
+            self.inbox.put(message)
 
-    def _forward(self, message: ChannelMessage) -> None:
-        # Straight onto the wire when the socket can take it now; otherwise in order, behind
-        # what already waits, written by one greenlet.
-        if not self.outbox and self.websocket.send_nowait(message):
+    def _forward(self, batch: ChannelBatch) -> None:
+        # Straight onto the wire when the socket can take it now (one system call for the
+        # whole batch); otherwise in order, behind what already waits, written by one greenlet.
+        if not self.outbox and self.websocket.send_frames_nowait(batch.frames):
             return
-        if len(self.outbox) >= self.limit:
+        if len(self.outbox) + len(batch.messages) > self.limit:
             self._overflow()
             return
-        self.outbox.append(message)
+        self.outbox.extend(batch.messages)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_outbox)
 

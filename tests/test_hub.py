@@ -16,8 +16,8 @@ class FakeMailbox:
         self.messages = []
         self.resyncs = []
 
-    def put_channel_message(self, message):
-        self.messages.append(message)
+    def put_channel_messages(self, batch):
+        self.messages.extend(batch.messages)
 
     def put_resync(self, event):
         self.resyncs.append(event)
@@ -95,8 +95,8 @@ def test_local_delivery_to_another_threads_hub():
     key = channel_key("cross-thread")
 
     class ThreadMailbox(FakeMailbox):
-        def put_channel_message(self, message):
-            super().put_channel_message(message)
+        def put_channel_messages(self, batch):
+            super().put_channel_messages(batch)
             received.set()
 
     def other_thread():
@@ -144,3 +144,25 @@ def test_subscribing_during_an_outage_does_not_stall_and_resyncs(redis_server):
             gevent.sleep(0.01)
     assert late.messages[0].data == "after"
     hub._reader.kill()
+
+
+def test_one_read_of_several_messages_is_one_batch_per_channel():
+    """Consecutive messages of a channel in one read reach each mailbox as one ordered batch."""
+    hub = Hub(None)
+    box_a, box_b = FakeMailbox(), FakeMailbox()
+    batches = []
+    box_a.put_channel_messages = lambda batch: batches.append(batch)  # type: ignore[method-assign]
+    key_a, key_b = channel_key("a"), channel_key("b")
+    hub.add(key_a, box_a)
+    hub.add(key_b, box_b)
+    hub._handle(
+        [
+            ("message", key_a.encode(), encode_payload("1")),
+            ("message", key_a.encode(), encode_payload("2")),
+            ("message", key_b.encode(), encode_payload("x")),
+            ("message", key_a.encode(), encode_payload("3")),
+        ]
+    )
+    assert [[m.data for m in batch.messages] for batch in batches] == [["1", "2"], ["3"]]
+    assert batches[0].frames == b"\x81\x011\x81\x012"
+    assert [m.data for m in box_b.messages] == ["x"]

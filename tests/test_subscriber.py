@@ -68,8 +68,7 @@ def test_unix_socket_url(tmp_path):
                 except ConnectionError:
                     gevent.sleep(0.05)  # redis-server is still starting
             subscriber.subscribe(["chan"])
-            events = subscriber.events()
-            assert next(events) == ("subscribe", b"chan", 1)
+            assert next(subscriber.batches()) == [("subscribe", b"chan", 1)]
         subscriber.close()
     finally:
         server.kill()

@@ -1,0 +1,575 @@
+"""nginx in front of gunicorn: the files in ``test_project/deploy/``, rendered and run.
+
+Each layout runs real gunicorns (``tests.servers``, port 0) behind a real nginx on a
+free 127.0.0.1 port. nginx runs in the foreground with every path inside a temporary
+prefix (``nginx-main.conf``), so no root is needed. The site files are templates:
+:func:`render` fills their ``${NAME}`` placeholders as ``envsubst`` with a variable
+list does, and ``docs/deployment.md`` embeds the same files verbatim.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.servers import ROOT, Server, gunicorn
+
+DEPLOY = ROOT / "test_project" / "deploy"
+SITES = ["nginx-single-upstream.conf", "nginx-two-upstreams.conf", "nginx-tls.conf"]
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PROBE = DEPLOY / "websocket_probe.py"
+
+pytestmark = pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed")
+
+#: ``${NAME}`` with an upper-case name; nginx's own variables (``$host``, ``${http_host}``) are lower case.
+PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
+def render(template: Path, values: Mapping[str, str]) -> str:
+    """Return *template* with ``${NAME}`` replaced for every NAME in *values*.
+
+    What ``envsubst '${NAME} ...'`` does: placeholders not in *values*, and nginx's own
+    variables, are left as they are (``test_render_is_envsubst`` compares the two).
+    """
+    return PLACEHOLDER.sub(lambda match: values.get(match[1], match[0]), template.read_text())
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (nginx cannot bind port 0 and say which it got)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def global_directives() -> str:
+    """``-g`` for nginx: the foreground, and as root workers that can enter pytest's private temp dirs."""
+    return "daemon off; user root;" if os.geteuid() == 0 else "daemon off;"
+
+
+def write_config(prefix: Path, site: str, values: Mapping[str, str]) -> Path:
+    """Render *site* and ``nginx-main.conf`` (which includes it) into *prefix*; return the main file."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / "site.conf").write_text(render(DEPLOY / site, values))
+    main = prefix / "nginx.conf"
+    main.write_text(render(DEPLOY / "nginx-main.conf", {"SITE_CONF": "site.conf"}))
+    return main
+
+
+class Nginx:
+    """A running nginx: ``port`` (its ``LISTEN``), ``ports`` by variable name, and its logs."""
+
+    def __init__(self, process: subprocess.Popen, prefix: Path, ports: dict[str, int]) -> None:
+        self.process = process
+        self.prefix = prefix
+        self.ports = ports
+        self.port = ports["LISTEN"]
+
+    @property
+    def error_log(self) -> str:
+        return _read(self.prefix / "error.log")
+
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def origin(self, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def wait_for_error_log(self, pattern: str, timeout: float = 5.0) -> re.Match:
+        """Return the first match of *pattern* in error.log; raise ``AssertionError`` after *timeout*."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.error_log)
+            if match:
+                return match
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} not in nginx's error.log:\n{self.error_log}")
+            time.sleep(0.02)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextmanager
+def nginx(
+    tmp: Path, site: str, values: Mapping[str, str], listens: tuple[str, ...] = ("LISTEN",)
+) -> Iterator[Nginx]:
+    """Run nginx in the foreground with *site* rendered from *values*, each of *listens* on a free port.
+
+    nginx runs in its own process group, stopped on exit (SIGTERM: open websockets do
+    not hold up a fast shutdown). A port taken between :func:`free_port` and nginx's
+    bind is retried with another; any other start-up failure raises ``RuntimeError``
+    with nginx's error log.
+    """
+    for attempt in range(3):
+        prefix = tmp / f"nginx-{attempt}"
+        ports = {name: free_port() for name in listens}
+        main = write_config(prefix, site, {**values, **{name: f"127.0.0.1:{p}" for name, p in ports.items()}})
+        with open(prefix / "stderr.log", "wb") as stderr:
+            process = subprocess.Popen(
+                [NGINX, "-p", str(prefix), "-c", str(main), "-g", global_directives()],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        try:
+            if _wait_listening(process, ports.values()):
+                yield Nginx(process, prefix, ports)
+                return
+        finally:
+            _stop(process)
+        log = _read(prefix / "error.log") + _read(prefix / "stderr.log")
+        if "Address already in use" not in log:
+            break
+    raise RuntimeError(f"nginx did not start:\n{log}")
+
+
+def _wait_listening(process: subprocess.Popen, ports, timeout: float = 10.0) -> bool:
+    """Whether every port accepts connections before *timeout*, and before nginx exits."""
+    deadline = time.monotonic() + timeout
+    waiting = set(ports)
+    while waiting and time.monotonic() < deadline and process.poll() is None:
+        for port in list(waiting):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                waiting.discard(port)
+            except OSError:
+                pass
+        if waiting:
+            time.sleep(0.02)
+    return not waiting and process.poll() is None
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop nginx's process group: SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+def settings_module(tmp: Path, **settings: object) -> tuple[str, dict[str, str]]:
+    """Write a settings module, ``tests.settings`` plus *settings*, into *tmp*.
+
+    Returns its name and the environment that makes gunicorn find it. Server processes
+    cannot use ``override_settings``, and ``tests/settings.py`` is shared by every test.
+    """
+    lines = [
+        "from tests.settings import *  # noqa: F403",
+        *(f"{name} = {value!r}" for name, value in settings.items()),
+    ]
+    (tmp / "proxied_settings.py").write_text("\n".join(lines) + "\n")
+    path = os.pathsep.join(filter(None, [str(tmp), os.environ.get("PYTHONPATH")]))
+    return "proxied_settings", {"PYTHONPATH": path}
+
+
+#: What a site behind a proxy that sets X-Forwarded-Proto must say (see nginx-tls.conf).
+BEHIND_PROXY = {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")}
+
+
+def get(url: str, headers: Mapping[str, str] | None = None, context: ssl.SSLContext | None = None):
+    """GET *url*; return ``(status, headers, body)``, without following redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    handlers = [NoRedirect(), urllib.request.HTTPSHandler(context=context)]
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(urllib.request.Request(url, headers=dict(headers or {})), timeout=10) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+
+
+# ----------------------------------------------------------------- the files themselves
+
+
+def nginx_test(tmp: Path, site: str, values: Mapping[str, str]) -> subprocess.CompletedProcess:
+    """``nginx -t`` on *site* rendered from *values*."""
+    main = write_config(tmp, site, values)
+    return subprocess.run(
+        [NGINX, "-t", "-p", str(tmp), "-c", str(main), "-g", global_directives()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def site_values(site: str, certificate: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """Values for every placeholder of *site*; upstream addresses that nothing serves."""
+    values = {
+        "LISTEN": f"127.0.0.1:{free_port()}",
+        "REDIRECT_LISTEN": f"127.0.0.1:{free_port()}",
+        "UPSTREAM": "127.0.0.1:9",
+        "HTTP_UPSTREAM": "127.0.0.1:9",
+        "WS_UPSTREAM": "127.0.0.1:9",
+        "PROXY_READ_TIMEOUT": "60s",
+    }
+    if certificate is not None:
+        values["TLS_CERTIFICATE"], values["TLS_CERTIFICATE_KEY"] = map(str, certificate)
+    return values
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with ``openssl``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_nginx_accepts_the_rendered_file(site, request, tmp_path):
+    """``nginx -t`` passes on each deployment file, rendered."""
+    certificate = request.getfixturevalue("certificate") if site == "nginx-tls.conf" else None
+    result = nginx_test(tmp_path, site, site_values(site, certificate))
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    assert not PLACEHOLDER.search(_uncommented(tmp_path / "site.conf")), "a placeholder was left unrendered"
+
+
+def _uncommented(path: Path) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+
+
+#: django-gevent-websocket's published nginx snippet (``alias``'s "..." filled in).
+ORIGINAL_SNIPPET = """
+server {
+    listen 80;
+    proxy_set_header Host $host;
+    location /static/ { alias /nonexistent/; }
+    if ($http_upgrade) { rewrite ^(.*)$ /__ws__/$1 break; }
+    location /__ws__/ {
+        proxy_pass http://127.0.0.1:8001;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        rewrite ^/__ws__/(.*)$ $1 break;
+        return;
+    }
+    location / { proxy_pass http://127.0.0.1:8000; }
+}
+"""
+
+
+def test_the_original_snippet_is_rejected(tmp_path):
+    """The original project's snippet fails ``nginx -t`` (its bare ``return;``): why these files exist."""
+    (tmp_path / "original.conf").write_text(ORIGINAL_SNIPPET)
+    main = tmp_path / "nginx.conf"
+    main.write_text(render(DEPLOY / "nginx-main.conf", {"SITE_CONF": "original.conf"}))
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(main), "-g", global_directives()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert 'invalid number of arguments in "return" directive' in result.stderr
+
+
+def test_no_bare_return():
+    """The original's bare ``return;`` appears in no deployment file and no nginx block of the docs."""
+    texts = {path.name: path.read_text() for path in DEPLOY.glob("*.conf")}
+    texts["deployment.md"] = "\n".join(_nginx_blocks())
+    for name, text in texts.items():
+        assert not re.search(r"^\s*return\s*;", text, re.MULTILINE), name
+
+
+def _nginx_blocks() -> list[str]:
+    return re.findall(r"^```nginx\n(.*?)^```", (ROOT / "docs" / "deployment.md").read_text(), re.S | re.M)
+
+
+def test_docs_show_the_files_ci_runs():
+    """Each nginx block of docs/deployment.md is a deployment file, verbatim; every file is shown."""
+    blocks = _nginx_blocks()
+    files = {site: (DEPLOY / site).read_text() for site in SITES}
+    for block in blocks:
+        assert block in files.values(), f"an nginx block of the docs is not a deployment file:\n{block[:300]}"
+    for site, text in files.items():
+        assert text in blocks, f"docs/deployment.md does not show {site} as it is"
+
+
+@pytest.mark.skipif(shutil.which("envsubst") is None, reason="envsubst (gettext-base) is not installed")
+@pytest.mark.parametrize("site", SITES)
+def test_render_is_envsubst(site):
+    """:func:`render` gives what the documented ``envsubst '${NAME} ...'`` command gives."""
+    values = site_values(site, (Path("/etc/ssl/cert.pem"), Path("/etc/ssl/key.pem")))
+    shell_format = " ".join(f"${{{name}}}" for name in values)
+    result = subprocess.run(
+        ["envsubst", shell_format],
+        input=(DEPLOY / site).read_text(),
+        env={"PATH": os.environ["PATH"], **values},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert result.stdout == render(DEPLOY / site, values)
+
+
+# ----------------------------------------------------------------- both layouts, running
+
+
+@dataclass
+class Site:
+    """nginx, the gunicorn that serves pages and the one that serves websockets (one and the same, or not)."""
+
+    nginx: Nginx
+    pages: Server
+    sockets: Server
+
+
+@pytest.fixture(scope="module", params=["nginx-single-upstream.conf", "nginx-two-upstreams.conf"])
+def site(request, server_db, tmp_path_factory) -> Iterator[Site]:
+    """A layout running: its gunicorn(s) with ``SECURE_PROXY_SSL_HEADER`` set, nginx in front."""
+    tmp = tmp_path_factory.mktemp("site")
+    settings, env = settings_module(tmp, **BEHIND_PROXY)
+    env["DJANGO_DB_PATH"] = server_db["path"]
+    with ExitStack() as stack:
+        if request.param == "nginx-single-upstream.conf":
+            app = stack.enter_context(gunicorn("test_project.wsgi:application", settings=settings, env=env))
+            pages = sockets = app
+            values = {"UPSTREAM": f"127.0.0.1:{app.port}"}
+        else:
+            # Pages on gunicorn's sync worker, which cannot upgrade: a handshake routed
+            # there would get 501, never 101.
+            pages = stack.enter_context(
+                gunicorn("test_project.wsgi:application", worker="sync", settings=settings, env=env)
+            )
+            sockets = stack.enter_context(gunicorn("test_project.wsgi:websocket", settings=settings, env=env))
+            values = {"HTTP_UPSTREAM": f"127.0.0.1:{pages.port}", "WS_UPSTREAM": f"127.0.0.1:{sockets.port}"}
+        values["PROXY_READ_TIMEOUT"] = "60s"
+        proxy = stack.enter_context(nginx(tmp, request.param, values))
+        yield Site(proxy, pages, sockets)
+
+
+def test_page(site):
+    """A page through nginx: 200, served by the pages' gunicorn."""
+    status, _, body = get(site.nginx.url("/"))
+    assert status == 200, body
+    site.pages.wait_for_log(r'"GET / HTTP/1\.1" 200')
+
+
+def test_echo(site):
+    """A websocket through nginx echoes text and binary, served by the websockets' gunicorn."""
+    with connect(site.nginx.url("/echo/", "ws"), origin=site.nginx.origin()) as websocket:
+        websocket.send("hello through nginx")
+        assert websocket.recv(timeout=5) == "hello through nginx"
+        websocket.send(b"\x00\xff")
+        assert websocket.recv(timeout=5) == b"\x00\xff"
+    # The access log line of a websocket is written when it closes.
+    site.sockets.wait_for_log(r'"GET /echo/ HTTP/1\.1" 101')
+
+
+def test_websocket_url_is_nginx_s(site):
+    """{% websocket_url %} on a page served through nginx points at nginx's host and port."""
+    status, _, body = get(site.nginx.url("/echo/"))
+    assert status == 200, body
+    assert f'new WebSocket("ws://127.0.0.1:{site.nginx.port}/echo/")' in body
+
+
+def test_client_cannot_claim_https(site):
+    """nginx overwrites a client's X-Forwarded-Proto, so plain HTTP never yields wss:// URLs."""
+    status, _, body = get(site.nginx.url("/echo/"), headers={"X-Forwarded-Proto": "https"})
+    assert status == 200, body
+    assert f'"ws://127.0.0.1:{site.nginx.port}/echo/"' in body
+
+
+def test_foreign_origin_refused(site):
+    """The Origin check works through nginx: another site's page gets 403."""
+    with pytest.raises(InvalidStatus) as refused:
+        connect(site.nginx.url("/echo/", "ws"), origin="http://evil.example", open_timeout=5)
+    assert refused.value.response.status_code == 403
+
+
+def test_probe(site):
+    """websocket_probe.py exits 0 through nginx, 1 with the status for a path that is no socket."""
+    ok = subprocess.run(
+        [sys.executable, str(PROBE), site.nginx.url("/echo/", "ws")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0, ok.stderr
+    missing = subprocess.run(
+        [sys.executable, str(PROBE), site.nginx.url("/nope/", "ws")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 1
+    assert "HTTP 404" in missing.stderr
+
+
+# ----------------------------------------------------------------- TLS termination
+
+
+@pytest.fixture(scope="module")
+def tls_site(server_db, certificate, tmp_path_factory) -> Iterator[Nginx]:
+    """nginx-tls.conf with a self-signed certificate, in front of one gunicorn behind the proxy."""
+    tmp = tmp_path_factory.mktemp("tls-site")
+    settings, env = settings_module(tmp, **BEHIND_PROXY)
+    env["DJANGO_DB_PATH"] = server_db["path"]
+    with gunicorn("test_project.wsgi:application", settings=settings, env=env) as app:
+        values = {
+            "UPSTREAM": f"127.0.0.1:{app.port}",
+            "PROXY_READ_TIMEOUT": "60s",
+            "TLS_CERTIFICATE": str(certificate[0]),
+            "TLS_CERTIFICATE_KEY": str(certificate[1]),
+        }
+        with nginx(tmp, "nginx-tls.conf", values, listens=("LISTEN", "REDIRECT_LISTEN")) as proxy:
+            yield proxy
+
+
+@pytest.fixture(scope="module")
+def trust(certificate) -> ssl.SSLContext:
+    """A client context that trusts the self-signed certificate."""
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def test_tls_page_gives_wss_url(tls_site, trust):
+    """Over https, with SECURE_PROXY_SSL_HEADER, {% websocket_url %} gives wss:// and nginx's port."""
+    status, _, body = get(tls_site.url("/echo/", "https"), context=trust)
+    assert status == 200, body
+    assert f'new WebSocket("wss://127.0.0.1:{tls_site.port}/echo/")' in body
+
+
+def test_tls_echo(tls_site, trust):
+    """A wss:// socket, TLS ending at nginx, echoes."""
+    with connect(tls_site.url("/echo/", "wss"), origin=tls_site.origin("https"), ssl=trust) as websocket:
+        websocket.send("over TLS")
+        assert websocket.recv(timeout=5) == "over TLS"
+
+
+def test_tls_probe(tls_site, certificate):
+    """websocket_probe.py works over wss:// (the certificate trusted through SSL_CERT_FILE)."""
+    result = subprocess.run(
+        [sys.executable, str(PROBE), tls_site.url("/echo/", "wss")],
+        env={**os.environ, "SSL_CERT_FILE": str(certificate[0])},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_plain_http_redirects_to_https(tls_site):
+    """The plain-HTTP server answers 301 to https:// (port 443 in production)."""
+    port = tls_site.ports["REDIRECT_LISTEN"]
+    status, headers, _ = get(f"http://127.0.0.1:{port}/echo/?a=1")
+    assert status == 301
+    assert headers["Location"] == "https://127.0.0.1/echo/?a=1"
+
+
+# ----------------------------------------------------------------- idle sockets and pings
+
+#: nginx's proxy_read_timeout in these tests, and how long the socket stays idle (over twice as long).
+READ_TIMEOUT = 2.0
+IDLE = 5.0
+
+
+@contextmanager
+def idle_site(server_db, tmp: Path, ping_interval: float | None) -> Iterator[Nginx]:
+    """One gunicorn with *ping_interval*, behind nginx-single-upstream.conf with a short read timeout."""
+    settings, env = settings_module(tmp, WEBSOCKET_PING_INTERVAL=ping_interval, WEBSOCKET_PING_TIMEOUT=5.0)
+    env["DJANGO_DB_PATH"] = server_db["path"]
+    with gunicorn("test_project.wsgi:application", settings=settings, env=env) as app:
+        values = {"UPSTREAM": f"127.0.0.1:{app.port}", "PROXY_READ_TIMEOUT": f"{READ_TIMEOUT:g}s"}
+        with nginx(tmp, "nginx-single-upstream.conf", values) as proxy:
+            yield proxy
+
+
+def test_idle_socket_survives_thanks_to_pings(server_db, tmp_path):
+    """Server pings every 0.5 s keep a silent socket open past nginx's 2 s proxy_read_timeout."""
+    with idle_site(server_db, tmp_path, ping_interval=0.5) as proxy:
+        # ping_interval=None: the client sends no pings of its own, so only the server's count.
+        with connect(proxy.url("/echo/", "ws"), origin=proxy.origin(), ping_interval=None) as websocket:
+            with pytest.raises(TimeoutError):
+                websocket.recv(timeout=IDLE)  # the echo view sends nothing unprompted
+            websocket.send("still here")
+            assert websocket.recv(timeout=5) == "still here"
+        assert "upstream timed out" not in proxy.error_log
+
+
+def test_idle_socket_cut_by_nginx_without_pings(server_db, tmp_path):
+    """Control: without pings nginx closes a silent socket after proxy_read_timeout."""
+    with idle_site(server_db, tmp_path, ping_interval=None) as proxy:
+        with connect(proxy.url("/echo/", "ws"), origin=proxy.origin(), ping_interval=None) as websocket:
+            opened = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                websocket.recv(timeout=IDLE)
+            assert time.monotonic() - opened >= READ_TIMEOUT - 0.5
+        proxy.wait_for_error_log(r"upstream timed out .* while proxying upgraded connection")
+
+
+# ----------------------------------------------------------------- deploys
+
+
+def test_reload_closes_sockets_with_1001_through_nginx(server_db, tmp_path):
+    """A deploy (SIGHUP to gunicorn): open sockets get 1001 through nginx; new ones reach new workers."""
+    settings, env = settings_module(tmp_path)
+    env["DJANGO_DB_PATH"] = server_db["path"]
+    with gunicorn("test_project.wsgi:application", settings=settings, env=env) as app:
+        values = {"UPSTREAM": f"127.0.0.1:{app.port}", "PROXY_READ_TIMEOUT": "60s"}
+        with nginx(tmp_path, "nginx-single-upstream.conf", values) as proxy:
+            with connect(proxy.url("/echo/", "ws"), origin=proxy.origin()) as websocket:
+                websocket.send("before")
+                assert websocket.recv(timeout=5) == "before"
+                os.kill(app.process.pid, signal.SIGHUP)
+                with pytest.raises(ConnectionClosed) as closed:
+                    websocket.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            app.wait_for_log(r"(?s)Booting worker.*Booting worker", timeout=20)
+            with connect(proxy.url("/echo/", "ws"), origin=proxy.origin()) as websocket:
+                websocket.send("after")
+                assert websocket.recv(timeout=5) == "after"

@@ -16,5 +16,5 @@ def app(environ, start_response):
         msg = ws.receive()
         if msg is None:
             break
-        ws.send(msg, binary=isinstance(msg, bytes))
+        ws.send(msg, binary=not isinstance(msg, str))
     return []

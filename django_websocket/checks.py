@@ -24,6 +24,8 @@ django_websocket.E013    ``WEBSOCKET_PING_INTERVAL``, ``WEBSOCKET_SEND_TIMEOUT``
                          ``WEBSOCKET_MAX_CONNECTIONS`` is not ``None`` or a positive number;
                          ``WEBSOCKET_PING_TIMEOUT`` or ``WEBSOCKET_HANDSHAKE_TIMEOUT`` is not a
                          positive number
+django_websocket.E014    ``WEBSOCKET_COMPRESSION`` is not a bool
+django_websocket.E015    ``WEBSOCKET_COMPRESSION_THRESHOLD`` is not an integer >= 0
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 ======================== ==========================================================
 
@@ -54,7 +56,13 @@ REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 def register_checks() -> None:
     """Register every check of this module; called once from ``AppConfig.ready()``."""
-    for check in (check_urlconf, check_settings, check_channel_settings, check_templates):
+    for check in (
+        check_urlconf,
+        check_settings,
+        check_channel_settings,
+        check_compression_settings,
+        check_templates,
+    ):
         register(check, TAG)
 
 
@@ -211,6 +219,31 @@ def check_channel_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
                     id=error_id,
                 )
             )
+    return errors
+
+
+def check_compression_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E014-E015: the permessage-deflate settings."""
+    errors: list[CheckMessage] = []
+    compression = conf.get("WEBSOCKET_COMPRESSION")
+    if not isinstance(compression, bool):
+        errors.append(
+            Error(
+                f"The WEBSOCKET_COMPRESSION setting must be True or False, not {compression!r}.",
+                id="django_websocket.E014",
+            )
+        )
+    threshold = conf.get("WEBSOCKET_COMPRESSION_THRESHOLD")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        errors.append(
+            Error(
+                "The WEBSOCKET_COMPRESSION_THRESHOLD setting must be an integer >= 0 (bytes), "
+                f"not {threshold!r}.",
+                hint=f"The default is {conf.DEFAULTS['WEBSOCKET_COMPRESSION_THRESHOLD']}; "
+                "0 compresses every message.",
+                id="django_websocket.E015",
+            )
+        )
     return errors
 
 

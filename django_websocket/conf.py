@@ -27,6 +27,10 @@ WEBSOCKET_CHANNEL_PREFIX       ``"django_   prefix of every Redis channel name
 WEBSOCKET_CHANNEL_QUEUE_SIZE   ``1000``     channel messages waiting per socket; past it the
                                             socket is closed with 1013 (slow consumer)
 WEBSOCKET_REDIS_TIMEOUT        ``1.0``      seconds: Redis connect and publish timeout
+WEBSOCKET_COMPRESSION          ``True``     accept permessage-deflate (RFC 7692) when the client
+                                            offers it, as browsers do
+WEBSOCKET_COMPRESSION_         ``128``      messages under this many bytes are sent uncompressed
+THRESHOLD
 WEBSOCKET_PING_INTERVAL        ``20.0``     seconds between keepalive pings; ``None`` disables
 WEBSOCKET_PING_TIMEOUT         ``20.0``     seconds to wait for the pong before closing (1011)
 WEBSOCKET_HANDSHAKE_TIMEOUT    ``10.0``     seconds a client may take to send its request headers
@@ -53,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_CHANNEL_PREFIX": "django_websocket:",
     "WEBSOCKET_CHANNEL_QUEUE_SIZE": 1000,
     "WEBSOCKET_REDIS_TIMEOUT": 1.0,
+    "WEBSOCKET_COMPRESSION": True,
+    "WEBSOCKET_COMPRESSION_THRESHOLD": 128,
     "WEBSOCKET_PING_INTERVAL": 20.0,
     "WEBSOCKET_PING_TIMEOUT": 20.0,
     "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,

@@ -25,16 +25,18 @@ import socket
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 from websockets.exceptions import ProtocolError
+from websockets.extensions import Extension
 from websockets.frames import Opcode
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
+from .compression import plain_frame_limit
 from .events import ChannelMessage
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, connection_closed
 
@@ -177,6 +179,7 @@ class WebSocket(MessageMixin):
         ping_interval: float | None = None,
         ping_timeout: float = 20.0,
         send_timeout: float | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         """Wrap an upgraded connection.
 
@@ -187,6 +190,8 @@ class WebSocket(MessageMixin):
         *ping_interval*, a ping goes out that often and a pong must come back within
         *ping_timeout* or the connection is closed (1011). A send that waits more than
         *send_timeout* seconds on a client that stopped reading drops the connection.
+        *extensions* are the agreed extensions (``compression.negotiate()``); the size
+        limit then applies to decompressed messages.
         """
         self.socket = sock
         self._read = read
@@ -195,6 +200,10 @@ class WebSocket(MessageMixin):
         self.protocol = ServerProtocol(
             Side.SERVER, state=OPEN, max_size=max_message_size, logger=protocol_logger
         )
+        self.protocol.extensions = list(extensions)
+        # Messages under this size go out as plain frames, on the fast paths below; bigger
+        # ones through the protocol, which compresses them (math.inf without extensions).
+        self._plain_below = plain_frame_limit(self.protocol.extensions)
         self._messages: deque[Message] = deque()
         self._fragments: list[Any] = []
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -306,7 +315,7 @@ class WebSocket(MessageMixin):
             protocol = self.protocol
             if protocol.state is not OPEN:
                 raise self._closed_error()
-            if protocol.extensions or protocol.expect_continuation_frame:
+            if protocol.expect_continuation_frame or len(data) >= self._plain_below:
                 if text:
                     protocol.send_text(data)
                 else:
@@ -323,7 +332,7 @@ class WebSocket(MessageMixin):
             protocol = self.protocol
             if protocol.state is not OPEN:
                 raise self._closed_error()
-            if protocol.extensions or protocol.expect_continuation_frame:
+            if protocol.expect_continuation_frame or len(message.frame) >= self._plain_below:
                 data = message.data
                 if isinstance(data, str):
                     protocol.send_text(data.encode())
@@ -348,7 +357,7 @@ class WebSocket(MessageMixin):
         raw = self._raw
         if self._write_lock.locked() or raw is self.socket or protocol.state is not OPEN:
             return False  # a write in progress, not a gevent socket (could block), or closing
-        if protocol.extensions or protocol.expect_continuation_frame:
+        if protocol.expect_continuation_frame or len(frames) >= self._plain_below:
             return False  # frames need encoding, or a fragmented message is being sent
         # No lock taken: the hub's greenlet does not yield until the frames are handed over.
         try:

@@ -30,6 +30,7 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 from . import conf
+from .compression import negotiate
 from .connection import WebSocket, open_connections
 from .decorators import HANDSHAKE_ATTRIBUTE
 from .exceptions import ConnectionClosed, HandshakeError
@@ -46,6 +47,8 @@ DEBUG_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
 NOT_ON_UPGRADE = {"content-type", "content-length", "transfer-encoding"}
 
 StartResponse = Callable[..., Any]
+#: Request attribute holding the negotiated extensions: (``Sec-WebSocket-Extensions`` value, objects).
+EXTENSIONS_ATTRIBUTE = "_websocket_extensions"
 #: environ flag set by ``django_websocket.testing.WebSocketClient``: leave DB connections alone.
 KEEP_DB_CONNECTIONS = "django_websocket.keep_db_connections"
 
@@ -104,6 +107,12 @@ class WebSocketHandler(WSGIHandler):
         try:
             handshake = parse_handshake(environ)
             check_origin(handshake.origin, allowed_origins(), conf.get("WEBSOCKET_ALLOW_MISSING_ORIGIN"))
+            extensions = negotiate(
+                handshake.extensions,
+                enabled=conf.get("WEBSOCKET_COMPRESSION"),
+                threshold=conf.get("WEBSOCKET_COMPRESSION_THRESHOLD"),
+                max_message_size=conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"),
+            )
         except HandshakeError as error:
             logger.warning(
                 "websocket handshake refused (%s) for %s: %s", error.status, request.path, error.message
@@ -118,6 +127,7 @@ class WebSocketHandler(WSGIHandler):
             response["Retry-After"] = "1"
             return response
         setattr(request, HANDSHAKE_ATTRIBUTE, handshake)
+        setattr(request, EXTENSIONS_ATTRIBUTE, extensions)
         return None
 
     def run_websocket(
@@ -155,7 +165,8 @@ class WebSocketHandler(WSGIHandler):
         if upgrade is None:
             return None
         handshake = getattr(request, HANDSHAKE_ATTRIBUTE)
-        headers = accept_headers(handshake, accept.subprotocol)
+        extensions_header, extensions = getattr(request, EXTENSIONS_ATTRIBUTE, (None, []))
+        headers = accept_headers(handshake, accept.subprotocol, extensions_header)
         headers += [
             (name, value) for name, value in _response_headers(accept) if name.lower() not in NOT_ON_UPGRADE
         ]
@@ -169,6 +180,7 @@ class WebSocketHandler(WSGIHandler):
             ping_interval=conf.get("WEBSOCKET_PING_INTERVAL") or None,
             ping_timeout=conf.get("WEBSOCKET_PING_TIMEOUT"),
             send_timeout=conf.get("WEBSOCKET_SEND_TIMEOUT"),
+            extensions=extensions,
         )
 
     def refuse_stock_websocket(self, response: HttpResponse, environ: dict) -> Iterable[bytes]:

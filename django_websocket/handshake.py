@@ -10,6 +10,7 @@ what is wrong                                              status
 not GET, not HTTP/1.1+, no ``Connection: upgrade``          400
 missing, malformed or duplicated ``Sec-WebSocket-Key``      400
 ``Sec-WebSocket-Version`` other than 13 (answer lists 13)   400
+malformed ``Sec-WebSocket-Extensions`` (``compression.py``)  400
 ``Origin`` not allowed                                      403
 =========================================================  ======
 """
@@ -121,8 +122,14 @@ def select_subprotocol(offered: tuple[str, ...], supported: tuple[str, ...] | li
     return None
 
 
-def accept_headers(handshake: Handshake, subprotocol: str | None = None) -> list[tuple[str, str]]:
-    """Return the headers of the 101 response accepting *handshake*."""
+def accept_headers(
+    handshake: Handshake, subprotocol: str | None = None, extensions: str | None = None
+) -> list[tuple[str, str]]:
+    """Return the headers of the 101 response accepting *handshake*.
+
+    *extensions* is the agreed ``Sec-WebSocket-Extensions`` value (see
+    ``django_websocket.compression.negotiate``), ``None`` when none was agreed.
+    """
     headers = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -130,6 +137,8 @@ def accept_headers(handshake: Handshake, subprotocol: str | None = None) -> list
     ]
     if subprotocol is not None:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extensions is not None:
+        headers.append(("Sec-WebSocket-Extensions", extensions))
     return headers
 
 

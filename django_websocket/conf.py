@@ -29,8 +29,8 @@ WEBSOCKET_CHANNEL_QUEUE_SIZE   ``1000``     channel messages waiting per socket;
 WEBSOCKET_REDIS_TIMEOUT        ``1.0``      seconds: Redis connect and publish timeout
 WEBSOCKET_COMPRESSION          ``True``     accept permessage-deflate (RFC 7692) when the client
                                             offers it, as browsers do
-WEBSOCKET_COMPRESSION_         ``128``      messages under this many bytes are sent uncompressed
-THRESHOLD
+WEBSOCKET_COMPRESSION_         ``128``      messages ``send()`` sends under this many bytes go
+THRESHOLD                                   uncompressed; channel messages always do
 WEBSOCKET_PING_INTERVAL        ``20.0``     seconds between keepalive pings; ``None`` disables
 WEBSOCKET_PING_TIMEOUT         ``20.0``     seconds to wait for the pong before closing (1011)
 WEBSOCKET_HANDSHAKE_TIMEOUT    ``10.0``     seconds a client may take to send its request headers

@@ -13,7 +13,13 @@ from django.test import SimpleTestCase, override_settings
 from django.urls import path
 
 from django_websocket.apps import DjangoWebsocketConfig
-from django_websocket.checks import TAG, check_settings, check_templates, check_urlconf
+from django_websocket.checks import (
+    TAG,
+    check_compression_settings,
+    check_settings,
+    check_templates,
+    check_urlconf,
+)
 
 
 def never_called(request):
@@ -176,6 +182,18 @@ class SettingsCheckTests(SimpleTestCase):
             self.assert_check(check_settings, "WEBSOCKET_CLOSE_TIMEOUT", bad, "django_websocket.E008")
         for good in (5, 0.5, 30.0):
             self.assert_check(check_settings, "WEBSOCKET_CLOSE_TIMEOUT", good, None)
+
+    def test_compression(self):
+        """E014: WEBSOCKET_COMPRESSION is a bool; E015: the threshold is an integer >= 0."""
+        check = check_compression_settings
+        for bad in (1, "yes", None):
+            self.assert_check(check, "WEBSOCKET_COMPRESSION", bad, "django_websocket.E014")
+        for good in (True, False):
+            self.assert_check(check, "WEBSOCKET_COMPRESSION", good, None)
+        for bad in (-1, 1.5, "128", None, True):
+            self.assert_check(check, "WEBSOCKET_COMPRESSION_THRESHOLD", bad, "django_websocket.E015")
+        for good in (0, 128, 2**20):
+            self.assert_check(check, "WEBSOCKET_COMPRESSION_THRESHOLD", good, None)
 
     def test_errors_accumulate(self):
         """Several bad settings give one error each."""

@@ -568,17 +568,19 @@ class TestConnection:
             websocket.receive()
         assert caught.value.code == 1009
 
-    def test_channel_messages(self, deflate_pair):
-        """Channel messages arrive intact between compressed sends; a small one keeps its shared frame."""
+    def test_channel_messages_keep_their_shared_frame(self, deflate_pair):
+        """Channel messages go out as their shared, uncompressed frame, whatever their size."""
         websocket, peer = deflate_pair
         small, large = ChannelMessage("c", "hello"), ChannelMessage("c", TEXT.decode())
-        websocket.send(TEXT)
         websocket.send(small)
         websocket.send(large)
-        websocket.send(TEXT)
-        frames = peer.frames(4)
-        assert [bytes(f.data) for f in frames] == [TEXT, b"hello", TEXT, TEXT]
-        assert small.frame in peer.raw
+        assert websocket.send_frames_nowait(large.frame + small.frame) is True  # the hub's fan-out
+        websocket.send(TEXT)  # compressed after plain frames: both zlib contexts still agree
+        frames = peer.frames(5)
+        assert [bytes(f.data) for f in frames] == [b"hello", TEXT, TEXT, b"hello", TEXT]
+        plain = small.frame + large.frame + large.frame + small.frame
+        assert peer.raw.startswith(plain)
+        assert peer.raw[len(plain)] == 0xC2  # FIN + RSV1 + binary
 
 
 @pytest.mark.django_db

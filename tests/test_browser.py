@@ -136,3 +136,22 @@ def test_whoami_page_refuses_anonymous_then_greets_demo(page: Page, server: Serv
     page.wait_for_url(server.url("/whoami/"))
     expect(page.locator("#status")).to_have_text("open", timeout=TIMEOUT_MS)
     expect(page.locator("#log li")).to_have_text(["demo"], timeout=TIMEOUT_MS)
+
+
+def test_chromium_negotiates_permessage_deflate(page: Page, server: Server) -> None:
+    """Chromium offers permessage-deflate; the server accepts it and a compressed echo round-trips."""
+    _open(page, server, "/echo/")
+    extensions, echoed = page.evaluate(
+        """() => new Promise((resolve, reject) => {
+            const socket = new WebSocket(location.origin.replace(/^http/, "ws") + "/echo/");
+            const message = "compress me ".repeat(200);  // 2,400 bytes: over the threshold
+            socket.onopen = () => socket.send(message);
+            socket.onmessage = (event) => {
+                resolve([socket.extensions, event.data === message]);
+                socket.close();
+            };
+            socket.onerror = () => reject(new Error("websocket error"));
+        })"""
+    )
+    assert "permessage-deflate" in extensions
+    assert echoed

@@ -1,8 +1,7 @@
 """The cost of one big message on everyone else: ``python bench/bigmessage.py`` (``--quick``).
 
-Per server (the reference bare gevent-websocket echo — ``reference_app`` below, ``bare_echo``'s loop
-with binary echoed as binary — and ours, as in ``bench/run.py``: one worker
-pinned to CPU 0, clients pinned to CPU 1), in the same run:
+Per server (the reference bare gevent-websocket echo, ``bench.bare_echo:app``, and ours, as in
+``bench/run.py``: one worker pinned to CPU 0, clients pinned to CPU 1), in the same run:
 
 * 100 *probe* connections each ping-pong a 32-byte text message (window 1) to ``/echo/`` for the
   whole run; their round-trip times are measured;
@@ -62,25 +61,6 @@ BIG_SIZE = 1 << 20
 BIG_MAX_SETTING = 4 * BIG_SIZE  # WEBSOCKET_MAX_MESSAGE_SIZE for ours, so 1 MiB is allowed
 P99_TARGET_MS = 50.0
 SCRIPT = str(Path(__file__).resolve())
-
-
-def reference_app(environ, start_response):
-    """``bench.bare_echo:app`` but echoing binary as binary.
-
-    gevent-websocket's ``receive()`` returns a binary message as a ``bytearray``, which
-    ``bare_echo``'s ``isinstance(msg, bytes)`` takes for text: it would send back
-    ``"bytearray(b'...')"`` as a text frame. Only text is echoed elsewhere, so only this bench needs it.
-    """
-    ws = environ.get("wsgi.websocket")
-    if ws is None:
-        start_response("426 Upgrade Required", [("Content-Type", "text/plain"), ("Upgrade", "websocket")])
-        return [b"WebSocket echo only.\n"]
-    while True:
-        msg = ws.receive()
-        if msg is None:
-            break
-        ws.send(msg, binary=not isinstance(msg, str))
-    return []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -487,7 +467,7 @@ def main(argv=None) -> int:
             "WEBSOCKET_MAX_MESSAGE_SIZE": str(BIG_MAX_SETTING),
         }
         plan = [
-            Stack("reference", [*GUNICORN, "-k", STOCK_WORKER, "bench.bigmessage:reference_app"]),
+            Stack("reference", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"]),
             Stack("ours", [*GUNICORN, "-k", OUR_WORKER, "test_project.wsgi:websocket"], env),
         ]
         servers = {}

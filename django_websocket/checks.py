@@ -123,7 +123,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     errors: list[CheckMessage] = []
 
     size = conf.get("WEBSOCKET_MAX_MESSAGE_SIZE")
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+    if not _is_positive(size, integer=True):
         errors.append(
             Error(
                 f"The WEBSOCKET_MAX_MESSAGE_SIZE setting must be a positive integer (bytes), not {size!r}.",
@@ -164,11 +164,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         )
 
     timeout = conf.get("WEBSOCKET_CLOSE_TIMEOUT")
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout < math.inf  # also rejects NaN
-    ):
+    if not _is_positive(timeout, integer=False):
         errors.append(
             Error(
                 f"The WEBSOCKET_CLOSE_TIMEOUT setting must be a positive number of seconds, not {timeout!r}.",
@@ -248,7 +244,7 @@ def check_compression_settings(app_configs: Sequence[Any] | None = None, **kwarg
 
 
 def _is_positive(value: Any, integer: bool) -> bool:
-    """Whether *value* is a positive finite int (or, unless *integer*, float); bools are not numbers here."""
+    """Whether *value* is a positive finite int (or, unless *integer*, float; NaN is not); bools are not."""
     types = int if integer else int | float
     return not isinstance(value, bool) and isinstance(value, types) and 0 < value < math.inf
 

@@ -50,8 +50,11 @@ from bench.run import (  # noqa: E402
     SERVER_CPU,
     STOCK_WORKER,
     Stack,
+    finish,
     fmt,
+    note_server_exit,
     pinned,
+    run_client_process,
     serve,
     versions,
     wait_for_quiet,
@@ -360,36 +363,19 @@ def run_one(server, args) -> dict:
             json.dumps(big),
         ],
     )
-    try:
-        done = subprocess.run(
-            probes, cwd=ROOT, capture_output=True, text=True, timeout=args.warmup + 2 * args.duration + 150
-        )
-    except subprocess.TimeoutExpired:
-        return {"errors": {"client timed out": 1}}
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        result = {"errors": {f"client exited {done.returncode}: {done.stderr.strip()[-500:]}": 1}}
+    result = run_client_process(probes, args.warmup + 2 * args.duration + 150)
     # Phase C: the big sender alone. With the probes running the worker is saturated (~100 % of
     # its core either way), so CPU deltas there say nothing; alone, its CPU is all the big messages'.
     clock = loadgen.CpuClock(server.worker_pid, None)
     start = clock.read()
-    try:
-        done = subprocess.run(big, cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 90)
-        alone = json.loads(done.stdout.strip().splitlines()[-1])
-    except subprocess.TimeoutExpired:
-        alone = {"errors": {"big sender alone timed out": 1}}
-    except (IndexError, ValueError):
-        alone = {"errors": {f"big sender alone exited {done.returncode}: {done.stderr.strip()[-500:]}": 1}}
+    alone = run_client_process(big, args.duration + 90, "big sender alone")
     usage = loadgen.CpuClock.usage(start, clock.read())
     if alone.get("big_messages") and "server_cpu_seconds" in usage:
         alone["server_ms_per_big"] = usage["server_cpu_seconds"] / alone["big_messages"] * 1000
     for err, count in alone.pop("errors", {}).items():
         result.setdefault("errors", {})[f"alone: {err}"] = count
     result["alone"] = alone
-    if server.process.poll() is not None:
-        result.setdefault("errors", {})[f"server exited:\n{server.tail()}"] = 1
-    return result
+    return note_server_exit(result, server)
 
 
 def main(argv=None) -> int:
@@ -505,12 +491,7 @@ def main(argv=None) -> int:
     print("better for latencies and ms, above 1 for msgs/s). server ms per 1 MiB = the worker's CPU")
     print("while the 1 MiB sender runs alone ÷ messages echoed (with the probes the worker is at ~100 %")
     print("either way: big messages cost probe throughput, not extra CPU). target: the issue's, for ours.")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv, "results": results}, indent=1))
-    if errors:
-        print("\nERRORS:\n  " + "\n  ".join(errors))
-        return 1
-    return 0
+    return finish(args, results, errors)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import shlex
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +50,11 @@ from bench.run import (  # noqa: E402
     PY,
     SERVER_CPU,
     Stack,
+    finish,
     fmt,
+    note_server_exit,
     pinned,
+    run_client_process,
     serve,
     versions,
     wait_for_quiet,
@@ -311,23 +313,8 @@ def run_one(server, mode: str, args) -> dict:
         "--server-cpu",
         str(SERVER_CPU if pinned(SERVER_CPU, []) else -1),
     ]
-    try:
-        done = subprocess.run(
-            pinned(LOADGEN_CPU, argv),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=args.warmup + args.duration + 60,
-        )
-    except subprocess.TimeoutExpired:
-        return {"errors": {"client timed out": 1}}
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        result = {"errors": {f"client exited {done.returncode}: {done.stderr.strip()[-500:]}": 1}}
-    if server.process.poll() is not None:
-        result.setdefault("errors", {})[f"server exited:\n{server.tail()}"] = 1
-    return result
+    result = run_client_process(pinned(LOADGEN_CPU, argv), args.warmup + args.duration + 60)
+    return note_server_exit(result, server)
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -455,12 +442,7 @@ def main(argv=None) -> int:
     print("\nplain/deflate = medians over rounds; deflate/plain = median of per-round ratios. bytes on")
     print("the wire = the whole frame (header, and for requests the mask). server µs/msg = the worker's")
     print("CPU time (utime + stime) ÷ messages echoed.")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv, "results": results}, indent=1))
-    if errors:
-        print("\nERRORS:\n  " + "\n  ".join(errors))
-        return 1
-    return 0
+    return finish(args, results, errors)
 
 
 if __name__ == "__main__":

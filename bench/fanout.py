@@ -566,24 +566,10 @@ def run_client(server: echo_bench.Server, rnd: int, args, redis_url: str, redis_
     ]  # fmt: skip
     timeout = args.sockets * 0.05 + 60 + args.sockets / 100 + args.duration + 10
     timeout += 30 + args.sockets * args.messages / 5000 + 30
-    try:
-        done = subprocess.run(
-            echo_bench.pinned(LOADGEN_CPU, argv),
-            cwd=ROOT,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"errors": {"client timed out": 1}}
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        result = {"errors": {f"client exited {done.returncode}: {done.stderr.strip()[-800:]}": 1}}
-    if server.process.poll() is not None:
-        result.setdefault("errors", {})[f"{name} server exited:\n{server.tail()}"] = 1
-    return result
+    result = echo_bench.run_client_process(
+        echo_bench.pinned(LOADGEN_CPU, argv), timeout, env={**os.environ, **env}, tail=800
+    )
+    return echo_bench.note_server_exit(result, server, f"{name} server")
 
 
 FIGURES = [
@@ -805,12 +791,7 @@ def main(argv=None) -> int:
             f"{len(noisy)} of {len(runs)} runs had other processes using over {echo_bench.NOISY:.0%} of CPU "
             f"{SERVER_CPU} during the steady or burst phase: the machine was busy, rerun for cleaner figures."
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv, "results": results}, indent=1))
-    if errors:
-        print("\nERRORS:\n  " + "\n  ".join(errors))
-        return 1
-    return 0
+    return echo_bench.finish(args, results, errors)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,40 @@ def wait_for_quiet(threshold: float, max_wait: float) -> float:
             return peak
 
 
+def run_client_process(
+    argv: list[str], timeout: float, label: str = "client", env=None, tail: int = 500
+) -> dict:
+    """Run a benchmark client to completion; return the JSON of its last stdout line.
+
+    A timeout, a crash or unparsable output becomes ``{"errors": {message: 1}}`` naming *label*.
+    """
+    try:
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"errors": {f"{label} timed out": 1}}
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"errors": {f"{label} exited {done.returncode}: {done.stderr.strip()[-tail:]}": 1}}
+
+
+def note_server_exit(result: dict, server: Server, label: str = "server") -> dict:
+    """Record in *result*'s errors that *server* died during the run, with its log's tail."""
+    if server.process.poll() is not None:
+        result.setdefault("errors", {})[f"{label} exited:\n{server.tail()}"] = 1
+    return result
+
+
+def finish(args, results: dict, errors: list[str]) -> int:
+    """Save *results* to ``--json`` if asked, print *errors*; return the exit status (1 if any)."""
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": sys.argv, "results": results}, indent=1))
+    if errors:
+        print("\nERRORS:\n  " + "\n  ".join(errors))
+        return 1
+    return 0
+
+
 def run_one(server: Server, scenario: Scenario, args) -> dict:
     """One loadgen.py run (pinned to CPU 1) against *server*; returns its JSON, errors included."""
     name = server.stack.name
@@ -347,23 +381,8 @@ def run_one(server: Server, scenario: Scenario, args) -> dict:
     ]
     for header in scenario.headers if name == "ours" else ():
         argv += ["--header", header]
-    try:
-        done = subprocess.run(
-            pinned(LOADGEN_CPU, argv),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=args.warmup + args.duration + 60,
-        )
-    except subprocess.TimeoutExpired:
-        return {"errors": {"loadgen timed out": 1}}
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        result = {"errors": {f"loadgen exited {done.returncode}: {done.stderr.strip()[-500:]}": 1}}
-    if server.process.poll() is not None:
-        result.setdefault("errors", {})[f"{name} server exited:\n{server.tail()}"] = 1
-    return result
+    result = run_client_process(pinned(LOADGEN_CPU, argv), args.warmup + args.duration + 60, "loadgen")
+    return note_server_exit(result, server, f"{name} server")
 
 
 def figure(result: dict, key: str):
@@ -599,12 +618,7 @@ def main(argv=None) -> int:
             f"{len(noisy)} of {len(runs)} runs had other processes using over {NOISY:.0%} of CPU "
             f"{SERVER_CPU}: the machine was busy, rerun for cleaner figures."
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv, "results": results}, indent=1))
-    if errors:
-        print("\nERRORS:\n  " + "\n  ".join(errors))
-        return 1
-    return 0
+    return finish(args, results, errors)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,15 @@ the settings are documented in :mod:`django_websocket.conf` and ``docs/settings.
 __version__ = "0.1.0"
 
 
-def publish(channel: str, message: object, **audience: object) -> int:
-    """Publish *message* to *channel*'s sockets; see :func:`django_websocket.publishing.publish`."""
+def publish(channel: str, message: object, **audience: object) -> str:
+    """Publish *message* to *channel*'s sockets; return its id (see ``publishing.publish``)."""
     from .publishing import publish as _publish
 
     return _publish(channel, message, **audience)  # type: ignore[arg-type]
+
+
+def last_id(channel: str) -> str:
+    """The newest id of *channel* (``"0-0"`` if none); see :func:`django_websocket.history.last_id`."""
+    from .history import last_id as _last_id
+
+    return _last_id(channel)

@@ -39,6 +39,15 @@ WEBSOCKET_SEND_TIMEOUT         ``10.0``     seconds a send may wait on a client 
 WEBSOCKET_MAX_CONNECTIONS      ``None``     open websockets per worker process before handshakes
                                             get 503; ``None``: 90 % of gunicorn's
                                             ``--worker-connections`` under our worker
+WEBSOCKET_HISTORY_SIZE         ``100``      messages kept per channel for history and resume
+                                            (at least this many with Redis); ``0``: no history
+                                            and no ids
+WEBSOCKET_HISTORY_TTL          ``3600``     seconds a channel's messages are kept; ``None``: no
+                                            age limit
+WEBSOCKET_HISTORY_CHANNELS     ``{}``       per-channel overrides: ``{"pattern": {"size": n,
+                                            "ttl": s}}``, ``fnmatch`` patterns, first match wins
+WEBSOCKET_PRESENCE_TTL         ``30.0``     seconds after which the connections of a worker that
+                                            stopped heartbeating leave presence
 ============================== ============ =====================================================
 """
 
@@ -64,6 +73,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
     "WEBSOCKET_SEND_TIMEOUT": 10.0,
     "WEBSOCKET_MAX_CONNECTIONS": None,
+    "WEBSOCKET_HISTORY_SIZE": 100,
+    "WEBSOCKET_HISTORY_TTL": 3600,
+    "WEBSOCKET_HISTORY_CHANNELS": {},
+    "WEBSOCKET_PRESENCE_TTL": 30.0,
 }
 
 

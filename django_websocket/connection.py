@@ -127,14 +127,31 @@ class MessageMixin:
             self._subscriptions = Subscriptions(self, self.request)
         return self._subscriptions
 
-    def subscribe(self, channel: str, *, forward: bool = False) -> None:
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        forward: bool = False,
+        since: str | None = None,
+        resume: bool = False,
+        presence: bool | dict | None = None,
+    ) -> None:
         """Receive messages published to *channel* (and to it for this user, groups, session).
 
         Returns once the broker delivers the channel's messages to this process. With
         *forward*, the channel's messages go straight to the client, unchanged, without
         passing through ``events()`` — the fastest way to relay a broadcast.
+
+        *since*: an id; the messages published after it are delivered first, exactly
+        once and in order, then live ones (or a ``Gap`` if it is no longer in the
+        history). *resume*: *since* comes from the client's ``since`` query parameter,
+        and forwarded messages use the resume protocol's frames, with their ids
+        (``docs/history.md``; ``websocket.js`` speaks it). *presence*: join the
+        channel's presence, as the request's user (``True``) or as the given member
+        dict (with a ``"name"``); members then receive ``Presence``, ``Join`` and ``Leave``.
+        Raises ``ValueError`` for a bad *presence*.
         """
-        self.subscriptions.subscribe(channel, forward=forward)
+        self.subscriptions.subscribe(channel, forward=forward, since=since, resume=resume, presence=presence)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving *channel*'s messages."""

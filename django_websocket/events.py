@@ -29,10 +29,49 @@ class ClientMessage:
 
 @dataclass(eq=False)
 class ChannelMessage:
-    """A message published to *channel* (the name the view subscribed to, without audience)."""
+    """A message published to *channel* (the name the view subscribed to, without audience).
+
+    *id*: its id in the channel's history (``None`` when the channel keeps none).
+    *kind*: how it was published: ``b"t"`` a ``str``, ``b"j"`` a JSON-able object, ``b"b"`` bytes.
+    """
 
     channel: str
     data: Data
+    id: str | None = None
+    kind: bytes = b"t"
+
+    @classmethod
+    def from_entry(cls, channel: str, entry: Any) -> ChannelMessage:
+        """The message of a history entry."""
+        data = entry.data if entry.kind == b"b" else entry.data.decode("utf-8", "replace")
+        return cls(channel, data, entry.id, entry.kind)
+
+    @cached_property
+    def seq(self) -> tuple[int, int]:
+        """:attr:`id` as a tuple ordered like the ids; ``(-1, -1)`` without an id."""
+        if self.id is None:
+            return (-1, -1)
+        ms, _, seq = self.id.partition("-")
+        return int(ms), int(seq)
+
+    @cached_property
+    def envelope_parts(self) -> list[Data]:
+        """The messages of the resume protocol for this one: ``{"ws": "message", "channel", "id", "data"}``.
+
+        A binary message is the envelope with ``"binary": true`` followed by the data itself.
+        """
+        head = f'{{"ws":"message","channel":{json.dumps(self.channel)},"id":{json.dumps(self.id)}'
+        if isinstance(self.data, bytes):
+            return [head + ',"binary":true}', self.data]
+        data = self.data if self.kind == b"j" else json.dumps(self.data)
+        return [f'{head},"data":{data}}}']
+
+    @cached_property
+    def envelope(self) -> bytes:
+        """The frame(s) of :attr:`envelope_parts`, built once."""
+        if isinstance(self.data, bytes):
+            return _text_frame(self.envelope_parts[0]) + self.frame
+        return _text_frame(self.envelope_parts[0])
 
     def json(self) -> Any:
         """The message decoded as JSON; raises ``ValueError`` if it is not JSON."""
@@ -47,6 +86,13 @@ class ChannelMessage:
             payload = self.data.encode()
             return frame_header(0x81, len(payload)) + payload
         return frame_header(0x82, len(self.data)) + self.data
+
+
+def _text_frame(text: str) -> bytes:
+    from .connection import frame_header
+
+    payload = text.encode()
+    return frame_header(0x81, len(payload)) + payload
 
 
 @dataclass(eq=False)
@@ -65,6 +111,13 @@ class ChannelBatch:
             return self.messages[0].frame
         return b"".join(message.frame for message in self.messages)
 
+    @cached_property
+    def envelopes(self) -> bytes:
+        """The resume protocol's frames of the messages, joined."""
+        if len(self.messages) == 1:
+            return self.messages[0].envelope
+        return b"".join(message.envelope for message in self.messages)
+
 
 @dataclass(frozen=True)
 class Resync:
@@ -76,4 +129,67 @@ class Resync:
     channels: tuple[str, ...] = field(default_factory=tuple)
 
 
-Event = ClientMessage | ChannelMessage | Resync
+@dataclass(frozen=True)
+class Gap(Resync):
+    """Messages of *channels* after the socket's last id are no longer in the history.
+
+    Either the id a resuming client gave was trimmed or expired, or the hub lost messages
+    it could not recover. *id* is the channel's position now: reload the state, then
+    continue from there.
+    """
+
+    id: str = "0-0"
+
+    @property
+    def text(self) -> str:
+        """The resume protocol's ``{"ws": "gap", "channel", "id"}``."""
+        channel = self.channels[0] if self.channels else ""
+        return json.dumps({"ws": "gap", "channel": channel, "id": self.id}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Who is in *channel*: one member dict per connection (``conn``, ``user``, ``name``…)."""
+
+    channel: str
+    members: tuple[dict, ...]
+
+    @property
+    def text(self) -> str:
+        """The resume protocol's ``{"ws": "presence", "channel", "members"}``."""
+        obj = {"ws": "presence", "channel": self.channel, "members": list(self.members)}
+        return json.dumps(obj, separators=(",", ":"))
+
+
+@dataclass(eq=False)
+class PresenceChange:
+    """A connection joined or left *channel*: base of :class:`Join` and :class:`Leave`.
+
+    *raw* is the published JSON (``{"ws": "join", "channel", "member"}``), forwarded as is.
+    """
+
+    channel: str
+    member: dict
+    raw: bytes = b""
+
+    @property
+    def text(self) -> str:
+        """The resume protocol's ``{"ws": "join"|"leave", "channel", "member"}``, as published."""
+        return self.raw.decode()
+
+    @staticmethod
+    def decode(raw: bytes) -> PresenceChange:
+        obj = json.loads(raw)
+        kind = Join if obj["ws"] == "join" else Leave
+        return kind(obj["channel"], obj["member"], raw)
+
+
+class Join(PresenceChange):
+    """*member* connected to *channel*."""
+
+
+class Leave(PresenceChange):
+    """*member* left *channel* (closed, unsubscribed, or its worker stopped heartbeating)."""
+
+
+Event = ClientMessage | ChannelMessage | Resync | Presence | PresenceChange

@@ -5,6 +5,12 @@ subscribed to it. With Redis it holds one subscriber connection and one reader
 greenlet, whatever the number of sockets (``CLIENT LIST`` grows with workers, not
 sockets); without Redis, ``publish()`` hands messages straight to it.
 
+Messages of channels with history carry ids; the hub remembers the newest id it saw
+per channel (its *position*). After a reconnection it reads each channel's history
+from that position and delivers what it missed before anything newer (sockets drop
+what they already have, by id), so subscribers lose nothing; only a gap it cannot
+fill (history trimmed or lost) becomes a :class:`~django_websocket.events.Gap`.
+
 Fan-out never blocks: each mailbox takes a message or, when its socket has stopped
 reading and its queue is full, closes that socket (1013). Redis faults are handled
 here and only here: the reader reconnects with backoff, resubscribes every channel,
@@ -22,8 +28,9 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from . import conf
-from .events import ChannelBatch, ChannelMessage, Resync
-from .publishing import channel_name, decode_payload
+from .events import ChannelBatch, ChannelMessage, Gap, PresenceChange, Resync
+from .exceptions import PublishError
+from .publishing import BINARY, PRESENCE, channel_name, split_payload
 
 logger = logging.getLogger("django_websocket")
 
@@ -38,6 +45,7 @@ class Mailbox(Protocol):
 
     def put_channel_messages(self, batch: ChannelBatch) -> None: ...
     def put_resync(self, event: Resync) -> None: ...
+    def put_presence(self, change: PresenceChange) -> None: ...
 
 
 class Hub:
@@ -62,6 +70,13 @@ class Hub:
         self._resync_pending: set[str] = set()
         self._unconfirmed: set[str] = set()  # subscribed while Redis was unreachable
         self._connected_before = False
+        #: Newest id seen per channel with history (Redis only): where recovery reads from.
+        self.positions: dict[str, str] = {}
+        #: Channels being recovered after a reconnection: their live messages wait here.
+        self._recovering: dict[str, list[tuple[str, tuple[bytes, ...]]]] = {}
+        self.recoveries = 0
+        self._tracking: set[str] = set()
+        self._channel_keys: dict[str, int] = {}  # broker channel names in use per channel
 
     # Subscriptions, called from views' greenlets
 
@@ -74,6 +89,9 @@ class Hub:
         mailboxes = self.mailboxes.setdefault(key, set())
         first = not mailboxes
         mailboxes.add(mailbox)
+        if first:
+            channel = channel_name(key)
+            self._channel_keys[channel] = self._channel_keys.get(channel, 0) + 1
         if self.redis_url is None:
             return
         confirmed = self._confirmations.get(key)
@@ -98,6 +116,11 @@ class Hub:
         mailboxes.discard(mailbox)
         if not mailboxes:
             del self.mailboxes[key]
+            channel = channel_name(key)
+            self._channel_keys[channel] -= 1
+            if not self._channel_keys[channel]:
+                del self._channel_keys[channel]
+                self.positions.pop(channel, None)  # a later subscriber starts afresh
             self._confirmations.pop(key, None)
             self._unconfirmed.discard(key)
             if self.redis_url is not None:
@@ -115,17 +138,59 @@ class Hub:
 
     # Delivery
 
+    def track(self, channel: str) -> None:
+        """Learn *channel*'s position if unknown (Redis, history on), so a reconnection can recover it."""
+        if self.redis_url is None or channel in self.positions or channel in self._tracking:
+            return  # one read per channel, however many sockets subscribe at once
+        from . import history
+
+        if not history.policy(channel).enabled:
+            return
+        self._tracking.add(channel)
+        try:
+            position = history.read(channel, None).position
+        except PublishError as error:
+            logger.warning("cannot read the position of %s: %s", channel, error)
+            return
+        finally:
+            self._tracking.discard(channel)
+        if channel in self._channel_keys:  # still subscribed after the read
+            self.positions.setdefault(channel, position)
+
     def deliver(self, key: str, *payloads: bytes) -> int:
         """Hand published payloads of *key*, in order, to every mailbox of *key*; return how many."""
         mailboxes = self.mailboxes.get(key)
         if not mailboxes:
             return 0
         channel = channel_name(key)
-        batch = ChannelBatch([ChannelMessage(channel, decode_payload(payload)) for payload in payloads])
+        waiting = self._recovering.get(channel)
+        if waiting is not None:
+            waiting.append((key, payloads))
+            return len(mailboxes)
+        messages: list[ChannelMessage] = []
+        for payload in payloads:
+            if payload[:1] == PRESENCE:
+                self._put_messages(mailboxes, messages)
+                messages = []
+                change = PresenceChange.decode(payload[1:])
+                for mailbox in tuple(mailboxes):
+                    mailbox.put_presence(change)
+                continue
+            kind, message_id, data = split_payload(payload)
+            text_or_bytes = data if kind == BINARY else data.decode("utf-8", "replace")
+            messages.append(ChannelMessage(channel, text_or_bytes, message_id, kind))
+        self._put_messages(mailboxes, messages)
+        if messages and messages[-1].id is not None and self.redis_url is not None:
+            self.positions[channel] = messages[-1].id
+        return len(mailboxes)
+
+    def _put_messages(self, mailboxes: set[Mailbox], messages: list[ChannelMessage]) -> None:
+        if not messages:
+            return
+        batch = ChannelBatch(messages)
         for mailbox in tuple(mailboxes):
             mailbox.put_channel_messages(batch)
-        self.deliveries += len(mailboxes) * len(payloads)
-        return len(mailboxes)
+        self.deliveries += len(mailboxes) * len(messages)
 
     def resync(self, keys: Iterable[str]) -> None:
         """Tell every mailbox of *keys* that messages may have been missed."""
@@ -157,6 +222,9 @@ class Hub:
                     self._subscriber = subscriber
                 if self._connected_before:
                     self._resync_pending = set(keys)
+                    # Live messages wait until what was missed has been delivered before them.
+                    channels = {channel_name(key) for key in keys}
+                    self._recovering = {channel: [] for channel in channels if channel in self.positions}
                     logger.warning("reconnected to Redis; resubscribing %d channels", len(keys))
                 self._connected_before = True
                 backoff = RECONNECT_BACKOFF[0]
@@ -202,7 +270,54 @@ class Hub:
         if key in self._resync_pending:
             self._resync_pending.discard(key)
             if not self._resync_pending:
-                self.resync(self.mailboxes)
+                gevent.spawn(self._recover)
+
+    def _recover(self) -> None:
+        """After a reconnection: deliver what each channel missed, or a Gap; Resync those without history."""
+        recovering = self._recovering
+        unrecoverable = [key for key in self.mailboxes if channel_name(key) not in recovering]
+        if unrecoverable:
+            self.resync(unrecoverable)
+        for channel in list(recovering):
+            self._recover_channel(channel)
+            for key, payloads in recovering.pop(channel, ()):
+                self.deliver(key, *payloads)
+        self.recoveries += 1
+
+    def _recover_channel(self, channel: str) -> None:
+        from . import history
+
+        position = self.positions.get(channel, history.ORIGIN)
+        try:
+            reading = history.read(channel, position)
+        except PublishError as error:
+            logger.warning("cannot read the history of %s to recover it: %s", channel, error)
+            reading = history.Reading(position=position, gap=True)
+        keys = [key for key in self.mailboxes if channel_name(key) == channel]
+        if reading.gap:
+            logger.warning("messages of %s after %s are no longer in its history: gap", channel, position)
+            self.positions[channel] = reading.position
+            self._put_gap(keys, Gap((channel,), reading.position))
+            return
+        # In id order; consecutive entries of one broker channel go out as one batch.
+        run: list[ChannelMessage] = []
+        run_key = None
+        for entry in reading.entries:
+            if entry.key != run_key and run:
+                self._put_messages(self.mailboxes.get(run_key, set()), run)  # type: ignore[arg-type]
+                run = []
+            run_key = entry.key
+            run.append(ChannelMessage.from_entry(channel, entry))
+        if run:
+            self._put_messages(self.mailboxes.get(run_key, set()), run)  # type: ignore[arg-type]
+        if reading.entries:
+            logger.warning("recovered %d messages of %s from its history", len(reading.entries), channel)
+        self.positions[channel] = reading.position
+
+    def _put_gap(self, keys: list[str], gap: Gap) -> None:
+        mailboxes = {mailbox for key in keys for mailbox in self.mailboxes.get(key, ())}
+        for mailbox in mailboxes:
+            mailbox.put_resync(gap)
 
 
 _hubs: dict[tuple[int, str | None], Hub] = {}

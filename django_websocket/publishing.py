@@ -5,11 +5,14 @@ Works from HTTP views, management commands, Celery tasks and the shell. With
 sockets on every worker and host; without, the in-process broker delivers to this
 process's sockets only.
 
-Wire format of a payload: one type byte — ``t`` text (UTF-8) or ``b`` binary —
-then the data. JSON-able messages travel as text. Channel ``room`` is Redis
-channel ``<prefix>room``; an audience appends ``@user:<pk>``, ``@group:<name>`` or
+Wire format of a payload: one type byte, then the data: ``t`` text (a ``str``),
+``j`` JSON text (a JSON-able object), ``b`` binary. Upper case (``T``, ``J``, ``B``)
+means the message has an id: ``<type><id> <data>``. ``p`` is a presence change
+(JSON, see ``django_websocket.presence``). Channel ``room`` is Redis channel
+``<prefix>room``; an audience appends ``@user:<pk>``, ``@group:<name>`` or
 ``@session:<key>``: a socket subscribed to ``room`` listens on all of the names
-that match its request.
+that match its request. Every message of a channel with history is also stored
+(``django_websocket.history``), audience included.
 """
 
 from __future__ import annotations
@@ -24,14 +27,33 @@ from .exceptions import PublishError
 logger = logging.getLogger("django_websocket")
 
 TEXT = b"t"
+JSON = b"j"
 BINARY = b"b"
+PRESENCE = b"p"
 #: Separates a channel from its audience in Redis channel names; not allowed in channel names.
 AUDIENCE_SEPARATOR = "@"
 
 _redis_clients: dict[tuple[str, float], Any] = {}
+#: Connections per process for publishing and reading history (the subscriber has its own).
+REDIS_CONNECTIONS = 16
 
 #: "No audience given" (so that an explicit ``user=None`` is an error, not a broadcast).
 EVERYONE: Any = object()
+
+
+class PublishedId(str):
+    """The id ``publish()`` gave a message (``""`` when its channel keeps no history).
+
+    A ``str``; ``receivers`` is how many worker processes (Redis) or sockets (in-process
+    broker) it reached.
+    """
+
+    receivers: int
+
+    def __new__(cls, message_id: str, receivers: int) -> PublishedId:
+        published = super().__new__(cls, message_id)
+        published.receivers = receivers
+        return published
 
 
 def publish(
@@ -41,29 +63,38 @@ def publish(
     user: Any = EVERYONE,
     group: Any = EVERYONE,
     session: Any = EVERYONE,
-) -> int:
-    """Publish *message* to the sockets subscribed to *channel*; return how many got it.
+) -> PublishedId:
+    """Publish *message* to the sockets subscribed to *channel*; return its id.
 
     *message* is ``str`` (a text frame), ``bytes`` (a binary frame) or anything
     ``DjangoJSONEncoder`` serialises (JSON text). At most one audience: *user* (a user
     or its pk), *group* (a ``Group`` name) or *session* (a session key) narrows the
     delivery to the sockets of that user, group or session.
 
-    Returns, with Redis, the number of worker processes that received it (``PUBLISH``'s
-    reply); with the in-process broker, the number of sockets it was queued for.
-    Raises ``PublishError`` when Redis does not answer within ``WEBSOCKET_REDIS_TIMEOUT``
-    (no hidden retries), ``ValueError`` for a bad channel, several audiences, or an empty
-    one (``user=None``, ``session=""``…: a message meant for one audience is never
-    broadcast to everyone by mistake).
+    Returns the message's id in the channel's history (a :class:`PublishedId`, ``""``
+    when the channel keeps no history); its ``receivers`` is, with Redis, the number of
+    worker processes that received it (``PUBLISH``'s reply), with the in-process
+    broker, the number of sockets it was queued for. Raises ``PublishError`` when Redis
+    does not answer within ``WEBSOCKET_REDIS_TIMEOUT`` (no hidden retries), ``ValueError``
+    for a bad channel, several audiences, or an empty one (``user=None``, ``session=""``…:
+    a message meant for one audience is never broadcast to everyone by mistake).
     """
+    from . import history
+
     key = channel_key(channel, audience(user=user, group=group, session=session))
-    payload = encode_payload(message)
+    kind, data = encode_message(message)
+    rule = history.policy(channel)
     url = conf.redis_url()
     if url is None:
         from .hub import deliver_locally
 
-        return deliver_locally(key, payload)
-    return _publish_to_redis(url, key, payload)
+        if not rule.enabled:
+            return PublishedId("", deliver_locally(key, kind + data))
+        message_id = history.local_store().append(channel, key, kind, data, rule)
+        return PublishedId(message_id, deliver_locally(key, with_id(kind, message_id, data)))
+    if not rule.enabled:
+        return PublishedId("", _publish_to_redis(url, key, kind + data))
+    return PublishedId(*history.publish_to_redis(url, channel, key, kind, data, rule))
 
 
 def _publish_to_redis(url: str, key: str, payload: bytes) -> int:
@@ -84,8 +115,12 @@ def _redis_client(url: str) -> Any:
     timeout = float(conf.get("WEBSOCKET_REDIS_TIMEOUT"))
     client = _redis_clients.get((url, timeout))
     if client is None:
-        client = redis.Redis.from_url(
+        # At most REDIS_CONNECTIONS per process: a thousand sockets resuming at once (after a
+        # deploy) queue for a connection instead of opening a thousand.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # A publish either reaches Redis within the timeout or fails loudly.
@@ -93,6 +128,7 @@ def _redis_client(url: str) -> Any:
             retry_on_error=[],
             health_check_interval=0,
         )
+        client = redis.Redis(connection_pool=pool)
         _redis_clients[(url, timeout)] = client
     return client
 
@@ -105,22 +141,41 @@ def _safe_url(url: str) -> str:
     return url
 
 
-def encode_payload(message: Any) -> bytes:
-    """The wire form of *message*: ``t`` + UTF-8 text or ``b`` + bytes (JSON-ables as text)."""
+def encode_message(message: Any) -> tuple[bytes, bytes]:
+    """``(type byte, data)`` of *message*: ``t`` + UTF-8 text, ``j`` + JSON text or ``b`` + bytes."""
     if isinstance(message, str):
-        return TEXT + message.encode()
+        return TEXT, message.encode()
     if isinstance(message, bytes | bytearray | memoryview):
-        return BINARY + bytes(message)
+        return BINARY, bytes(message)
     from django.core.serializers.json import DjangoJSONEncoder
 
-    return TEXT + json.dumps(message, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+    return JSON, json.dumps(message, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+
+
+def encode_payload(message: Any) -> bytes:
+    """The wire form of *message* without an id."""
+    kind, data = encode_message(message)
+    return kind + data
+
+
+def with_id(kind: bytes, message_id: str, data: bytes) -> bytes:
+    """The wire form of a message with an id (what the publish script sends with Redis)."""
+    return kind.upper() + message_id.encode() + b" " + data
 
 
 def decode_payload(payload: bytes) -> str | bytes:
-    """The message a payload carries: ``str`` for text, ``bytes`` for binary."""
-    if payload[:1] == BINARY:
-        return payload[1:]
-    return payload[1:].decode("utf-8", "replace")
+    """The message a (message) payload carries: ``str`` for text, ``bytes`` for binary."""
+    kind, _, data = split_payload(payload)
+    return data if kind == BINARY else data.decode("utf-8", "replace")
+
+
+def split_payload(payload: bytes) -> tuple[bytes, str | None, bytes]:
+    """``(type byte in lower case, id or None, data)`` of a message payload."""
+    kind = payload[:1]
+    if kind.isupper():
+        space = payload.index(b" ")
+        return kind.lower(), payload[1:space].decode(), payload[space + 1 :]
+    return kind, None, payload[1:]
 
 
 def channel_key(channel: str, audience_suffix: str = "") -> str:

@@ -8,6 +8,12 @@ messages. Channel messages are bounded per socket (``WEBSOCKET_CHANNEL_QUEUE_SIZ
 a socket that falls that far behind is closed with 1013, so it never slows the hub
 or anyone else. Client messages are bounded too, by pausing the pump (TCP then
 pushes back on the client).
+
+Messages with ids are delivered at most once per socket and in id order: a message
+whose id is not newer than the last one delivered on its channel is dropped. That
+is what stitches a replay to live delivery: while a resuming subscription reads the
+history, live messages are held; then the replay goes out, then the held messages
+newer than it. The hub's own recovery after a Redis reconnection relies on it too.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -22,8 +29,18 @@ from gevent.lock import BoundedSemaphore
 from gevent.queue import Empty, Queue
 
 from . import conf
-from .events import ChannelBatch, ChannelMessage, ClientMessage, Event, Resync
-from .exceptions import ConnectionClosed, ConnectionClosedOK
+from .events import (
+    ChannelBatch,
+    ChannelMessage,
+    ClientMessage,
+    Event,
+    Gap,
+    Presence,
+    PresenceChange,
+    Resync,
+    _text_frame,
+)
+from .exceptions import ConnectionClosed, ConnectionClosedOK, PublishError
 from .publishing import audience_suffixes, channel_key
 
 logger = logging.getLogger("django_websocket")
@@ -32,6 +49,20 @@ logger = logging.getLogger("django_websocket")
 CLIENT_READ_AHEAD = 64
 #: Close code for a socket that stopped reading (RFC 6455 §7.4.1: try again later).
 SLOW_CONSUMER = 1013
+#: The query parameter a resuming client names its last ids in: ``since=<channel>@<id>``.
+SINCE_PARAMETER = "since"
+
+
+@dataclass
+class _Channel:
+    """One subscribed channel of a socket."""
+
+    keys: list[str]
+    forward: bool = False
+    envelope: bool = False  # forwarded in the resume protocol's frames
+    last: tuple[int, int] | None = None  # id of the last message delivered
+    holding: list[Any] | None = None  # live batches held while the history is read
+    member: dict | None = None  # this socket's presence entry
 
 
 class Subscriptions:
@@ -44,38 +75,120 @@ class Subscriptions:
         self.request = request
         self.hub = get_hub()
         self.limit = int(conf.get("WEBSOCKET_CHANNEL_QUEUE_SIZE"))
-        self.keys: dict[str, list[str]] = {}
+        self.channels: dict[str, _Channel] = {}
         self.inbox: Queue = Queue()
         self.pending = 0  # channel messages in the inbox
         self.overflowed = False
         self._client_slots = BoundedSemaphore(CLIENT_READ_AHEAD)
         self._pump: gevent.Greenlet | None = None
-        self.forwarded: set[str] = set()
-        self.outbox: deque[ChannelMessage] = deque()  # forwarded messages waiting for the socket
+        self.outbox: deque[Any] = deque()  # forwarded messages (or frames' parts) waiting for the socket
         self._writer: gevent.Greenlet | None = None
 
-    def subscribe(self, channel: str, forward: bool = False) -> None:
+    def subscribe(self, channel: str, forward=False, since=None, resume=False, presence=None) -> None:
         """Receive *channel*'s messages, including those addressed to this socket's user, groups, session.
 
-        With *forward* they are written to the client directly instead of queued for ``events()``.
+        *forward*: write them to the client directly instead of queueing them for
+        ``events()``. *since*: first replay what came after that id (or a ``Gap``).
+        *resume*: take *since* from the request's ``since`` query parameter and, when
+        forwarding, use the resume protocol's frames (docs/history.md). *presence*:
+        join the channel's presence (``True`` or a member dict with a ``name``).
+        Subscribing to a channel already subscribed changes nothing.
         """
-        if forward:
-            self.forwarded.add(channel)
-        if channel in self.keys:
+        from . import history
+
+        if channel in self.channels:
             return
-        suffixes = [""] + audience_suffixes(self.request)
-        keys = self.keys[channel] = [channel_key(channel, suffix) for suffix in suffixes]
+        if resume and since is None:
+            since = self.requested_since().get(channel)
+        member = None
+        if presence is not None and presence is not False:
+            from .presence import connection_id, member_for
+
+            member = member_for(self.request, presence, connection_id())
+        keys = [channel_key(channel, suffix) for suffix in [""] + audience_suffixes(self.request)]
+        state = self.channels[channel] = _Channel(keys, forward, forward and resume)
+        rule = history.policy(channel)
+        replay = rule.enabled and (resume or since is not None)
+        if replay:
+            state.holding = []
         for key in keys:
             self.hub.add(key, self)
+        self.hub.track(channel)
+        if replay:
+            self._replay(channel, state, since)
+        elif since is not None:
+            self._put_control(state, Gap((channel,), history.ORIGIN))  # this channel keeps no history
+        if member is not None:
+            self._join(channel, state, member)
+
+    def requested_since(self) -> dict[str, str]:
+        """``{channel: id}`` from the request's ``since=<channel>@<id>`` query parameters."""
+        query = getattr(self.request, "GET", None)
+        if query is None:
+            return {}
+        since = {}
+        for value in query.getlist(SINCE_PARAMETER):
+            channel, separator, message_id = value.rpartition("@")
+            if separator:
+                since[channel] = message_id
+        return since
+
+    def _replay(self, channel: str, state: _Channel, since: str | None) -> None:
+        """Deliver what came after *since* (or a Gap), then the live messages held meanwhile.
+
+        Nothing yields between taking the held messages and delivering them, so no live
+        message can overtake the replay.
+        """
+        from . import history
+
+        try:
+            reading = history.read(channel, since)
+        except PublishError as error:
+            logger.warning("cannot read the history of %s to resume: %s", channel, error)
+            reading = history.Reading(position=since or history.ORIGIN, gap=since is not None)
+        held, state.holding = state.holding or [], None
+        if reading.gap:
+            self._put_control(state, Gap((channel,), reading.position))
+        keys = set(state.keys)
+        replayed = [ChannelMessage.from_entry(channel, e) for e in reading.entries if e.key in keys]
+        if replayed:
+            self.put_channel_messages(ChannelBatch(replayed))
+        position = history.parse_id(reading.position)
+        if state.last is None or position > state.last:
+            state.last = position
+        if state.envelope:
+            subscribed = {"ws": "subscribed", "channel": channel, "id": reading.position}
+            text = _json({**subscribed, "replayed": len(replayed)})
+            self._forward_frames(_text_frame(text), [[text]])
+        for item in held:
+            self.put_channel_messages(item)
+
+    def _join(self, channel: str, state: _Channel, member: dict) -> None:
+        from . import presence
+
+        state.member = member
+        presence.join(channel, member)
+        try:
+            members = tuple(presence.connections(channel))
+        except PublishError as error:
+            logger.warning("cannot read the presence of %s: %s", channel, error)
+            members = (member,)
+        self._put_control(state, Presence(channel, members))
 
     def unsubscribe(self, channel: str) -> None:
-        self.forwarded.discard(channel)
-        for key in self.keys.pop(channel, ()):
+        state = self.channels.pop(channel, None)
+        if state is None:
+            return
+        for key in state.keys:
             self.hub.discard(key, self)
+        if state.member is not None:
+            from . import presence
+
+            presence.leave(channel, state.member["conn"])
 
     def close(self) -> None:
         """End every subscription and stop reading the client. Idempotent."""
-        for channel in list(self.keys):
+        for channel in list(self.channels):
             self.unsubscribe(channel)
         for greenlet in (self._pump, self._writer):
             if greenlet is not None:
@@ -87,8 +200,22 @@ class Subscriptions:
     def put_channel_messages(self, batch: ChannelBatch) -> None:
         if self.overflowed:
             return
-        if batch.messages[0].channel in self.forwarded:
-            self._forward(batch)
+        state = self.channels.get(batch.messages[0].channel)
+        if state is None:
+            return
+        if state.holding is not None:
+            state.holding.append(batch)
+            return
+        if batch.messages[0].id is not None:
+            fresh = self._fresh(state, batch)
+            if fresh is None:
+                return
+            batch = fresh
+        if state.forward:
+            if state.envelope:
+                self._forward_frames(batch.envelopes, [m.envelope_parts for m in batch.messages])
+            else:
+                self._forward_frames(batch.frames, batch.messages)
             return
         if self.pending + len(batch.messages) > self.limit:
             self._overflow()
@@ -97,22 +224,47 @@ class Subscriptions:
         for message in batch.messages:
             self.inbox.put(message)
 
-    def _forward(self, batch: ChannelBatch) -> None:
+    @staticmethod
+    def _fresh(state: _Channel, batch: ChannelBatch) -> ChannelBatch | None:
+        """*batch* without the messages this socket already has (by id); ``None`` if none is new."""
+        last = state.last
+        if last is not None and batch.messages[0].seq <= last:
+            messages = [message for message in batch.messages if message.seq > last]
+            if not messages:
+                return None
+            batch = ChannelBatch(messages)
+        state.last = batch.messages[-1].seq
+        return batch
+
+    def _put_control(self, state: _Channel, event: Gap | Presence | PresenceChange) -> None:
+        """A Gap or presence event: a frame of the protocol when forwarding, else an event."""
+        if state.forward:
+            text = event.text
+            self._forward_frames(_text_frame(text), [[text]])
+        else:
+            self.inbox.put(event)
+
+    def _forward_frames(self, frames: bytes, items: list[Any]) -> None:
         # Straight onto the wire when the socket can take it now (one system call for the
         # whole batch); otherwise in order, behind what already waits, written by one greenlet.
-        if not self.outbox and self.websocket.send_frames_nowait(batch.frames):
+        if not self.outbox and self.websocket.send_frames_nowait(frames):
             return
-        if len(self.outbox) + len(batch.messages) > self.limit:
+        if len(self.outbox) + len(items) > self.limit:
             self._overflow()
             return
-        self.outbox.extend(batch.messages)
+        self.outbox.extend(items)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_outbox)
 
     def _write_outbox(self) -> None:
         try:
             while self.outbox:
-                self.websocket.send(self.outbox[0])
+                item = self.outbox[0]
+                if isinstance(item, ChannelMessage):
+                    self.websocket.send(item)
+                else:  # the parts of protocol frames: str or bytes messages
+                    for part in item:
+                        self.websocket.send(part)
                 self.outbox.popleft()
         except ConnectionClosed:
             self.outbox.clear()
@@ -120,7 +272,18 @@ class Subscriptions:
             self._writer = None
 
     def put_resync(self, event: Resync) -> None:
-        self.inbox.put(event)
+        state = self.channels.get(event.channels[0]) if isinstance(event, Gap) and event.channels else None
+        if state is None:
+            self.inbox.put(event)
+            return
+        state.last = None  # after a gap, whatever comes next is new
+        self._put_control(state, event)
+
+    def put_presence(self, change: PresenceChange) -> None:
+        state = self.channels.get(change.channel)
+        if state is None or state.member is None or self.overflowed:
+            return  # only members hear joins and leaves
+        self._put_control(state, change)
 
     def _overflow(self) -> None:
         self.overflowed = True
@@ -168,3 +331,9 @@ class Subscriptions:
                 self.inbox.put(closed)
                 return
             self.inbox.put(ClientMessage(data))
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, separators=(",", ":"))

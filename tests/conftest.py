@@ -91,3 +91,18 @@ def editors_group(server_db: dict[str, str], alice_pk: int) -> str:
             "INSERT OR IGNORE INTO auth_user_groups (user_id, group_id) VALUES (?, ?)", (alice_pk, group_id)
         )
     return "editors"
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def broker(request):
+    """Run a test on the in-process broker, then on a real Redis (``None`` or the ``RedisServer``)."""
+    from django.test import override_settings
+
+    if request.param == "embedded":
+        with override_settings(WEBSOCKET_REDIS_URL=None), pytest.MonkeyPatch.context() as patch:
+            patch.delenv("REDIS_URL", raising=False)
+            yield None
+    else:
+        redis_server = request.getfixturevalue("redis_server")
+        with override_settings(WEBSOCKET_REDIS_URL=redis_server.url):
+            yield redis_server

@@ -6,7 +6,9 @@ between, Redis fails to bind and the next free port is tried.
 
 :class:`RedisServer` is a context manager; tests may :meth:`~RedisServer.kill` it and
 :meth:`~RedisServer.start` it again on the *same* port, as a Redis restart in production.
-No persistence (``--save "" --appendonly no``); its files live in its own temp dir.
+No persistence (``--save "" --appendonly no``) unless ``persistent=True`` (an
+append-only file synced on every write, so a restart keeps every stream); its files
+live in its own temp dir.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ class RedisServer:
     its temp dir) on exit. Only the process this object started is ever signalled.
     """
 
-    def __init__(self, executable: Path = REDIS_SERVER, startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self, executable: Path = REDIS_SERVER, startup_timeout: float = 10.0, persistent: bool = False
+    ) -> None:
         self.executable = Path(executable)
+        self.persistent = persistent
         self.startup_timeout = startup_timeout
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
@@ -105,7 +110,9 @@ class RedisServer:
                     "--bind", "127.0.0.1",
                     "--port", str(port),
                     "--save", "",
-                    "--appendonly", "no",
+                    # persistent: every write on disk before the reply, so even SIGKILL loses nothing
+                    "--appendonly", "yes" if self.persistent else "no",
+                    "--appendfsync", "always",
                     "--dir", str(self.directory),
                     "--daemonize", "no",
                     "--databases", "1",

@@ -18,6 +18,8 @@ for _name, _type in (
     ("WEBSOCKET_CLOSE_TIMEOUT", float),
     ("WEBSOCKET_MAX_CONNECTIONS", int),
     ("WEBSOCKET_CHANNEL_QUEUE_SIZE", int),
+    ("WEBSOCKET_HISTORY_SIZE", int),
+    ("WEBSOCKET_PRESENCE_TTL", float),
 ):
     if os.environ.get(_name):
         globals()[_name] = _type(os.environ[_name])

@@ -88,7 +88,7 @@ def test_anonymous_request_without_session_listens_to_everyone_only():
 def test_embedded_publish_with_no_subscribers_reaches_nobody():
     """Without Redis, publish() counts the sockets it queued for: none here."""
     with override_settings(WEBSOCKET_REDIS_URL=None):
-        assert publish("nobody-listens", "x") == 0
+        assert publish("nobody-listens", "x").receivers == 0
 
 
 def test_publish_with_redis_down_fails_fast_and_clearly(monkeypatch):

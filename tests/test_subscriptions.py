@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import gevent
 import pytest
 from django.contrib.auth.models import User
@@ -13,8 +15,7 @@ from django_websocket.hub import get_hub
 from django_websocket.testing import WebSocketClient
 
 
-@override_settings(WEBSOCKET_REDIS_URL=None)
-class SubscriptionTests(TestCase):
+class ClientTestCase(TestCase):
     def setUp(self):
         self.client = WebSocketClient()
 
@@ -23,6 +24,9 @@ class SubscriptionTests(TestCase):
         self.addCleanup(websocket.close)
         return websocket
 
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class SubscriptionTests(ClientTestCase):
     def test_client_and_channel_events_arrive_in_order(self):
         """Client messages and channel messages come out of one stream, in arrival order."""
         websocket = self.open("/event-log/order/")
@@ -47,7 +51,7 @@ class SubscriptionTests(TestCase):
         websocket.receive_json()
         websocket.send("unsubscribe")
         assert websocket.receive_json() == {"kind": "client", "data": "unsubscribe"}
-        assert publish("room:leave", "lost") == 0
+        assert publish("room:leave", "lost").receivers == 0
         websocket.send("still here")
         assert websocket.receive_json() == {"kind": "client", "data": "still here"}
 
@@ -55,10 +59,10 @@ class SubscriptionTests(TestCase):
         """When the socket closes, its mailboxes leave the hub."""
         websocket = self.client.connect("/event-log/gone/")
         websocket.receive_json()
-        assert publish("room:gone", "x") == 1
+        assert publish("room:gone", "x").receivers == 1
         websocket.close()
         with gevent.Timeout(3):
-            while publish("room:gone", "x"):
+            while publish("room:gone", "x").receivers:
                 gevent.sleep(0.01)
         assert not any(key.endswith("room:gone") for key in get_hub().mailboxes)
 
@@ -72,7 +76,7 @@ class SubscriptionTests(TestCase):
         anonymous = self.open("/event-log/aud/")
         hers.receive_json()
         anonymous.receive_json()
-        assert publish("room:aud", "for hank", user=user) == 1
+        assert publish("room:aud", "for hank", user=user).receivers == 1
         assert hers.receive_json()["data"] == "for hank"
         publish("room:aud", "for all")
         assert anonymous.receive_json()["data"] == "for all"
@@ -136,5 +140,108 @@ class ForwardTests(TestCase):
                 gevent.sleep(0)
         assert "slow consumer" in "\n".join(logs.output)
         with gevent.Timeout(5):
-            while publish("room:f3", "x"):
+            while publish("room:f3", "x").receivers:
                 gevent.sleep(0.01)  # the closed socket leaves the hub
+
+
+@override_settings(WEBSOCKET_REDIS_URL=None)
+class ResumeTests(ClientTestCase):
+    """subscribe(resume=True / since=...) on the embedded broker: replay, seam, gap, presence."""
+
+    def frames_until_subscribed(self, websocket):
+        frames = []
+        while True:
+            frame = websocket.receive_json()
+            frames.append(frame)
+            if frame.get("ws") == "subscribed":
+                return frames
+
+    def test_fresh_subscription_gets_its_position_then_live_messages_with_ids(self):
+        first = publish("room:r1", "before")
+        websocket = self.open("/resume-room/r1/?name=ann")
+        frames = self.frames_until_subscribed(websocket)
+        assert frames == [{"ws": "subscribed", "channel": "room:r1", "id": first, "replayed": 0}]
+        join, presence = sorted([websocket.receive_json(), websocket.receive_json()], key=lambda f: f["ws"])
+        assert presence["ws"] == "presence" and [m["name"] for m in presence["members"]] == ["ann"]
+        assert join["ws"] == "join" and join["member"] == presence["members"][0]  # a known conn: ignored
+        live = publish("room:r1", {"n": 1})
+        assert websocket.receive_json() == {
+            "ws": "message",
+            "channel": "room:r1",
+            "id": live,
+            "data": {"n": 1},
+        }
+        text = publish("room:r1", 'a "quoted" text')
+        assert websocket.receive_json()["data"] == 'a "quoted" text'
+        binary = publish("room:r1", b"\x00\x01")
+        assert websocket.receive_json() == {
+            "ws": "message",
+            "channel": "room:r1",
+            "id": binary,
+            "binary": True,
+        }
+        assert websocket.receive() == b"\x00\x01"
+        assert text < binary
+
+    def test_resume_replays_exactly_what_was_missed_in_order_then_live(self):
+        seen = publish("room:r2", "seen")
+        missed = [publish("room:r2", f"missed {n}") for n in range(5)]
+        websocket = self.open(f"/resume-room/r2/?name=bo&since=room:r2@{seen}")
+        frames = self.frames_until_subscribed(websocket)
+        assert [(f["id"], f["data"]) for f in frames[:-1]] == [
+            (i, f"missed {n}") for n, i in enumerate(missed)
+        ]
+        assert frames[-1] == {"ws": "subscribed", "channel": "room:r2", "id": missed[-1], "replayed": 5}
+        websocket.receive_json(), websocket.receive_json()  # presence, own join
+        live = publish("room:r2", "live")
+        assert websocket.receive_json()["id"] == live
+
+    def test_replay_and_live_meet_without_duplicate_or_gap(self):
+        """Messages published while the replay is read are held, then delivered once, after it."""
+        from django_websocket import history
+
+        seen = publish("room:seam", "seen")
+        publish("room:seam", "missed")
+        read = history.read
+        published_meanwhile = []
+
+        def read_while_publishing(channel, since):
+            reading = read(channel, since)
+            published_meanwhile.append(publish("room:seam", "during the replay"))  # after the read: live
+            return reading
+
+        with mock.patch.object(history, "read", read_while_publishing):
+            websocket = self.open(f"/resume-room/seam/?since=room:seam@{seen}")
+            frames = self.frames_until_subscribed(websocket)
+        assert [f["data"] for f in frames[:-1]] == ["missed"]
+        after = [websocket.receive_json() for _ in range(3)]
+        messages = [f for f in after if f["ws"] == "message"]
+        assert [(m["id"], m["data"]) for m in messages] == [(published_meanwhile[0], "during the replay")]
+
+    def test_a_trimmed_id_gets_a_gap_then_live_messages(self):
+        with override_settings(WEBSOCKET_HISTORY_CHANNELS={"room:small": {"size": 3}}):
+            old = publish("room:small", "old")
+            ids = [publish("room:small", str(n)) for n in range(5)]
+            websocket = self.open(f"/resume-room/small/?since=room:small@{old}")
+            frames = self.frames_until_subscribed(websocket)
+        assert frames == [
+            {"ws": "gap", "channel": "room:small", "id": ids[-1]},
+            {"ws": "subscribed", "channel": "room:small", "id": ids[-1], "replayed": 0},
+        ]
+
+    def test_events_get_ids_gaps_and_presence(self):
+        seen = publish("room:ev", "seen")
+        missed = publish("room:ev", "missed")
+        websocket = self.open(f"/history-events/ev/?from={seen}&name=cy")
+        assert websocket.receive_json() == {"kind": "ready"}
+        assert websocket.receive_json() == {"kind": "message", "id": missed, "data": "missed"}
+        own = [websocket.receive_json(), websocket.receive_json()]  # its own join may come first
+        assert sorted(own, key=str) == [{"kind": "join", "name": "cy"}, {"kind": "presence", "names": ["cy"]}]
+        other = self.open("/history-events/ev/?name=dee")
+        assert other.receive_json() == {"kind": "ready"}
+        assert websocket.receive_json() == {"kind": "join", "name": "dee"}
+        other.close()
+        assert websocket.receive_json() == {"kind": "leave", "name": "dee"}
+        gap = self.open("/history-events/ev/?from=1-0")
+        assert gap.receive_json() == {"kind": "ready"}
+        assert gap.receive_json() == {"kind": "gap", "id": missed}

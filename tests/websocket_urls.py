@@ -217,3 +217,45 @@ def flood(request, ws):
 
 
 urlpatterns.append(path("flood/", flood, name="flood"))
+
+
+@websocket
+def resume_room(request, ws, name):
+    """Forward room:<name> in the resume protocol, in presence as ``?name=`` (else the user).
+
+    The client's ``since`` query parameter resumes; ``publish:<text>`` from the client publishes.
+    """
+    from django_websocket import publish
+
+    handle = request.GET.get("name")
+    ws.subscribe(f"room:{name}", forward=True, resume=True, presence={"name": handle} if handle else True)
+    for message in ws:
+        if isinstance(message, str) and message.startswith("publish:"):
+            publish(f"room:{name}", message.removeprefix("publish:"))
+
+
+@websocket
+def history_events(request, ws, name):
+    """Report room:<name>'s events as JSON, subscribed with ``since=?from`` and presence ``?name``."""
+    from django_websocket.events import ChannelMessage, Gap, Join, Leave, Presence, Resync
+
+    handle = request.GET.get("name")
+    ws.subscribe(f"room:{name}", since=request.GET.get("from"), presence={"name": handle} if handle else None)
+    ws.send_json({"kind": "ready"})
+    for event in ws.events():
+        if isinstance(event, ChannelMessage):
+            ws.send_json({"kind": "message", "id": event.id, "data": event.data})
+        elif isinstance(event, Gap):
+            ws.send_json({"kind": "gap", "id": event.id})
+        elif isinstance(event, Resync):
+            ws.send_json({"kind": "resync"})
+        elif isinstance(event, Presence):
+            ws.send_json({"kind": "presence", "names": sorted(m["name"] for m in event.members)})
+        elif isinstance(event, Join | Leave):
+            ws.send_json({"kind": type(event).__name__.lower(), "name": event.member["name"]})
+
+
+urlpatterns += [
+    path("resume-room/<str:name>/", resume_room, name="resume-room"),
+    path("history-events/<str:name>/", history_events, name="history-events"),
+]

@@ -10,7 +10,8 @@
 
 Calls :func:`django_websocket.publish` and prints what it returns: with Redis, the
 number of worker processes Redis delivered to; with the embedded broker (no Redis
-configured), the number of sockets of *this* process — that is, 0.
+configured), the number of sockets of *this* process — that is, 0. With ``-v 2`` the
+message's id goes to stderr.
 Exits with status 1 and the reason on stderr when Redis is unreachable.
 """
 
@@ -60,9 +61,11 @@ class Command(BaseCommand):
             message = message.encode()
         audience = {kind: options[kind] for kind in ("user", "group", "session") if options[kind] is not None}
         try:
-            count = publish(options["channel"], message, **audience)
+            published = publish(options["channel"], message, **audience)
         except PublishError as error:
             raise CommandError(str(error)) from error
         except ValueError as error:  # a channel name publish() refuses
             raise CommandError(str(error)) from None
-        self.stdout.write(str(count))
+        self.stdout.write(str(published.receivers))
+        if options["verbosity"] > 1:
+            self.stderr.write(f"id {published or '(none: the channel keeps no history)'}")

@@ -26,6 +26,11 @@ django_websocket.E013    ``WEBSOCKET_PING_INTERVAL``, ``WEBSOCKET_SEND_TIMEOUT``
                          positive number
 django_websocket.E014    ``WEBSOCKET_COMPRESSION`` is not a bool
 django_websocket.E015    ``WEBSOCKET_COMPRESSION_THRESHOLD`` is not an integer >= 0
+django_websocket.E016    ``WEBSOCKET_HISTORY_SIZE`` is not an integer >= 0, or
+                         ``WEBSOCKET_HISTORY_TTL`` is not ``None`` or a positive number
+django_websocket.E017    ``WEBSOCKET_HISTORY_CHANNELS`` is not a dict of pattern strings to
+                         dicts with only ``size`` and ``ttl`` (valid as in E016)
+django_websocket.E018    ``WEBSOCKET_PRESENCE_TTL`` is not a positive number of seconds
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 ======================== ==========================================================
 
@@ -61,6 +66,7 @@ def register_checks() -> None:
         check_settings,
         check_channel_settings,
         check_compression_settings,
+        check_history_settings,
         check_templates,
     ):
         register(check, TAG)
@@ -241,6 +247,56 @@ def check_compression_settings(app_configs: Sequence[Any] | None = None, **kwarg
             )
         )
     return errors
+
+
+def check_history_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E016-E018: history and presence settings."""
+    errors: list[CheckMessage] = []
+    size, ttl = conf.get("WEBSOCKET_HISTORY_SIZE"), conf.get("WEBSOCKET_HISTORY_TTL")
+    for problem in _history_policy_problems(
+        size, ttl, "The WEBSOCKET_HISTORY_SIZE setting", "WEBSOCKET_HISTORY_TTL"
+    ):
+        errors.append(
+            Error(problem, hint="The defaults are 100 messages for 3600 s.", id="django_websocket.E016")
+        )
+    overrides = conf.get("WEBSOCKET_HISTORY_CHANNELS")
+    if not isinstance(overrides, dict):
+        overrides = {None: overrides}
+    for pattern, override in overrides.items():
+        if not isinstance(pattern, str) or not isinstance(override, dict) or set(override) - {"size", "ttl"}:
+            problems = [
+                f"entry {pattern!r}: {override!r} is not a pattern string mapped to {{'size', 'ttl'}}"
+            ]
+        else:
+            size, ttl = override.get("size", 0), override.get("ttl")
+            problems = _history_policy_problems(size, ttl, f"{pattern!r}: size", f"{pattern!r}: ttl")
+        for problem in problems:
+            errors.append(
+                Error(
+                    f"WEBSOCKET_HISTORY_CHANNELS {problem}",
+                    hint='e.g. {"chat:*": {"size": 500, "ttl": 86400}, "live:*": {"size": 0}}',
+                    id="django_websocket.E017",
+                )
+            )
+    ttl = conf.get("WEBSOCKET_PRESENCE_TTL")
+    if not _is_positive(ttl, integer=False):
+        errors.append(
+            Error(
+                f"The WEBSOCKET_PRESENCE_TTL setting must be a positive number of seconds, not {ttl!r}.",
+                hint="The default is 30.0.",
+                id="django_websocket.E018",
+            )
+        )
+    return errors
+
+
+def _history_policy_problems(size: Any, ttl: Any, size_name: str, ttl_name: str) -> list[str]:
+    problems = []
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        problems.append(f"{size_name} must be an integer >= 0 (messages; 0: no history), not {size!r}.")
+    if ttl is not None and not _is_positive(ttl, integer=False):
+        problems.append(f"{ttl_name} must be None or a positive number of seconds, not {ttl!r}.")
+    return problems
 
 
 def _is_positive(value: Any, integer: bool) -> bool:

@@ -16,6 +16,7 @@ from django_websocket.apps import DjangoWebsocketConfig
 from django_websocket.checks import (
     TAG,
     check_compression_settings,
+    check_history_settings,
     check_settings,
     check_templates,
     check_urlconf,
@@ -194,6 +195,33 @@ class SettingsCheckTests(SimpleTestCase):
             self.assert_check(check, "WEBSOCKET_COMPRESSION_THRESHOLD", bad, "django_websocket.E015")
         for good in (0, 128, 2**20):
             self.assert_check(check, "WEBSOCKET_COMPRESSION_THRESHOLD", good, None)
+
+    def test_history_and_presence(self):
+        """E016: history size and TTL; E017: per-channel overrides; E018: the presence TTL."""
+        check = check_history_settings
+        for bad in (-1, 1.5, "100", None, True):
+            self.assert_check(check, "WEBSOCKET_HISTORY_SIZE", bad, "django_websocket.E016")
+        for good in (0, 100, 10_000):
+            self.assert_check(check, "WEBSOCKET_HISTORY_SIZE", good, None)
+        for bad in (0, -5, "60", float("nan"), True):
+            self.assert_check(check, "WEBSOCKET_HISTORY_TTL", bad, "django_websocket.E016")
+        for good in (None, 60, 0.5):
+            self.assert_check(check, "WEBSOCKET_HISTORY_TTL", good, None)
+        bad_overrides = (
+            [("chat:*", {"size": 5})],
+            {"chat:*": 5},
+            {"chat:*": {"length": 5}},
+            {"chat:*": {"size": -1}},
+            {"chat:*": {"ttl": 0}},
+            {3: {"size": 1}},
+        )
+        for bad in bad_overrides:
+            self.assert_check(check, "WEBSOCKET_HISTORY_CHANNELS", bad, "django_websocket.E017")
+        for good in ({}, {"chat:*": {"size": 500, "ttl": 86400}, "live:*": {"size": 0}, "x": {"ttl": None}}):
+            self.assert_check(check, "WEBSOCKET_HISTORY_CHANNELS", good, None)
+        for bad in (0, -1, "30", None, True):
+            self.assert_check(check, "WEBSOCKET_PRESENCE_TTL", bad, "django_websocket.E018")
+        self.assert_check(check, "WEBSOCKET_PRESENCE_TTL", 10, None)
 
     def test_errors_accumulate(self):
         """Several bad settings give one error each."""

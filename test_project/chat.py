@@ -7,7 +7,10 @@ object with a ``type``; the room page renders ``"message"`` and ``"announcement"
 - ``{"type": "announcement", "message", "timestamp"}`` — not stored;
 
 and the websocket view sends its own client ``{"type": "error", "error"}`` (bad input)
-and ``{"type": "resync"}`` (messages may have been missed: reload ``messages.json``).
+and ``{"type": "resync"}`` (messages were lost that cannot be replayed: reload
+``messages.json``). The hub forwards the channel in the frames of ``docs/history.md``
+(``{"ws": "message", "id", "data": <one of the objects above>}``, ``gap``, presence),
+with which the page resumes where it left off.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from django.utils import timezone
 
 from django_websocket import publish
+from django_websocket.publishing import PublishedId
 
 from .models import HANDLE_MAX_LENGTH, MESSAGE_MAX_LENGTH, Message, Room
 
@@ -53,12 +57,18 @@ def parse_message(data: str | bytes) -> dict[str, str]:
         if not isinstance(obj.get(name), str):
             raise InvalidMessage(f"{name!r} must be a string")
         fields[name] = obj[name]
-    fields["handle"] = fields["handle"].strip()
-    _check_length("handle", fields["handle"], HANDLE_MAX_LENGTH)
+    fields["handle"] = parse_handle(fields["handle"])
     _check_length("message", fields["message"], MESSAGE_MAX_LENGTH)
     if not COLOR_RE.fullmatch(fields["color"]):
         raise InvalidMessage("'color' must look like #rrggbb")
     return fields
+
+
+def parse_handle(handle: str) -> str:
+    """*handle* stripped; raises :class:`InvalidMessage` unless it is 1 to 50 characters then."""
+    handle = handle.strip()
+    _check_length("handle", handle, HANDLE_MAX_LENGTH)
+    return handle
 
 
 def _check_length(name: str, value: str, maximum: int) -> None:
@@ -77,8 +87,11 @@ def post_message(room: Room, handle: str, message: str, color: str) -> Message:
     return stored
 
 
-def announce(room_name: str, message: str) -> int:
-    """Publish an announcement (not stored) to the room; return ``publish()``'s count."""
+def announce(room_name: str, message: str) -> PublishedId:
+    """Publish an announcement (not stored) to the room; return ``publish()``'s id.
+
+    The id (``""`` when the channel keeps no history) has ``.receivers``: how many got it.
+    """
     event: dict[str, Any] = {
         "type": "announcement",
         "message": message,

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from django_websocket import last_id
 from django_websocket.exceptions import PublishError
 
 from . import chat as chat_rules
@@ -58,12 +59,22 @@ def chat_index(request):
 
 
 def chat_room(request, room):
-    """The room page: the last messages from the database; the socket brings the rest."""
+    """The room page: the last messages from the database; the socket brings the rest.
+
+    The channel's position is read *before* the messages: a message posted in between is
+    both rendered and replayed (the page keeps one copy, by id), none is in neither. The
+    page's socket resumes from that position.
+    """
     room, _ = Room.objects.get_or_create(name=room)
+    channel = chat_rules.channel(room.name)
+    try:
+        since = {channel: last_id(channel)}
+    except PublishError:
+        since = {}  # no broker now: the page reloads messages.json once connected
     return render(
         request,
         "chat/room.html",
-        {"room": room, "history": room.recent_messages()},
+        {"room": room, "history": room.recent_messages(), "channel": channel, "since": since},
     )
 
 
@@ -78,7 +89,7 @@ def chat_messages(request, room):
 def chat_announce(request, room):
     """Publish the POSTed ``message`` to the room from an ordinary view (CSRF-protected).
 
-    Answers JSON ``{"delivered": n}`` to ``fetch()`` (``Accept: application/json``);
+    Answers JSON ``{"delivered": n, "id": message_id}`` to ``fetch()`` (``Accept: application/json``);
     a plain form post is redirected back to the room.
     """
     room = get_object_or_404(Room, name=room)
@@ -91,9 +102,9 @@ def chat_announce(request, room):
             f"An announcement needs a message of 1 to {MESSAGE_MAX_LENGTH} characters."
         )
     try:
-        delivered = chat_rules.announce(room.name, form.cleaned_data["message"])
+        published = chat_rules.announce(room.name, form.cleaned_data["message"])
     except PublishError:
         return JsonResponse({"error": "the message broker is unreachable"}, status=503)
     if wants_json:
-        return JsonResponse({"delivered": delivered})
+        return JsonResponse({"delivered": published.receivers, "id": str(published)})
     return redirect("chat-room", room.name)

@@ -11,7 +11,7 @@ from django.db import close_old_connections, connection
 
 from django_websocket import publish
 from django_websocket.decorators import websocket as websocket_view
-from django_websocket.events import ChannelMessage, ClientMessage, Resync
+from django_websocket.events import ClientMessage, Resync
 from django_websocket.exceptions import ConnectionClosed, PublishError
 
 from . import chat as chat_rules
@@ -69,26 +69,38 @@ def broadcast(request, websocket, room):
 
 @websocket_view
 def chat(request, websocket, room):
-    """The chat room *room*: store and publish valid messages, forward the room's channel.
+    """The chat room *room*: store and publish valid messages; the room's channel goes to the client.
+
+    The hub forwards the channel with resume and presence (``docs/history.md``): the page
+    names the last message id it has (``?since=chat:<room>@<id>``: the position it was
+    rendered at, then the last one received) and gets what came after, exactly once,
+    before live messages, or a ``gap`` frame (it then reloads ``messages.json``). The
+    room's members see this connection under the handle the page passes as
+    ``?handle=`` when it is valid, else under the username ("anonymous" logged out).
 
     Bad input gets ``{"type": "error", "error": ...}`` sent to this client only; the
-    connection stays open. ``{"type": "resync"}`` tells the client to reload the history
-    over HTTP: it is sent once subscribed (what was posted before is then in the
-    database, what comes after arrives here: nothing falls in between) and again
-    whenever the hub may have missed messages.
+    connection stays open. ``{"type": "resync"}`` (reload ``messages.json``) is sent when
+    the hub may have missed messages it cannot recover (a channel without history).
     """
     room, _ = Room.objects.get_or_create(name=room)
-    websocket.subscribe(chat_rules.channel(room.name))
+    websocket.subscribe(chat_rules.channel(room.name), forward=True, resume=True, presence=_presence(request))
     _release_db_connection()
-    websocket.send_json(RESYNC)
     for event in websocket.events():
-        if isinstance(event, ChannelMessage):
-            websocket.send(event)
-        elif isinstance(event, ClientMessage):
+        if isinstance(event, ClientMessage):
             _post(websocket, room, event.data)
             _release_db_connection()
         elif isinstance(event, Resync):
+            # Forwarded with resume, the hub recovers what the broker lost, or sends the client
+            # a gap frame; a plain Resync means the channel keeps no history to recover from.
             websocket.send_json(RESYNC)
+
+
+def _presence(request):
+    """How this connection appears in the room's presence: the ``handle`` parameter, if valid."""
+    try:
+        return {"name": chat_rules.parse_handle(request.GET.get("handle", ""))}
+    except chat_rules.InvalidMessage:
+        return True  # the username, or "anonymous"
 
 
 def _post(websocket, room, data):

@@ -10,6 +10,7 @@ waits only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -120,7 +121,7 @@ def test_history_is_shown_when_a_page_opens(new_page, server: Server) -> None:
 
     later = new_page()
     _open(later, server, "/chat/history/")
-    # Rendered by the server, then merged with messages.json on open: no duplicates.
+    # Rendered by the server; the socket resumes from the position read before: no duplicates.
     expect(later.locator("#log li.message .text")).to_have_text(["first message", "second message"])
 
 
@@ -148,6 +149,166 @@ def test_announcement_appears_in_every_page(new_page, server: Server) -> None:
         expect(page.locator("#log i")).to_have_count(0)
     expect(alice.locator("#announcement")).to_have_value("")
     assert alice.url == server.url("/chat/news/")
+
+
+#: Before the page's scripts: remember every WebSocket the page opens; while window.refuseSockets
+#: is true, connections go to port 9 instead (Chromium refuses it at once; the page retries).
+#: window.rewriteSocketUrl, if set, changes the URL of the others.
+WATCH_SOCKETS = """
+(() => {
+  const RealWebSocket = window.WebSocket;
+  window.refuseSockets = window.refuseSockets || false;
+  window.socketUrls = [];
+  window.refused = 0;
+  window.WebSocket = class extends RealWebSocket {
+    constructor(url, protocols) {
+      const rewrite = window.rewriteSocketUrl || ((same) => same);
+      super(window.refuseSockets ? "ws://127.0.0.1:9/" : rewrite(url), protocols);
+      window.socketUrls.push(url);
+      window.refused += window.refuseSockets ? 1 : 0;
+      window.lastSocket = this;
+    }
+  };
+})();
+"""
+
+
+def _as(page: Page, handle: str) -> Page:
+    """Give *page* the handle *handle*, as a previous visit would have left it in localStorage."""
+    page.add_init_script(f"localStorage.setItem('chat.handle', {json.dumps(handle)})")
+    return page
+
+
+def _watch_sockets(page: Page, *, refuse: bool = False) -> list[str]:
+    """Install :data:`WATCH_SOCKETS` on *page*; return the list of messages.json URLs it fetches."""
+    page.add_init_script(f"window.refuseSockets = {json.dumps(refuse)};" + WATCH_SOCKETS)
+    fetched: list[str] = []
+    page.on("request", lambda request: "messages.json" in request.url and fetched.append(request.url))
+    return fetched
+
+
+def _bob_and_an_unconnected_page(new_page, server: Server, path: str, first: str) -> tuple[Page, Page, list]:
+    """Bob's page of room *path*, where he said *first*; then carol's, loaded, its socket kept down.
+
+    Returns both pages and the list of messages.json URLs carol's page fetches.
+    """
+    bob = _as(new_page(), "bob")
+    _open(bob, server, path)
+    _say(bob, "bob", first)
+    expect(bob.locator("#log li.message")).to_have_count(1)
+    carol = _as(new_page(), "carol")
+    fetched = _watch_sockets(carol, refuse=True)
+    carol.goto(server.url(path))
+    carol.wait_for_function("window.refused >= 1")
+    return bob, carol, fetched
+
+
+def _let_connect(page: Page) -> None:
+    """Let a page watched with :func:`_watch_sockets` connect again; wait until its socket is open.
+
+    The page may be waiting a few seconds of backoff after its refused attempts.
+    """
+    page.evaluate("window.refuseSockets = false")
+    expect(page.locator("#status")).to_have_text("open", timeout=20_000)
+
+
+def _announce(page: Page, text: str) -> None:
+    page.fill("#announcement", text)
+    page.click("#announce-send")
+    expect(page.locator("#announcement")).to_have_value("")
+
+
+def test_pages_in_a_room_see_who_is_here(new_page, server: Server) -> None:
+    """Each page lists the room's members by handle; a second tab counts twice; a closed page leaves."""
+    alice, bob = _as(new_page(), "alice"), _as(new_page(), "bob")
+    _open(alice, server, "/chat/presence/")
+    expect(alice.locator("#presence li")).to_have_text(["alice"])
+    _open(bob, server, "/chat/presence/")
+    for page in (alice, bob):
+        expect(page.locator("#presence li")).to_have_text(["alice", "bob"])
+
+    nameless = new_page()  # no handle: listed under the username, "anonymous" logged out
+    _open(nameless, server, "/chat/presence/")
+    second_tab = bob.context.new_page()
+    second_tab.set_default_timeout(TIMEOUT_MS)
+    _open(second_tab, server, "/chat/presence/")
+    for page in (alice, bob, second_tab):
+        expect(page.locator("#presence li")).to_have_text(["alice", "anonymous", "bob×2"])
+
+    bob.close()
+    nameless.close()
+    for page in (alice, second_tab):
+        expect(page.locator("#presence li")).to_have_text(["alice", "bob"])
+    second_tab.fill("#handle", "robert")
+    second_tab.press("#handle", "Tab")  # a new handle: the page reconnects under it
+    expect(alice.locator("#presence li")).to_have_text(["alice", "robert"])
+    expect(second_tab.locator("#status")).to_have_text("open")
+
+
+def test_messages_sent_while_the_socket_is_down_arrive_once_it_is_back(new_page, server: Server) -> None:
+    """A dropped socket resumes from the last id it saw: what it missed arrives once, in order."""
+    alice, bob = _as(new_page(), "alice"), _as(new_page(), "bob")
+    fetched = _watch_sockets(alice)
+    _open(alice, server, "/chat/resume/")
+    _open(bob, server, "/chat/resume/")
+    _say(bob, "bob", "before the drop")
+    expect(alice.locator("#log li.message .text")).to_have_text(["before the drop"])
+
+    alice.evaluate("window.refuseSockets = true; window.lastSocket.close(4000)")  # 4000: not final
+    alice.wait_for_function("window.refused >= 1")
+    for text in ("missed one", "missed two"):
+        _say(bob, "bob", text)
+    _announce(bob, "missed announcement")
+    expect(bob.locator("#log li")).to_have_count(4)
+    expect(alice.locator("#log li")).to_have_count(1)
+
+    _let_connect(alice)
+    _say(bob, "bob", "after the return")
+    expect(alice.locator("#log li .text")).to_have_text(
+        [
+            "before the drop",
+            "missed one",
+            "missed two",
+            "📣 missed announcement",  # not in the database: only the replay can bring it
+            "after the return",
+        ]
+    )
+    resumed = alice.evaluate("window.socketUrls[window.socketUrls.length - 1]")
+    assert "since=chat%3Aresume%40" in resumed, resumed
+    assert fetched == []  # resumed, not reloaded: no gap
+
+
+def test_messages_posted_before_the_socket_connects_are_not_lost(new_page, server: Server) -> None:
+    """The page resumes from the position it was rendered at: nothing between render and connect is lost."""
+    bob, carol, fetched = _bob_and_an_unconnected_page(new_page, server, "/chat/late/", "rendered")
+    expect(carol.locator("#log li .text")).to_have_text(["rendered"])
+    _say(bob, "bob", "after the render")
+    _announce(bob, "announced after the render")
+    expect(bob.locator("#log li")).to_have_count(3)
+
+    _let_connect(carol)
+    expect(carol.locator("#log li .text")).to_have_text(
+        ["rendered", "after the render", "📣 announced after the render"]
+    )
+    assert "since=chat%3Alate%40" in carol.evaluate("window.socketUrls[0]")
+    assert fetched == []
+
+
+def test_a_gap_makes_the_page_reload_the_stored_messages(new_page, server: Server) -> None:
+    """When its position is not in the history any more, the page refetches messages.json, merging by id."""
+    bob, carol, fetched = _bob_and_an_unconnected_page(new_page, server, "/chat/gap/", "kept")
+    _say(bob, "bob", "stored while away")
+    expect(bob.locator("#log li.message")).to_have_count(2)
+
+    # As if the history had been trimmed past the page's position: the server answers with a gap.
+    carol.evaluate(
+        "() => { window.rewriteSocketUrl = (url) => url.replace(/(since=chat%3Agap%40)[^&]*/, '$1gone'); }"
+    )
+    _let_connect(carol)
+    expect(carol.locator("#log li.message .text")).to_have_text(["kept", "stored while away"])
+    assert fetched == [server.url("/chat/gap/messages.json")]
+    _say(bob, "bob", "live again")
+    expect(carol.locator("#log li.message .text")).to_have_text(["kept", "stored while away", "live again"])
 
 
 def test_chat_index_opens_a_room(new_page, server: Server) -> None:
@@ -199,16 +360,23 @@ FAKE_WEBSOCKET = """
   }
   Object.assign(FakeWebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
   window.WebSocket = FakeWebSocket;
-  window.connect = (options = {}) => {
-    const log = {statuses: [], messages: [], closes: [], opens: 0};
-    const client = new DjangoWebSocket("ws://127.0.0.1:9/", Object.assign({
+  window.connect = (options = {}, url = "ws://127.0.0.1:9/") => {
+    const log = {statuses: [], messages: [], metas: [], closes: [], opens: 0, gaps: [], presence: []};
+    const client = new DjangoWebSocket(url, Object.assign({
       onstatus: (status) => log.statuses.push(status),
-      onmessage: (data) => log.messages.push(data),
+      onmessage: (data, event, meta) => {
+        log.messages.push(data instanceof ArrayBuffer ? Array.from(new Uint8Array(data)) : data);
+        log.metas.push(meta === undefined ? null : meta);
+      },
       onopen: () => { log.opens += 1; },
       onclose: (event, willReconnect) => log.closes.push([event.code, willReconnect]),
+      ongap: (channel, id) => log.gaps.push([channel, id]),
+      onpresence: (channel, members) => log.presence.push([channel, members]),
     }, options));
     return {client, log};
   };
+  // One frame of the resume protocol, as the server writes it.
+  window.frame = (ws, channel, fields = {}) => JSON.stringify(Object.assign({ws, channel}, fields));
 }
 """
 
@@ -312,3 +480,177 @@ def test_js_loads_as_a_classic_script_adding_one_global(new_page) -> None:
     added = set(page.evaluate("Object.getOwnPropertyNames(globalThis)")) - before
     assert added == {"DjangoWebSocket"}
     assert page.evaluate("DjangoWebSocket.FINAL_CODES") == [1000, 1008, 4403, 4404]
+
+
+# websocket.js and the resume protocol (docs/history.md), against the scripted WebSocket
+
+
+def test_js_unwraps_channel_messages_and_passes_other_frames_through(js: Page) -> None:
+    """Channel messages reach onmessage unwrapped, with {channel, id}; a binary one takes the next frame."""
+    js.evaluate(
+        """() => {
+          window.t = connect({json: true});
+          const socket = created[0];
+          socket.open();
+          socket.message(frame("message", "chat:a", {id: "1-0", data: {type: "message", id: 7}}));
+          socket.message(frame("message", "chat:a", {id: "1-1", data: '{"published": "str"}'}));
+          socket.message(frame("message", "chat:a", {id: "1-2", data: "plain str"}));
+          socket.message('{"type": "error", "error": "from the view"}');
+          socket.message(frame("message", "chat:b", {id: "9-0", binary: true}));
+          socket.message(new Uint8Array([0, 255]).buffer);
+          socket.message(frame("subscribed", "chat:c", {id: "4-2", replayed: 0}));
+          socket.message(frame("mystery", "chat:a", {id: "99-0"}));
+        }"""
+    )
+    assert js.evaluate("t.log.messages") == [
+        {"type": "message", "id": 7},
+        {"published": "str"},  # a published str is what its own text frame would have been
+        "plain str",
+        {"type": "error", "error": "from the view"},
+        [0, 255],
+    ]
+    assert js.evaluate("t.log.metas") == [
+        {"channel": "chat:a", "id": "1-0"},
+        {"channel": "chat:a", "id": "1-1"},
+        {"channel": "chat:a", "id": "1-2"},
+        None,
+        {"channel": "chat:b", "id": "9-0"},
+    ]
+    assert js.evaluate("['chat:a', 'chat:b', 'chat:c', 'chat:d'].map((c) => t.client.lastId(c))") == [
+        "1-2",
+        "9-0",
+        "4-2",
+        None,
+    ]
+
+    js.evaluate(
+        """() => {
+          window.raw = connect();
+          created[1].open();
+          created[1].message(frame("message", "chat:a", {id: "2-0", data: {"ws-like": ["x"]}}));
+          created[1].message(frame("message", "chat:a", {id: "2-1", data: '{"a": 1}'}));
+        }"""
+    )
+    assert js.evaluate("raw.log.messages") == ['{"ws-like":["x"]}', '{"a": 1}']  # json off: text
+
+
+def test_js_resumes_from_its_positions_on_every_connection(js: Page) -> None:
+    """since seeds the positions; each (re)connection names them all in the URL, other parameters kept."""
+    js.evaluate(
+        """() => {
+          Math.random = () => 0;
+          window.t = connect(
+            {since: {"chat:lobby": "5-0", "off": "", "with space": "6-1"}},
+            "ws://127.0.0.1:9/chat/lobby/?handle=a%20b&since=chat%3Alobby%401-0&since=other%403-0",
+          );
+        }"""
+    )
+    assert js.evaluate("created[0].url") == (
+        "ws://127.0.0.1:9/chat/lobby/?handle=a%20b&since=other%403-0"
+        "&since=chat%3Alobby%405-0&since=with%20space%406-1"
+    )
+    js.evaluate(
+        """() => {
+          created[0].open();
+          created[0].message(frame("message", "chat:lobby", {id: "5-1", data: 1}));
+          created[0].message(frame("gap", "fresh", {id: "8-0"}));
+          created[0].message(frame("subscribed", "fresh", {id: "8-0", replayed: 0}));
+          created[0].drop(1006);
+        }"""
+    )
+    js.wait_for_function("created.length === 2")
+    assert js.evaluate("created[1].url").endswith(
+        "?handle=a%20b&since=other%403-0&since=chat%3Alobby%405-1&since=with%20space%406-1&since=fresh%408-0"
+    )
+    assert js.evaluate("t.log.gaps") == [["fresh", "8-0"]]
+
+    js.evaluate("window.plain = connect({}, 'ws://127.0.0.1:9/x/?a=1')")
+    assert js.evaluate("created[2].url") == "ws://127.0.0.1:9/x/?a=1"  # no position: the URL as given
+    js.evaluate("window.bare = connect({since: {c: '1-0'}}, 'ws://127.0.0.1:9/x/')")
+    assert js.evaluate("created[3].url") == "ws://127.0.0.1:9/x/?since=c%401-0"
+
+
+def test_js_presence_aggregates_connections_and_ignores_repeats(js: Page) -> None:
+    """presence replaces the list; join/leave per connection, idempotent; rows by user and name, by name."""
+    members = js.evaluate(
+        """() => {
+          window.t = connect();
+          const socket = created[0];
+          socket.open();
+          socket.message(frame("presence", "room", {members: [
+            {conn: "h:1:1", user: 2, name: "zoe"},
+            {conn: "h:1:2", user: 1, name: "alice", color: "#ff0000"},
+            {conn: "h:1:3", user: 1, name: "alice", color: "#00ff00"},
+            {conn: "h:1:4", user: null, name: "alice"},
+          ]}));
+          const zoe = {conn: "h:1:1", user: 2, name: "zoe"};
+          socket.message(frame("join", "room", {member: zoe}));       // listed already: ignored
+          socket.message(frame("leave", "room", {member: {conn: "h:9:9", user: 5, name: "x"}}));  // unknown
+          socket.message(frame("join", "room", {member: {conn: "h:2:1", user: null, name: "bob"}}));
+          socket.message(frame("leave", "room", {member: {conn: "h:1:3", user: 1, name: "alice"}}));
+          socket.message(frame("leave", "room", {member: {conn: "h:1:3", user: 1, name: "alice"}}));
+          socket.message(frame("join", "elsewhere", {member: zoe}));
+          return t.log.presence;
+        }"""
+    )
+    assert members == [
+        [
+            "room",
+            [
+                {"user": 1, "name": "alice", "color": "#ff0000", "connections": 2},
+                {"user": None, "name": "alice", "connections": 1},
+                {"user": 2, "name": "zoe", "connections": 1},
+            ],
+        ],
+        [
+            "room",
+            [
+                {"user": 1, "name": "alice", "color": "#ff0000", "connections": 2},
+                {"user": None, "name": "alice", "connections": 1},
+                {"user": None, "name": "bob", "connections": 1},
+                {"user": 2, "name": "zoe", "connections": 1},
+            ],
+        ],
+        [
+            "room",
+            [
+                {"user": 1, "name": "alice", "color": "#ff0000", "connections": 1},
+                {"user": None, "name": "alice", "connections": 1},
+                {"user": None, "name": "bob", "connections": 1},
+                {"user": 2, "name": "zoe", "connections": 1},
+            ],
+        ],
+        ["elsewhere", [{"user": 2, "name": "zoe", "connections": 1}]],
+    ]
+    assert js.evaluate("t.client.presence('room')") == members[2][1]
+    assert js.evaluate("t.client.presence('unknown')") == []
+    assert js.evaluate("t.log.messages") == []  # none of it reached onmessage
+
+    js.evaluate(
+        """() => {
+          const members = [{conn: "h:3:1", user: null, name: "new"}];
+          created[0].message(frame("presence", "room", {members}));
+        }"""
+    )
+    assert js.evaluate("t.client.presence('room')") == [{"user": None, "name": "new", "connections": 1}]
+
+
+def test_js_reconnect_connects_again_at_once(js: Page) -> None:
+    """reconnect() closes the socket and opens a new one to the current url; the old one is forgotten."""
+    js.evaluate(
+        """() => {
+          window.t = connect({since: {room: "1-0"}});
+          created[0].open();
+          t.client.url = "ws://127.0.0.1:9/?handle=new";
+          t.client.reconnect();
+          created[0].message(frame("message", "room", {id: "2-0", data: "late"}));
+        }"""
+    )
+    js.evaluate("flushTimers()")
+    assert js.evaluate("created.map((socket) => [socket.url, socket.readyState])") == [
+        ["ws://127.0.0.1:9/?since=room%401-0", 3],
+        ["ws://127.0.0.1:9/?handle=new&since=room%401-0", 0],
+    ]
+    assert js.evaluate("[t.log.closes, t.log.messages, delays]") == [[], [], []]
+    js.evaluate("t.client.close(); t.client.reconnect()")
+    assert js.evaluate("[created.length, t.client.status]") == [2, "closed"]

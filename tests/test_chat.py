@@ -2,24 +2,41 @@
 
 Sockets are opened with ``django_websocket.testing.WebSocketClient`` inside a
 ``TestCase``, so the websocket views see the test's database transaction; pages
-and the announcement view go through Django's test ``Client``.
+and the announcement view go through Django's test ``Client``. The embedded broker's
+history and presence live as long as the process: tests that resume or count members
+use a room of their own.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
+from unittest import mock
+from urllib.parse import urlencode
 
+from django.contrib.auth.models import User
 from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 
-from django_websocket import publish
+from django_websocket import last_id, publish
+from django_websocket.exceptions import PublishError
 from django_websocket.hub import get_hub
+from django_websocket.presence import presence
 from django_websocket.publishing import channel_key
 from django_websocket.testing import HandshakeRejected, WebSocketClient
+from test_project import chat as chat_rules
+from test_project import views
 from test_project.models import Message, Room
 
 VALID = {"handle": "alice", "message": "hello, room", "color": "#1f4e8c"}
+ANNOUNCEMENT = {"type": "announcement", "message": "closing at six", "timestamp": "2024-05-01T18:00:00Z"}
+#: The resume protocol's frames about who is in the room.
+PRESENCE_FRAMES = {"presence", "join", "leave"}
+
+
+def since(channel: str, message_id: str) -> str:
+    """The query string with which a client resumes *channel* after *message_id*."""
+    return "?" + urlencode({"since": f"{channel}@{message_id}"})
 
 
 class SocketTestCase(TestCase):
@@ -29,11 +46,30 @@ class SocketTestCase(TestCase):
         self.addCleanup(websocket.close)
         return websocket
 
-    def join_chat(self, room: str = "lobby"):
-        """Open the chat socket of *room*, once its view is subscribed (it then sends a resync)."""
-        websocket = self.open(f"/chat/{room}/")
-        self.assertEqual(websocket.receive_json(), {"type": "resync"})
+    def join_chat(self, room: str = "lobby", query: str = ""):
+        """Open the chat socket of *room*, once its view is subscribed (the hub said so)."""
+        websocket = self.open(f"/chat/{room}/{query}")
+        self.until_subscribed(websocket)
         return websocket
+
+    def until_subscribed(self, websocket) -> list[dict]:
+        """The frames *websocket* receives until its "subscribed" and "presence" frames, both included."""
+        frames = [websocket.receive_json()]
+        while not {"subscribed", "presence"} <= {frame.get("ws") for frame in frames}:
+            frames.append(websocket.receive_json())
+        return frames
+
+    def receive_chat(self, websocket):
+        """The next chat event on *websocket*: a channel message's data, or what the view sent.
+
+        Other members' comings and goings are skipped.
+        """
+        while True:
+            frame = websocket.receive_json()
+            if frame.get("ws") == "message":
+                return frame["data"]
+            if frame.get("ws") not in PRESENCE_FRAMES:
+                return frame
 
     def join_broadcast(self, room: str, name: str):
         """Open the broadcast socket of *room*, once its view is subscribed.
@@ -59,7 +95,7 @@ class ChatSocketTests(SocketTestCase):
         alice = self.join_chat()
         bob = self.join_chat()
         alice.send_json(VALID)
-        received = [alice.receive_json(), bob.receive_json()]
+        received = [self.receive_chat(alice), self.receive_chat(bob)]
         stored = Message.objects.get()
         self.assertEqual(received[0], received[1])
         event = received[0]
@@ -75,9 +111,9 @@ class ChatSocketTests(SocketTestCase):
         lobby = self.join_chat("lobby")
         kitchen = self.join_chat("kitchen")
         kitchen.send_json({**VALID, "message": "in the kitchen"})
-        self.assertEqual(kitchen.receive_json()["message"], "in the kitchen")
+        self.assertEqual(self.receive_chat(kitchen)["message"], "in the kitchen")
         lobby.send_json({**VALID, "message": "in the lobby"})
-        self.assertEqual(lobby.receive_json()["message"], "in the lobby")
+        self.assertEqual(self.receive_chat(lobby)["message"], "in the lobby")
         self.assert_silent(kitchen)
 
     def test_bad_input_gets_an_error_reply_and_the_connection_stays_usable(self):
@@ -107,39 +143,106 @@ class ChatSocketTests(SocketTestCase):
         for data in bad_inputs:
             with self.subTest(data=data[:60]):
                 sender.send(data)
-                reply = sender.receive_json()
+                reply = self.receive_chat(sender)
                 self.assertEqual(reply["type"], "error")
                 self.assertIsInstance(reply["error"], str)
                 self.assertTrue(reply["error"])
         self.assertFalse(Message.objects.exists())
         sender.send_json({**VALID, "handle": "h" * 50, "message": "m" * 2000, "color": "#ABCdef"})
-        self.assertEqual(sender.receive_json()["type"], "message")
-        self.assertEqual(other.receive_json()["handle"], "h" * 50)  # the errors never reached it
+        self.assertEqual(self.receive_chat(sender)["type"], "message")
+        self.assertEqual(self.receive_chat(other)["handle"], "h" * 50)  # the errors never reached it
         self.assertEqual(Message.objects.count(), 1)
 
     def test_published_announcement_reaches_members(self):
-        """publish() from Django code reaches every member of the room, unchanged."""
+        """publish() from Django code reaches every member of the room, unchanged, with its id."""
         first = self.join_chat()
         second = self.join_chat()
         elsewhere = self.join_chat("elsewhere")
-        announcement = {
-            "type": "announcement",
-            "message": "closing at six",
-            "timestamp": "2024-05-01T18:00:00Z",
-        }
-        self.assertEqual(publish("chat:lobby", announcement), 2)
-        expected = json.dumps(announcement, separators=(",", ":"))
-        self.assertEqual(first.receive(), expected)
-        self.assertEqual(second.receive(), expected)
+        message_id = publish("chat:lobby", ANNOUNCEMENT)
+        self.assertEqual(message_id.receivers, 2)
+        expected = {"ws": "message", "channel": "chat:lobby", "id": message_id, "data": ANNOUNCEMENT}
+        self.assertEqual(first.receive_json(), {"ws": "join", "channel": "chat:lobby", "member": mock.ANY})
+        for member in (first, second):
+            self.assertEqual(member.receive_json(), expected)
         self.assert_silent(elsewhere)
 
     def test_resync_tells_the_client_to_reload(self):
-        """When the hub resyncs the room's channel, the socket sends {"type": "resync"}."""
+        """A Resync the hub could not recover from (no history) makes the socket send {"type": "resync"}."""
         websocket = self.join_chat()
         get_hub().resync([channel_key("chat:lobby")])
         self.assertEqual(websocket.receive_json(), {"type": "resync"})
         websocket.send_json(VALID)
-        self.assertEqual(websocket.receive_json()["type"], "message")
+        self.assertEqual(self.receive_chat(websocket)["type"], "message")
+
+    def test_socket_resumes_after_the_id_it_names(self):
+        """?since=chat:<room>@<id>: what came after, once and in order, then "subscribed", then live."""
+        channel = "chat:resume-after"
+        ids = [publish(channel, {**ANNOUNCEMENT, "message": f"m{number}"}) for number in range(3)]
+        websocket = self.open("/chat/resume-after/" + since(channel, ids[0]))
+        frames = self.until_subscribed(websocket)
+        kinds = [frame["ws"] for frame in frames]
+        self.assertEqual(kinds[:3], ["message", "message", "subscribed"])
+        self.assertEqual(
+            [(frame["id"], frame["data"]["message"]) for frame in frames[:2]],
+            [(ids[1], "m1"), (ids[2], "m2")],
+        )
+        self.assertEqual(frames[2], {"ws": "subscribed", "channel": channel, "id": ids[2], "replayed": 2})
+        websocket.send_json(VALID)
+        live = websocket.receive_json()
+        self.assertEqual((live["ws"], live["data"]["message"]), ("message", VALID["message"]))
+        self.assertEqual(live["id"], last_id(channel))
+
+    def test_socket_without_since_gets_live_messages_only(self):
+        """No since: nothing is replayed; "subscribed" names the channel's newest id."""
+        channel = "chat:resume-live"
+        newest = publish(channel, ANNOUNCEMENT)
+        frames = self.until_subscribed(self.open("/chat/resume-live/"))
+        self.assertNotIn("message", [frame["ws"] for frame in frames])
+        self.assertIn({"ws": "subscribed", "channel": channel, "id": newest, "replayed": 0}, frames)
+
+    @override_settings(WEBSOCKET_HISTORY_SIZE=2)
+    def test_socket_gets_a_gap_when_its_id_is_gone(self):
+        """An id trimmed from the history (or malformed) gets a gap frame: the page reloads messages.json."""
+        channel = "chat:resume-gap"
+        ids = [publish(channel, {**ANNOUNCEMENT, "message": f"m{number}"}) for number in range(4)]
+        for position in (ids[0], "not-an-id"):
+            with self.subTest(since=position):
+                frames = self.until_subscribed(self.open("/chat/resume-gap/" + since(channel, position)))
+                self.assertEqual(frames[0], {"ws": "gap", "channel": channel, "id": ids[-1]})
+                self.assertNotIn("message", [frame["ws"] for frame in frames])
+
+    def test_presence_names_the_handle_else_the_username(self):
+        """Members are listed by a valid ?handle=, else username ("anonymous"); joins and leaves are sent."""
+        channel = "chat:presence-names"
+        alice = self.open("/chat/presence-names/?handle=%20alice%20")
+        [listed] = [frame for frame in self.until_subscribed(alice) if frame["ws"] == "presence"]
+        self.assertEqual([(m["user"], m["name"]) for m in listed["members"]], [(None, "alice")])
+
+        guest = self.join_chat("presence-names", "?" + urlencode({"handle": "h" * 51}))
+        client = WebSocketClient()
+        carol = User.objects.create_user("carol")
+        client.force_login(carol)
+        logged_in = client.connect("/chat/presence-names/")
+        self.addCleanup(logged_in.close)
+        self.until_subscribed(logged_in)
+        joins = [alice.receive_json(), alice.receive_json()]
+        self.assertEqual([(join["ws"], join["channel"]) for join in joins], [("join", channel)] * 2)
+        self.assertEqual(
+            [(join["member"]["user"], join["member"]["name"]) for join in joins],
+            [(None, "anonymous"), (carol.pk, "carol")],
+        )
+        self.assertEqual(
+            presence(channel),
+            [
+                {"user": None, "name": "alice", "connections": 1},
+                {"user": None, "name": "anonymous", "connections": 1},
+                {"user": carol.pk, "name": "carol", "connections": 1},
+            ],
+        )
+        guest.close()
+        self.assertEqual(
+            alice.receive_json(), {"ws": "leave", "channel": channel, "member": joins[0]["member"]}
+        )
 
     def test_room_is_created_by_the_socket_too(self):
         """A socket opened on a new room creates it, so its messages can be stored."""
@@ -178,6 +281,43 @@ class ChatPageTests(SocketTestCase):
 
         self.client.get("/chat/new-room/")
         self.assertTrue(Room.objects.filter(name="new-room").exists())
+
+    def test_room_page_hands_the_position_read_before_its_messages_to_the_socket(self):
+        """A message posted between the position read and the page's query is rendered and replayed.
+
+        The page then keeps one copy, by the message's database id; none falls in neither.
+        """
+        room = Room.objects.create(name="page-position")
+        channel = "chat:page-position"
+        position = publish(channel, ANNOUNCEMENT)
+        real_last_id = views.last_id
+
+        def last_id_then_a_message(name):
+            read = real_last_id(name)
+            chat_rules.post_message(room, "bob", "in between", "#000000")
+            return read
+
+        with mock.patch.object(views, "last_id", side_effect=last_id_then_a_message):
+            response = self.client.get("/chat/page-position/")
+        self.assertEqual(response.context["since"], {channel: position})
+        self.assertContains(
+            response, f'<script id="chat-since" type="application/json">{{"{channel}": "{position}"}}'
+        )
+        self.assertContains(
+            response, '<script id="chat-channel" type="application/json">"chat:page-position"'
+        )
+        self.assertContains(response, "in between")
+        frames = self.until_subscribed(self.open("/chat/page-position/" + since(channel, position)))
+        [replayed] = [frame["data"] for frame in frames if frame["ws"] == "message"]
+        self.assertEqual(replayed, Message.objects.get(message="in between").as_event())
+
+    def test_room_page_renders_without_a_position_when_the_broker_is_down(self):
+        """last_id() failing (Redis unreachable) still renders the page, with no position to resume from."""
+        with mock.patch.object(views, "last_id", side_effect=PublishError("Redis is unreachable")):
+            response = self.client.get("/chat/lobby/")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.context["since"], {})
+        self.assertContains(response, '<script id="chat-since" type="application/json">{}</script>')
 
     def test_chat_index_lists_rooms_and_opens_one(self):
         """/chat/ lists rooms; its form redirects to a room, or says what is wrong with the name."""
@@ -219,15 +359,15 @@ class AnnounceViewTests(SocketTestCase):
         self.url = reverse("chat-announce", args=["lobby"])
 
     def test_fetch_post_publishes_and_answers_json(self):
-        """A POST asking for JSON publishes the announcement and returns how many got it."""
+        """A POST asking for JSON publishes the announcement and returns how many got it, and its id."""
         members = [self.join_chat(), self.join_chat()]
         response = self.client.post(
             self.url, {"message": "<b>cake</b> in the kitchen"}, HTTP_ACCEPT="application/json"
         )
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.json(), {"delivered": 2})
+        self.assertEqual(response.json(), {"delivered": 2, "id": last_id("chat:lobby")})
         for member in members:
-            event = member.receive_json()
+            event = self.receive_chat(member)
             self.assertEqual(
                 (event["type"], event["message"]), ("announcement", "<b>cake</b> in the kitchen")
             )
@@ -238,7 +378,7 @@ class AnnounceViewTests(SocketTestCase):
         member = self.join_chat()
         response = self.client.post(self.url, {"message": "hello from a form"})
         self.assertRedirects(response, "/chat/lobby/")
-        self.assertEqual(member.receive_json()["message"], "hello from a form")
+        self.assertEqual(self.receive_chat(member)["message"], "hello from a form")
 
     def test_bad_requests(self):
         """No message: 400; unknown room: 404; GET: 405; nothing is published."""
@@ -286,7 +426,7 @@ class BroadcastTests(SocketTestCase):
     def test_publish_reaches_members(self):
         """publish() to broadcast:<room> reaches every member; bytes arrive as a binary frame."""
         alice, bob = self.join_two()
-        self.assertEqual(publish("broadcast:lobby", "from django"), 2)
+        self.assertEqual(publish("broadcast:lobby", "from django").receivers, 2)
         publish("broadcast:lobby", b"\xff\x00")
         for member in (alice, bob):
             self.assertEqual(member.receive(), "from django")

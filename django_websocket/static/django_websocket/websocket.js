@@ -1,19 +1,27 @@
 /*
- * django_websocket's browser client: a WebSocket that reconnects.
+ * django_websocket's browser client: a WebSocket that reconnects, resumes where it
+ * left off, and keeps track of who is in its channels.
  *
  * Plain ES2017, no build step; load it as a classic script:
  *
  *   <script src="{% static 'django_websocket/websocket.js' %}"></script>
+ *   {{ since|json_script:"since" }}   <!-- {"chat:lobby": last_id("chat:lobby")}, read before the page's data -->
  *   <script>
  *     const socket = new DjangoWebSocket("{% websocket_url 'chat' room.name %}", {
  *       json: true,                                  // onmessage gets parsed JSON
- *       onmessage(data, event) { ... },
+ *       onmessage(data, event, meta) { ... },        // meta: {channel, id} for channel messages
  *       onopen(event) { ... },                       // after every (re)connection
  *       onclose(event, willReconnect) { ... },
  *       onstatus(status) { ... },                    // "connecting", "open", "reconnecting in 3s", "closed"
  *       maxDelay: 30000,                             // cap of the reconnection delay, in ms
+ *       since: JSON.parse(document.getElementById("since").textContent),
+ *       ongap(channel, id) { ... },                  // messages were lost: reload the state
+ *       onpresence(channel, members) { ... },        // [{user, name, connections}, ...] by name
  *     });
  *     socket.sendJSON({message: "hi"});              // false when not open: nothing is queued
+ *     socket.lastId("chat:lobby");                   // the last id seen, or null
+ *     socket.presence("chat:lobby");                 // what onpresence got last
+ *     socket.url = newUrl; socket.reconnect();       // connect again now (resuming)
  *     socket.close();                                // for good: no more reconnections
  *   </script>
  *
@@ -27,8 +35,42 @@
  * server refused with an HTTP status: browsers cannot tell those apart), 1011
  * (server error), 1012 (restart), 1013 (slow consumer: try again later).
  *
- * Messages are not queued while disconnected: send() returns false instead, and
- * what was missed is the application's to reload (onopen is the place).
+ * Messages are not queued while disconnected: send() returns false instead. What
+ * the client missed comes back by itself from views that subscribe with
+ * resume=True (below); for anything else, onopen is the place to reload.
+ *
+ * History, resume and presence (docs/history.md): a view's
+ * websocket.subscribe(channel, forward=True, resume=True, presence=...) makes the
+ * server send JSON text frames with a "ws" key. This client consumes them; they
+ * never reach onmessage:
+ *
+ * - {"ws": "message", "channel", "id", "data"}: onmessage(data, event, {channel, id})
+ *   gets the message as published, as if it had come alone: a published str as
+ *   that string (parsed first when json is on, as a text frame would be), anything
+ *   else parsed (json on) or as its JSON text (json off). With "binary": true the
+ *   next frame, binary, is the data (an ArrayBuffer). Other frames (what the view
+ *   sends itself) go to onmessage(data, event) as before.
+ * - The last id per channel, from "message", "subscribed" and "gap" frames, is the
+ *   client's position: every (re)connection adds one since=<channel>@<id> query
+ *   parameter per channel to the URL (URL-encoded; other parameters of the URL are
+ *   kept, its own since for those channels replaced), so the server replays what
+ *   came after, exactly once, before live messages. The since option ({channel:
+ *   id}) seeds the positions: a page reads last_id(channel) *before* the state it
+ *   renders, so its first connection gets what was published after the render (an
+ *   empty id, a channel without history, is no position). lastId(channel) is the
+ *   position, or null before any.
+ * - {"ws": "gap", "channel", "id"}: the position was no longer in the history (or
+ *   the server lost messages): ongap(channel, id) should reload the state some other
+ *   way; id is the new position.
+ * - {"ws": "presence" | "join" | "leave"}: the channel's members, one per connection
+ *   ("conn"). "presence" replaces the list; a join of a listed connection and a
+ *   leave of an unlisted one are ignored. After each change onpresence(channel,
+ *   members) gets the list aggregated by user and name: [{user, name, connections},
+ *   ...] sorted by name, then user, in code point order (other fields a view adds
+ *   come from the group's first connection); presence(channel) returns the same
+ *   ([] when unknown).
+ *   While disconnected, the last list stays; the next connection's "presence"
+ *   frame replaces it.
  */
 (function (global) {
   "use strict";
@@ -37,11 +79,49 @@
 
   function noop() {}
 
+  /** The since query parameter's value of *channel* at *id* ("@" never occurs in channel names). */
+  function sinceValue(channel, id) {
+    return channel + "@" + id;
+  }
+
+  /** The channel named by a since query parameter's (encoded) value, or null. */
+  function sinceChannel(encoded) {
+    let value;
+    try {
+      value = decodeURIComponent(encoded.replace(/\+/g, " "));
+    } catch (error) {
+      return null;
+    }
+    const at = value.lastIndexOf("@");
+    return at === -1 ? null : value.slice(0, at);
+  }
+
+  /** The rows presence() returns: connections grouped by user and name, sorted by name then user. */
+  function aggregate(connections) {
+    const groups = new Map();
+    for (const member of connections.values()) {
+      const key = JSON.stringify([member.user === undefined ? null : member.user, member.name]);
+      const group = groups.get(key);
+      if (group) {
+        group.connections += 1;
+      } else {
+        const row = Object.assign({}, member, {connections: 1});
+        delete row.conn;
+        groups.set(key, row);
+      }
+    }
+    const order = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+    return Array.from(groups.values()).sort(
+      (a, b) => order(String(a.name), String(b.name)) || order(String(a.user), String(b.user))
+    );
+  }
+
   class DjangoWebSocket {
     /**
-     * Connect to *url* at once. Options (all optional): onmessage(data, event),
+     * Connect to *url* at once. Options (all optional): onmessage(data, event, meta),
      * onopen(event), onclose(event, willReconnect), onstatus(status), json (false),
-     * maxDelay (30000 ms), protocols (passed to WebSocket).
+     * maxDelay (30000 ms), protocols (passed to WebSocket), since ({channel: id}: the
+     * positions to resume from), ongap(channel, id), onpresence(channel, members).
      */
     constructor(url, options = {}) {
       this.url = url;
@@ -52,11 +132,19 @@
       this.onopen = options.onopen || noop;
       this.onclose = options.onclose || noop;
       this.onstatus = options.onstatus || noop;
+      this.ongap = options.ongap || noop;
+      this.onpresence = options.onpresence || noop;
       this.status = null; // _connect() sets "connecting" (and tells onstatus)
       this.socket = null;
       this._attempt = 0;
       this._timer = null;
       this._stopped = false;
+      this._positions = new Map(); // channel -> last id seen
+      this._members = new Map(); // channel -> Map(conn -> member)
+      this._binary = null; // {channel, id} of a "binary" message frame awaiting its data frame
+      for (const [channel, id] of Object.entries(options.since || {})) {
+        this._remember(channel, id);
+      }
       this._connect();
     }
 
@@ -69,6 +157,42 @@
     /** The underlying WebSocket's readyState (WebSocket.CLOSED between connections). */
     get readyState() {
       return this.socket ? this.socket.readyState : WebSocket.CLOSED;
+    }
+
+    /** The id of the last message of *channel* this client has (its resume position), or null. */
+    lastId(channel) {
+      const id = this._positions.get(channel);
+      return id === undefined ? null : id;
+    }
+
+    /** *channel*'s members, [{user, name, connections}, ...] sorted by name; [] when unknown. */
+    presence(channel) {
+      const connections = this._members.get(channel);
+      return connections ? aggregate(connections) : [];
+    }
+
+    /** The URL of the next connection: this.url with a since parameter per known position. */
+    connectionUrl() {
+      if (!this._positions.size) {
+        return this.url;
+      }
+      const hash = this.url.indexOf("#");
+      const base = hash === -1 ? this.url : this.url.slice(0, hash);
+      const question = base.indexOf("?");
+      const path = question === -1 ? base : base.slice(0, question);
+      const kept = question === -1 ? [] : base.slice(question + 1).split("&").filter((part) => {
+        if (!part) {
+          return false;
+        }
+        const equals = part.indexOf("=");
+        if (equals === -1 || part.slice(0, equals) !== "since") {
+          return true;
+        }
+        return !this._positions.has(sinceChannel(part.slice(equals + 1)));
+      });
+      const since = Array.from(this._positions, ([channel, id]) =>
+        "since=" + encodeURIComponent(sinceValue(channel, id)));
+      return path + "?" + kept.concat(since).join("&");
     }
 
     /** Send a string, Blob or ArrayBuffer; return false (and send nothing) unless open. */
@@ -95,10 +219,29 @@
       this._setStatus("closed");
     }
 
+    /**
+     * Drop the current connection and connect again at once (to this.url, which may have
+     * changed), resuming from the current positions. Does nothing after close().
+     */
+    reconnect() {
+      if (this._stopped) {
+        return;
+      }
+      clearTimeout(this._timer);
+      const previous = this.socket;
+      this.socket = null; // its close event is then ignored: see _closed()
+      if (previous && previous.readyState < WebSocket.CLOSING) {
+        previous.close(1000, "reconnecting");
+      }
+      this._attempt = 0;
+      this._connect();
+    }
+
     _connect() {
       this._timer = null;
+      this._binary = null;
       this._setStatus("connecting");
-      const socket = new WebSocket(this.url, this.protocols);
+      const socket = new WebSocket(this.connectionUrl(), this.protocols);
       socket.binaryType = "arraybuffer";
       socket.onopen = (event) => {
         this._attempt = 0;
@@ -106,10 +249,108 @@
         this.onopen(event);
       };
       socket.onmessage = (event) => {
-        this.onmessage(this._decode(event.data), event);
+        if (socket === this.socket) {
+          this._received(event);
+        }
       };
       socket.onclose = (event) => this._closed(socket, event);
       this.socket = socket;
+    }
+
+    _received(event) {
+      const pending = this._binary;
+      this._binary = null;
+      if (pending && typeof event.data !== "string") {
+        this._remember(pending.channel, pending.id);
+        this.onmessage(event.data, event, pending);
+        return;
+      }
+      const frame = this._protocolFrame(event.data);
+      if (frame === null) {
+        this.onmessage(this._decode(event.data), event);
+      } else {
+        this._handleFrame(frame, event);
+      }
+    }
+
+    /** The library's own frame in *data* (a JSON object with a "ws" key), or null. */
+    _protocolFrame(data) {
+      if (typeof data !== "string" || data.indexOf('"ws"') === -1) {
+        return null; // cheap test first: most frames are not ours
+      }
+      let frame;
+      try {
+        frame = JSON.parse(data);
+      } catch (error) {
+        return null;
+      }
+      const isObject = frame !== null && typeof frame === "object" && !Array.isArray(frame);
+      return isObject && typeof frame.ws === "string" && typeof frame.channel === "string" ? frame : null;
+    }
+
+    _handleFrame(frame, event) {
+      const channel = frame.channel;
+      switch (frame.ws) {
+        case "message":
+          if (frame.binary) {
+            this._binary = {channel, id: frame.id}; // the data is the next frame
+            return;
+          }
+          this._remember(channel, frame.id);
+          this.onmessage(this._unwrap(frame.data), event, {channel, id: frame.id});
+          return;
+        case "subscribed":
+          this._remember(channel, frame.id);
+          return;
+        case "gap":
+          this._remember(channel, frame.id);
+          this.ongap(channel, frame.id);
+          return;
+        case "presence":
+          this._members.set(channel, new Map((frame.members || []).map((member) => [member.conn, member])));
+          this._presenceChanged(channel);
+          return;
+        case "join":
+        case "leave":
+          this._joinOrLeave(channel, frame.ws === "join", frame.member || {});
+          return;
+        default:
+          return; // a kind of frame this version does not know: not the application's either
+      }
+    }
+
+    _remember(channel, id) {
+      if (typeof id === "string" && id) {
+        this._positions.set(channel, id); // "" (history off): nothing to resume from
+      }
+    }
+
+    _joinOrLeave(channel, joined, member) {
+      if (!this._members.has(channel)) {
+        this._members.set(channel, new Map());
+      }
+      const connections = this._members.get(channel);
+      if (joined === connections.has(member.conn)) {
+        return; // a join of a listed connection, or a leave of an unlisted one
+      }
+      if (joined) {
+        connections.set(member.conn, member);
+      } else {
+        connections.delete(member.conn);
+      }
+      this._presenceChanged(channel);
+    }
+
+    _presenceChanged(channel) {
+      this.onpresence(channel, this.presence(channel));
+    }
+
+    /** A "message" frame's data, as onmessage would have got the message in a frame of its own. */
+    _unwrap(data) {
+      if (typeof data === "string") {
+        return this._decode(data); // a published str: the text of its frame
+      }
+      return this.json ? data : JSON.stringify(data);
     }
 
     _decode(data) {

@@ -145,7 +145,8 @@ class Subscriptions:
             reading = history.read(channel, since)
         except PublishError as error:
             logger.warning("cannot read the history of %s to resume: %s", channel, error)
-            reading = history.Reading(position=since or history.ORIGIN, gap=since is not None)
+            position = since if history.is_id(since) else history.ORIGIN
+            reading = history.Reading(position=position, gap=since is not None)
         held, state.holding = state.holding or [], None
         if reading.gap:
             self._put_control(state, Gap((channel,), reading.position))

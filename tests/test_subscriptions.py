@@ -245,3 +245,15 @@ class ResumeTests(ClientTestCase):
         gap = self.open("/history-events/ev/?from=1-0")
         assert gap.receive_json() == {"kind": "ready"}
         assert gap.receive_json() == {"kind": "gap", "id": missed}
+
+
+@override_settings(WEBSOCKET_REDIS_URL="redis://127.0.0.1:1/0")
+class ResumeWithoutRedisTests(ClientTestCase):
+    """Redis unreachable while a client resumes: a gap, never a crash."""
+
+    @mock.patch("django_websocket.hub.SUBSCRIBE_TIMEOUT", 0.1)
+    def test_resume_with_redis_down_is_a_gap(self):
+        for since in ("1-0", "garbage"):
+            websocket = self.open(f"/history-events/down/?from={since}")
+            assert websocket.receive_json() == {"kind": "ready"}
+            assert websocket.receive_json() == {"kind": "gap", "id": "1-0" if since == "1-0" else "0-0"}

@@ -5,17 +5,22 @@ One gunicorn worker (our gevent worker, single-port ``test_project.wsgi:applicat
 every page's socket lives in the same process. Pages run in headless Debian Chromium,
 launched as in ``tests/test_browser.py``; each page gets its own browser context
 (its own cookies and storage), as two people would. Synchronisation uses Playwright's
-waits only.
+waits only. One test runs its own gunicorn with a real Redis, to restart it under the pages.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.redis_server import RedisServer
 from tests.servers import ROOT, Server, gunicorn
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SETTINGS, TIMEOUT_MS, _manage
 
@@ -40,17 +45,35 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One gunicorn worker serving the demo (pages and sockets) over a fresh, migrated database."""
-    env = {"DJANGO_DB_PATH": str(tmp_path_factory.mktemp("browser_chat") / "db.sqlite3"), **EMBEDDED_BROKER}
+@contextmanager
+def _demo(directory: Path, broker: dict[str, str]) -> Iterator[Server]:
+    """One gunicorn worker serving the demo (pages and sockets) over a fresh, migrated database.
+
+    The database file is in *directory*; *broker* is the ``REDIS_URL`` environment:
+    :data:`EMBEDDED_BROKER`, or a real Redis.
+    """
+    env = {"DJANGO_DB_PATH": str(directory / "db.sqlite3"), **broker}
     _manage(env, "migrate", "--noinput")
     with gunicorn("test_project.wsgi:application", settings=SETTINGS, env=env, workers=1) as server:
         yield server
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The demo with the embedded broker, shared by the module's tests."""
+    with _demo(tmp_path_factory.mktemp("browser_chat"), EMBEDDED_BROKER) as server:
+        yield server
+
+
 @pytest.fixture
 def new_page(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
+    """A factory of pages of :func:`server`, each in its own browser context."""
+    with _pages(browser, server) as make:
+        yield make
+
+
+@contextmanager
+def _pages(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
     """A factory of pages, each in its own browser context; logs are printed when a test fails."""
     contexts = []
     console: list[str] = []
@@ -309,6 +332,93 @@ def test_a_gap_makes_the_page_reload_the_stored_messages(new_page, server: Serve
     assert fetched == [server.url("/chat/gap/messages.json")]
     _say(bob, "bob", "live again")
     expect(carol.locator("#log li.message .text")).to_have_text(["kept", "stored while away", "live again"])
+
+
+@pytest.fixture
+def redis_demo(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The demo on a real Redis, for one test: its server and the ``REDIS_URL`` environment."""
+    with RedisServer() as redis_server:
+        broker = {"REDIS_URL": redis_server.url}
+        with _demo(tmp_path, broker) as server:
+            yield server, broker
+
+
+#: For a page watched with :func:`_watch_sockets`: refuse its next connections, record how its
+#: current socket closes, and mark the document (a reload would lose the mark). The backoff's
+#: jitter is pinned to 5 % of its cap (at most 1.5 s): however long the page is kept away, it is
+#: back soon after it is let in.
+KEEP_AWAY = """() => {
+  window.sameDocument = true;
+  window.refuseSockets = true;
+  Math.random = () => 0.05;
+  window.closeCodes = [];
+  window.lastSocket.addEventListener("close", (event) => window.closeCodes.push(event.code));
+}"""
+
+
+def _restart(server: Server) -> tuple[str, str]:
+    """Reload *server* as a deployment would: SIGHUP to its master (our own child process).
+
+    gunicorn boots a new worker, then stops the old one with SIGTERM (our worker closes its
+    sockets with 1001). Returns the old and the new worker's pid, once the old one has exited.
+    """
+    old = server.wait_for_log(r"Booting worker with pid: (\d+)").group(1)
+    os.kill(server.process.pid, signal.SIGHUP)
+    new = server.wait_for_log(rf"Booting worker with pid: (?!{old}\b)(\d+)", timeout=20).group(1)
+    server.wait_for_log(rf"Worker exiting \(pid: {old}\)", timeout=20)
+    return old, new
+
+
+def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
+    browser: Browser, redis_demo: tuple[Server, dict[str, str]]
+) -> None:
+    """gunicorn restarted under two pages: both list who is here before and after; the page kept away
+    meanwhile gets every message published in between (by the other page, the announcement view and
+    another process), once each, from the history: no reload, no messages.json."""
+    server, broker = redis_demo
+    with _pages(browser, server) as new_page:
+        alice, bob = _as(new_page(), "alice"), _as(new_page(), "bob")
+        fetched = {page: _watch_sockets(page) for page in (alice, bob)}
+        _open(alice, server, "/chat/restart/")
+        _open(bob, server, "/chat/restart/")
+        for page in (alice, bob):
+            expect(page.locator("#presence li")).to_have_text(["alice", "bob"])
+        _say(bob, "bob", "before the restart")
+        expect(alice.locator("#log li.message .text")).to_have_text(["before the restart"])
+
+        # Both pages are kept away until the old worker is gone (a page reconnecting within its last
+        # second of accepting lands on it); then bob's page comes back, alice's only at the end.
+        for page in (alice, bob):
+            page.evaluate(KEEP_AWAY)
+        old_pid, new_pid = _restart(server)
+        assert old_pid != new_pid
+        for page in (alice, bob):
+            page.wait_for_function("window.refused >= 1")
+            assert page.evaluate("window.closeCodes") == [1001]  # going away: closed by the old worker
+        _let_connect(bob)
+        expect(bob.locator("#presence li")).to_have_text(["bob"])  # alice left with the old worker
+
+        for text in ("missed one", "missed two"):
+            _say(bob, "bob", text)
+        _announce(bob, "missed announcement")
+        announcement = {"type": "announcement", "message": "from another process"}
+        _manage(broker, "websocket_publish", "chat:restart", json.dumps(announcement), "--json")
+        missed = ["missed one", "missed two", "📣 missed announcement", "📣 from another process"]
+        expect(bob.locator("#log li .text")).to_have_text(["before the restart", *missed])
+        expect(alice.locator("#log li")).to_have_count(1)
+
+        _let_connect(alice)
+        for page in (alice, bob):
+            expect(page.locator("#presence li")).to_have_text(["alice", "bob"])
+        _say(bob, "bob", "after the return")
+        everything = ["before the restart", *missed, "after the return"]
+        for page in (alice, bob):
+            expect(page.locator("#log li .text")).to_have_text(everything)
+        assert "since=chat%3Arestart%40" in alice.evaluate("window.socketUrls[window.socketUrls.length - 1]")
+        for page in (alice, bob):
+            assert page.evaluate("window.sameDocument") is True  # the page was not reloaded
+            assert fetched[page] == []  # resumed from the history, not refetched
+        assert server.log.count("Booting worker") == 2
 
 
 def test_chat_index_opens_a_room(new_page, server: Server) -> None:

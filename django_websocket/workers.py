@@ -10,6 +10,11 @@ gunicorn's own gevent worker (``gevent.pywsgi`` underneath) with these changes:
   before ``--graceful-timeout`` (gunicorn's own worker would leave sockets silent until
   that timeout, then drop them without a close frame). A reload (SIGHUP to the master)
   reaches old workers as SIGTERM: their clients get 1001 too;
+- on those signals it also stops accepting at once (gunicorn would for up to a second
+  more, so a client reconnecting after its 1001 could land on the dying worker and sit
+  there until ``--graceful-timeout``) and closes idle keep-alive HTTP connections (which
+  gunicorn counts as busy until that timeout): a deploy's old workers exit in about a
+  second;
 - ``--max-requests`` (with ``--max-requests-jitter``) is honoured — gunicorn's pywsgi
   worker ignores it — counting requests and handshakes; the recycled worker closes its
   websockets with 1012 (service restart);
@@ -21,11 +26,13 @@ gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 
 from __future__ import annotations
 
+import socket
+import weakref
 from typing import Any
 
 import gevent
 from gunicorn.workers.base import Worker
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from . import server
 from .server import UpgradeHandler
@@ -40,6 +47,34 @@ def close_all(code: int, reason: str, wait: float = 2.0) -> None:
 
     closing = [gevent.spawn(websocket.shutdown, code, reason) for websocket in list(open_connections)]
     gevent.joinall(closing, timeout=wait)
+
+
+#: This process's listening servers and its keep-alive connections waiting for a request.
+_servers: weakref.WeakSet[Any] = weakref.WeakSet()
+_idle_handlers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def stop_serving() -> None:
+    """Stop accepting and drop idle keep-alive connections: what is left are requests in progress."""
+    for listening in list(_servers):
+        listening.close()
+    for handler in list(_idle_handlers):
+        try:
+            handler.socket.shutdown(socket.SHUT_RDWR)  # its read of the next request line ends
+        except (AttributeError, OSError):
+            pass
+
+
+class WorkerServer(PyWSGIServer):
+    """gunicorn's pywsgi server, known to the worker so it can stop accepting early."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _servers.add(self)
+
+    def close(self) -> None:
+        if not self.closed:  # gunicorn closes it again after its loop
+            super().close()
 
 
 class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
@@ -61,14 +96,27 @@ class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
         try:
             super().handle_one_response()
         finally:
+            self.served = True
             if self.worker is not None and not self.connection_upgraded:
                 self.worker.count_request()
+
+    served = False
+
+    def read_requestline(self) -> Any:
+        # Between two requests of a keep-alive connection: idle, safe to drop at shutdown.
+        if self.served:
+            _idle_handlers.add(self)
+        try:
+            return super().read_requestline()
+        finally:
+            _idle_handlers.discard(self)
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):
     """gunicorn's gevent worker serving websocket upgrades decided by Django."""
 
     wsgi_handler = GunicornUpgradeHandler
+    server_class = WorkerServer
 
     def init_process(self) -> None:
         server.default_connection_limit = max(1, int(self.worker_connections * CONNECTION_SHARE))
@@ -85,6 +133,7 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
+        gevent.spawn(stop_serving)
         gevent.spawn(close_all, 1001, "server shutting down")
 
     def handle_quit(self, sig: int, frame: Any) -> None:

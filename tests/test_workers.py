@@ -63,6 +63,32 @@ def test_shutdown_closes_sockets_with_1001_promptly(server_db, sig):
         assert time.monotonic() - started < 5.0
 
 
+def test_reload_moves_clients_to_the_new_worker_at_once(server_db):
+    """SIGHUP: the old worker stops accepting before its 1001, and idle keep-alive HTTP
+    connections do not hold it: a client reconnecting at once lands on the new worker,
+    and the old one exits in about a second, not at ``--graceful-timeout``."""
+    import http.client
+    import json
+
+    with gunicorn(
+        env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--graceful-timeout", "30"]
+    ) as server:
+        with connect(server.ws_url("/room/reload/")) as client:
+            old_pid = json.loads(client.recv(timeout=10))["pid"]
+            keep_alive = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            keep_alive.request("GET", "/no-such-page/")
+            keep_alive.getresponse().read()  # served; the connection now waits for another request
+            started = time.monotonic()
+            os.kill(server.process.pid, signal.SIGHUP)
+            assert close_code(client) == 1001
+        with connect(server.ws_url("/room/reload/"), open_timeout=10) as again:
+            assert json.loads(again.recv(timeout=10))["pid"] != old_pid
+        server.wait_for_log(rf"Worker exiting \(pid: {old_pid}\)", timeout=5)
+        assert time.monotonic() - started < 4.0
+        assert "Worker graceful timeout" not in server.log
+        keep_alive.close()
+
+
 def test_max_requests_recycles_with_1012(server_db):
     """--max-requests (ignored by gunicorn's pywsgi worker) recycles ours; its sockets get 1012."""
     with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--max-requests", "3"]) as server:

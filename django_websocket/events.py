@@ -70,8 +70,8 @@ class ChannelMessage:
     def envelope(self) -> bytes:
         """The frame(s) of :attr:`envelope_parts`, built once."""
         if isinstance(self.data, bytes):
-            return _text_frame(self.envelope_parts[0]) + self.frame
-        return _text_frame(self.envelope_parts[0])
+            return text_frame(self.envelope_parts[0]) + self.frame
+        return text_frame(self.envelope_parts[0])
 
     def json(self) -> Any:
         """The message decoded as JSON; raises ``ValueError`` if it is not JSON."""
@@ -88,7 +88,13 @@ class ChannelMessage:
         return frame_header(0x82, len(self.data)) + self.data
 
 
-def _text_frame(text: str) -> bytes:
+def compact_json(obj: Any) -> str:
+    """*obj* as JSON without spaces: the resume protocol's frames (docs/history.md)."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def text_frame(text: str) -> bytes:
+    """The unmasked server frame carrying *text*."""
     from .connection import frame_header
 
     payload = text.encode()
@@ -144,7 +150,7 @@ class Gap(Resync):
     def text(self) -> str:
         """The resume protocol's ``{"ws": "gap", "channel", "id"}``."""
         channel = self.channels[0] if self.channels else ""
-        return json.dumps({"ws": "gap", "channel": channel, "id": self.id}, separators=(",", ":"))
+        return compact_json({"ws": "gap", "channel": channel, "id": self.id})
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ class Presence:
     def text(self) -> str:
         """The resume protocol's ``{"ws": "presence", "channel", "members"}``."""
         obj = {"ws": "presence", "channel": self.channel, "members": list(self.members)}
-        return json.dumps(obj, separators=(",", ":"))
+        return compact_json(obj)
 
 
 @dataclass(eq=False)

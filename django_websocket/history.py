@@ -115,10 +115,7 @@ def last_id(channel: str) -> str:
     A page that renders a channel's state reads this *before* the state, then hands it
     to its socket as ``since``: what is published in between is replayed, not lost.
     """
-    url = conf.redis_url()
-    if url is None:
-        return local_store().read(channel, None).position
-    return _redis_read(url, channel, None).position
+    return read(channel, None).position
 
 
 def history(channel: str, since: str | None = None, limit: int | None = None) -> list[Any]:

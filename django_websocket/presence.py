@@ -28,6 +28,7 @@ from typing import Any
 import gevent
 
 from . import conf
+from .events import compact_json
 from .exceptions import PublishError
 from .publishing import PRESENCE, channel_key
 
@@ -135,7 +136,7 @@ def presence(channel: str) -> list[dict]:
 
 
 def _event(kind: str, channel: str, member: dict) -> bytes:
-    body = json.dumps({"ws": kind, "channel": channel, "member": member}, separators=(",", ":"))
+    body = compact_json({"ws": kind, "channel": channel, "member": member})
     return PRESENCE + body.encode()
 
 

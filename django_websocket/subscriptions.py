@@ -38,7 +38,8 @@ from .events import (
     Presence,
     PresenceChange,
     Resync,
-    _text_frame,
+    compact_json,
+    text_frame,
 )
 from .exceptions import ConnectionClosed, ConnectionClosedOK, PublishError
 from .publishing import audience_suffixes, channel_key
@@ -159,8 +160,7 @@ class Subscriptions:
             state.last = position
         if state.envelope:
             subscribed = {"ws": "subscribed", "channel": channel, "id": reading.position}
-            text = _json({**subscribed, "replayed": len(replayed)})
-            self._forward_frames(_text_frame(text), [[text]])
+            self._forward_text(compact_json({**subscribed, "replayed": len(replayed)}))
         for item in held:
             self.put_channel_messages(item)
 
@@ -240,10 +240,13 @@ class Subscriptions:
     def _put_control(self, state: _Channel, event: Gap | Presence | PresenceChange) -> None:
         """A Gap or presence event: a frame of the protocol when forwarding, else an event."""
         if state.forward:
-            text = event.text
-            self._forward_frames(_text_frame(text), [[text]])
+            self._forward_text(event.text)
         else:
             self.inbox.put(event)
+
+    def _forward_text(self, text: str) -> None:
+        """Forward one text message of the resume protocol, in order with the channel's messages."""
+        self._forward_frames(text_frame(text), [[text]])
 
     def _forward_frames(self, frames: bytes, items: list[Any]) -> None:
         # Straight onto the wire when the socket can take it now (one system call for the
@@ -332,9 +335,3 @@ class Subscriptions:
                 self.inbox.put(closed)
                 return
             self.inbox.put(ClientMessage(data))
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, separators=(",", ":"))

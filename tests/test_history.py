@@ -123,7 +123,7 @@ def test_embedded_ring_expires_by_age():
             assert read(channel, old).gap and not read(channel, new).gap
 
 
-def test_redis_stream_expires_and_trims_by_age(redis_server):
+def test_redis_stream_expires_after_the_ttl(redis_server):
     channel = fresh("ttl")
     with override_settings(
         WEBSOCKET_REDIS_URL=redis_server.url, WEBSOCKET_HISTORY_CHANNELS={"ttl-*": {"ttl": 30}}

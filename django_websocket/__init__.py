@@ -7,11 +7,15 @@ the settings are documented in :mod:`django_websocket.conf` and ``docs/settings.
 __version__ = "0.1.0"
 
 
-def publish(channel: str, message: object, **audience: object) -> str:
-    """Publish *message* to *channel*'s sockets; return its id (see ``publishing.publish``)."""
+def publish(channel: str, message: object, **options: object) -> str | None:
+    """Publish *message* to *channel*'s sockets; return its id (see ``publishing.publish``).
+
+    *options*: one audience (``user=``, ``group=``, ``session=``), and ``on_commit=True``
+    (with ``using=``) to publish only once the current transaction commits.
+    """
     from .publishing import publish as _publish
 
-    return _publish(channel, message, **audience)  # type: ignore[arg-type]
+    return _publish(channel, message, **options)  # type: ignore[arg-type]
 
 
 def last_id(channel: str) -> str:

@@ -92,6 +92,10 @@ class MessageMixin:
     #: user, groups and session to listen to messages addressed to them.
     request: Any = None
     _subscriptions: Any = None
+    #: Called, in the view's greenlet, whenever a method of the public API is about to wait
+    #: for the client or for channel messages; the handler sets it to give the view's
+    #: database connections back (``django_websocket.database.release_connections``).
+    on_wait: Callable[[], None] | None = None
 
     def receive(self) -> Message:
         raise NotImplementedError
@@ -248,8 +252,11 @@ class WebSocket(MessageMixin):
         ``ConnectionClosedError`` otherwise (1002 protocol error, 1007 invalid UTF-8,
         1009 too big, 1006 dropped connection…), with the code and reason.
         """
-        while not self._messages:
-            self._receive_more()
+        if not self._messages:
+            if self.on_wait is not None:
+                self.on_wait()
+            while not self._messages:
+                self._receive_more()
         return self._messages.popleft()
 
     def _receive_more(self) -> None:

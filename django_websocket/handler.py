@@ -9,9 +9,10 @@ each connection it runs, in order::
     run the view            → view(request, websocket, *args, **kwargs)
     close                   → 1000, or 1011 if the view raised (details only in the log)
 
-``request_started`` and ``request_finished`` fire once per connection, and
-``close_old_connections()`` runs after the accept and when the view ends, so a
-long-lived socket does not pin a database connection.
+``request_started`` and ``request_finished`` fire once per connection. The view's
+database connections are given back after the accept and whenever the view waits,
+and closed when it ends (``django_websocket.database``), so a long-lived socket does
+not pin a database connection.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from django.conf import settings
 from django.core import signals
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
-from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
@@ -32,6 +32,7 @@ from django.utils.log import log_response
 from . import conf
 from .compression import negotiate
 from .connection import WebSocket, open_connections
+from .database import close_code_for, close_connections, release_connections, track_connections
 from .decorators import HANDSHAKE_ATTRIBUTE
 from .exceptions import ConnectionClosed, HandshakeError
 from .handshake import accept_headers, check_origin, is_upgrade_request, parse_handshake
@@ -60,6 +61,10 @@ class WebSocketHandler(WSGIHandler):
     ``MIDDLEWARE``. Under the stock gevent-websocket worker (which upgrades before the
     application runs) refusals become close codes 4000 + the HTTP status.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        track_connections()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         set_script_prefix(get_script_name(environ))
@@ -144,12 +149,15 @@ class WebSocketHandler(WSGIHandler):
             return _send_http(_no_upgrade_support(request), start_response)
         websocket.request = request
         # The in-process test client keeps the test's connection, as Django's test Client does.
-        hygiene = close_old_connections if not environ.get(KEEP_DB_CONNECTIONS) else _keep
-        hygiene()
+        keep = environ.get(KEEP_DB_CONNECTIONS)
+        if not keep:
+            websocket.on_wait = release_connections
+            release_connections()  # what the middleware used (session, user)
         try:
             run_view(request, websocket, accept)
         finally:
-            hygiene()
+            if not keep:
+                close_connections()
         if isinstance(websocket, StockWebSocket):
             accept.close()
             return []
@@ -201,9 +209,11 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
     """Call the view on *websocket* and close it: 1000 when it returns, 1011 when it raises.
 
     ``PermissionDenied`` and ``Http404`` raised by the view close with 4403 and 4404,
-    the codes a refusal gets once the upgrade is done. The socket is closed when this returns.
+    the codes a refusal gets once the upgrade is done; a database that is unreachable or
+    saturated (pool timeout, too many clients) closes with 1013 "try again later", logged
+    as a warning naming the cause. The socket is closed when this returns.
     """
-    code = 1000
+    code, reason = 1000, ""
     try:
         accept.view(request, websocket, *accept.view_args, **accept.view_kwargs)
     except ConnectionClosed as closed:
@@ -212,13 +222,19 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
         code = 4403
     except Http404:
         code = 4404
-    except Exception:
-        logger.exception("websocket view raised: %s", request.path)
-        code = 1011
+    except Exception as error:
+        code, reason = close_code_for(error)
+        if code == 1011:
+            logger.exception("websocket view raised: %s", request.path)
+        else:
+            logger.warning(
+                "websocket view %s: %s (%s: %s); closing with %d",
+                request.path, reason, type(error).__name__, error, code,
+            )  # fmt: skip
     finally:
         websocket.close_subscriptions()
         try:
-            websocket.close(code)
+            websocket.close(code, reason)
         except ConnectionClosed:
             pass
 
@@ -231,10 +247,6 @@ def allowed_origins() -> list[str]:
     if settings.DEBUG and not settings.ALLOWED_HOSTS:
         return DEBUG_ALLOWED_HOSTS
     return list(settings.ALLOWED_HOSTS)
-
-
-def _keep() -> None:
-    """Stand-in for ``close_old_connections`` inside a test's transaction."""
 
 
 def _response_headers(response: HttpResponse) -> list[tuple[str, str]]:

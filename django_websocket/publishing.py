@@ -21,6 +21,8 @@ import json
 import logging
 from typing import Any
 
+from django.db import transaction
+
 from . import conf
 from .exceptions import PublishError
 
@@ -63,7 +65,9 @@ def publish(
     user: Any = EVERYONE,
     group: Any = EVERYONE,
     session: Any = EVERYONE,
-) -> PublishedId:
+    on_commit: bool = False,
+    using: str | None = None,
+) -> PublishedId | None:
     """Publish *message* to the sockets subscribed to *channel*; return its id.
 
     *message* is ``str`` (a text frame), ``bytes`` (a binary frame) or anything
@@ -78,11 +82,28 @@ def publish(
     does not answer within ``WEBSOCKET_REDIS_TIMEOUT`` (no hidden retries), ``ValueError``
     for a bad channel, several audiences, or an empty one (``user=None``, ``session=""``…:
     a message meant for one audience is never broadcast to everyone by mistake).
-    """
-    from . import history
 
+    With *on_commit*, the message is published when the current transaction of database
+    *using* commits (``transaction.on_commit``) and never if it rolls back, so clients are
+    never told about rows they cannot read yet; ``None`` is returned then (the id does not
+    exist yet). Outside ``transaction.atomic()`` it is published at once, as Django runs
+    ``on_commit`` callbacks, and the id returned. Bad arguments still raise at the call;
+    a ``PublishError`` at commit time propagates from the commit (the data is committed
+    by then), like an exception of any ``on_commit`` callback.
+    """
     key = channel_key(channel, audience(user=user, group=group, session=session))
     kind, data = encode_message(message)
+    if not on_commit:
+        return _publish_encoded(channel, key, kind, data)
+    published: list[PublishedId] = []
+    transaction.on_commit(lambda: published.append(_publish_encoded(channel, key, kind, data)), using=using)
+    return published[0] if published else None
+
+
+def _publish_encoded(channel: str, key: str, kind: bytes, data: bytes) -> PublishedId:
+    """Publish an encoded message to its Redis channel *key* (or in-process); return its id."""
+    from . import history
+
     rule = history.policy(channel)
     url = conf.redis_url()
     if url is None:

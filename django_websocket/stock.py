@@ -68,6 +68,8 @@ class StockWebSocket(MessageMixin):
 
     def receive(self) -> Message:
         """Return the next message; raise ``ConnectionClosed`` once the connection is closed."""
+        if self.on_wait is not None:
+            self.on_wait()
         if self._close_exc is None:
             try:
                 message = self._websocket.receive()

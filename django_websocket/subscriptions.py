@@ -99,6 +99,8 @@ class Subscriptions:
 
         if channel in self.channels:
             return
+        if self.websocket.on_wait is not None:
+            self.websocket.on_wait()  # the broker's confirmation and the history are waits too
         if resume and since is None:
             since = self.requested_since().get(channel)
         member = None
@@ -305,6 +307,8 @@ class Subscriptions:
         """The next event, or ``None`` after *timeout* seconds; raises ``ConnectionClosed`` at the end."""
         if self._pump is None:
             self._pump = gevent.spawn(self._read_client)
+        if self.inbox.empty() and self.websocket.on_wait is not None:
+            self.websocket.on_wait()
         try:
             event = self.inbox.get(timeout=timeout)
         except Empty:

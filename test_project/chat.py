@@ -19,6 +19,7 @@ import json
 import re
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from django_websocket import publish
@@ -77,13 +78,16 @@ def _check_length(name: str, value: str, maximum: int) -> None:
 
 
 def post_message(room: Room, handle: str, message: str, color: str) -> Message:
-    """Store a (validated) message and publish it to the room; return it.
+    """Store a (validated) message and, once it is committed, publish it to the room; return it.
 
-    Raises ``PublishError`` when the broker is unreachable: the message is stored
-    then, and reaches the room's pages at their next reload of ``messages.json``.
+    ``on_commit=True``: the room hears of the message only when its row is committed, so a
+    page that reloads ``messages.json`` on what it hears always finds it, and a rolled-back
+    message is never announced. Raises ``PublishError`` when the broker is unreachable:
+    the message is stored then, and reaches the room's pages at their next reload.
     """
-    stored = Message.objects.create(room=room, handle=handle, message=message, color=color)
-    publish(channel(room.name), stored.as_event())
+    with transaction.atomic():
+        stored = Message.objects.create(room=room, handle=handle, message=message, color=color)
+        publish(channel(room.name), stored.as_event(), on_commit=True)
     return stored
 
 

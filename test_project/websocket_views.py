@@ -7,7 +7,6 @@ decorators such as ``login_required`` run first and may refuse with an HTTP resp
 import logging
 
 from django.contrib.auth.decorators import login_required
-from django.db import close_old_connections, connection
 
 from django_websocket import publish
 from django_websocket.decorators import websocket as websocket_view
@@ -84,11 +83,9 @@ def chat(request, websocket, room):
     """
     room, _ = Room.objects.get_or_create(name=room)
     websocket.subscribe(chat_rules.channel(room.name), forward=True, resume=True, presence=_presence(request))
-    _release_db_connection()
     for event in websocket.events():
         if isinstance(event, ClientMessage):
             _post(websocket, room, event.data)
-            _release_db_connection()
         elif isinstance(event, Resync):
             # Forwarded with resume, the hub recovers what the broker lost, or sends the client
             # a gap frame; a plain Resync means the channel keeps no history to recover from.
@@ -112,14 +109,3 @@ def _post(websocket, room, data):
     except PublishError:
         logger.exception("chat room %s: message stored but not published", room.name)
         websocket.send_json({"type": "error", "error": "stored, but not delivered live: reload to see it"})
-
-
-def _release_db_connection():
-    """Give the database connection back between messages, as Django does between requests.
-
-    A chat socket lives for hours; holding a connection that long per socket would
-    exhaust the database. Inside a test's transaction (``WebSocketClient`` in a
-    ``TestCase``) the connection must stay: it holds the test's data.
-    """
-    if not connection.in_atomic_block:
-        close_old_connections()

@@ -39,7 +39,20 @@ def since(channel: str, message_id: str) -> str:
     return "?" + urlencode({"since": f"{channel}@{message_id}"})
 
 
+def run_at_once(func, using=None, robust=False):
+    """``transaction.on_commit`` for a ``TestCase``, whose transaction never commits."""
+    func()
+
+
 class SocketTestCase(TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        # The chat publishes on commit; inside the test's transaction nothing ever commits,
+        # so callbacks run when registered (test_publishing proves the real commit semantics).
+        patcher = mock.patch("django.db.transaction.on_commit", run_at_once)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
     def open(self, path: str):
         """Connect to *path*; the connection is closed when the test ends."""
         websocket = WebSocketClient().connect(path)

@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import transaction
 from django.test import RequestFactory, override_settings
 
-from django_websocket import publish
+from django_websocket import last_id, publish
 from django_websocket.exceptions import PublishError
 from django_websocket.publishing import (
     audience,
@@ -110,3 +111,51 @@ def test_an_empty_audience_is_an_error_not_a_broadcast(empty):
     """publish(..., session=None) must not reach everyone."""
     with pytest.raises(ValueError):
         publish("room", "private", **empty)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_publishes_when_the_transaction_commits(broker):
+    """publish(on_commit=True) inside atomic() publishes at the commit, not before; returns None."""
+    channel = f"commit-{uuid.uuid4().hex}"
+    before = last_id(channel)
+    with transaction.atomic():
+        assert publish(channel, "saved", on_commit=True) is None
+        assert last_id(channel) == before
+    assert last_id(channel) != before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_never_publishes_after_a_rollback(broker):
+    """A rolled-back transaction publishes nothing, nested savepoints included."""
+    channel = f"rollback-{uuid.uuid4().hex}"
+    before = last_id(channel)
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            publish(channel, "not saved", on_commit=True)
+            raise RuntimeError("rolled back")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                publish(channel, "savepoint rolled back", on_commit=True)
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+    assert last_id(channel) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_outside_a_transaction_publishes_at_once(broker):
+    """In autocommit mode there is nothing to wait for: the message goes out and its id comes back."""
+    channel = f"autocommit-{uuid.uuid4().hex}"
+    published = publish(channel, "now", on_commit=True)
+    assert published and published == last_id(channel)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_checks_its_arguments_at_the_call():
+    """A bad channel or audience raises where publish() is called, not later at the commit."""
+    with transaction.atomic():
+        with pytest.raises(ValueError):
+            publish("a@b", "x", on_commit=True)
+        with pytest.raises(ValueError):
+            publish("room", "x", user=None, on_commit=True)

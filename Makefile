@@ -4,8 +4,8 @@
 #   make test   set everything up, then lint, `manage.py check` and the test suite
 #
 # Both do all their own setup on a fresh Debian machine and are quick when already set up:
-#   - system packages redis-server, nginx, chromium (scripts/system-deps.sh; installs them as
-#     root, otherwise prints the `sudo apt-get install ...` line to run);
+#   - system packages redis-server, nginx, chromium, postgresql (scripts/system-deps.sh; installs
+#     them as root, otherwise prints the `sudo apt-get install ...` line to run);
 #   - a virtualenv in .venv (python3.11, else python3) with `pip install -r requirements.txt -e .`,
 #     redone only when requirements.txt or setup.cfg change.
 #
@@ -53,8 +53,15 @@ lint: setup
 check: setup
 	DJANGO_SETTINGS_MODULE=$(SETTINGS) $(PY) -m django check
 
+# pytest twice: the whole suite (SQLite, plus its own PostgreSQL, Redis and nginx servers),
+# then the tests that use the test database (marked db_both in tests/conftest.py: a django_db
+# mark, a db fixture or a Django TestCase) again on a throwaway PostgreSQL cluster, which
+# tests/settings.py switches to when DJANGO_POSTGRES_* are set. Exit status 5 (every test
+# deselected, say by PYTEST_ARGS=-k ...) is not a failure of the second run.
 test: lint check
 	$(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+	$(PY) -m tests.postgres_server -- $(PY) -m pytest -p no:cacheprovider -ra -m db_both $(PYTEST_ARGS) \
+		|| [ $$? -eq 5 ]
 
 # ---------------------------------------------------------------- demo
 

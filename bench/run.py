@@ -101,13 +101,23 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(stack: Stack, startup_timeout: float = 30.0) -> Iterator[Server]:
-    """Start *stack* on 127.0.0.1:0 pinned to CPU 0; its process group is killed on exit, always."""
+def serve(
+    stack: Stack,
+    startup_timeout: float = 30.0,
+    cwd: Path = ROOT,
+    port_pattern: re.Pattern = LISTENING,
+    pid_pattern: re.Pattern | None = BOOTED,
+) -> Iterator[Server]:
+    """Start *stack* on 127.0.0.1:0 pinned to CPU 0; its process group is killed on exit, always.
+
+    Yields once the log names its port (*port_pattern*) and worker pid (*pid_pattern*); without
+    *pid_pattern* the started process itself is the one measured (Daphne, uvicorn).
+    """
     env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
     env.update(stack.env, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         pinned(SERVER_CPU, stack.argv),
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -116,14 +126,14 @@ def serve(stack: Stack, startup_timeout: float = 30.0) -> Iterator[Server]:
         errors="replace",
     )
     log: collections.deque = collections.deque(maxlen=2000)
-    found: dict[str, int] = {}
+    found: dict[str, int] = {} if pid_pattern else {"pid": process.pid}
     ready = threading.Event()
 
     def pump() -> None:
         for line in iter(process.stdout.readline, ""):
             log.append(line)
-            for key, pattern in (("port", LISTENING), ("pid", BOOTED)):
-                match = pattern.search(line)
+            for key, pattern in (("port", port_pattern), ("pid", pid_pattern)):
+                match = pattern.search(line) if pattern else None
                 if match and key not in found:
                     found[key] = int(match.group(1))
             if len(found) == 2:

@@ -31,7 +31,13 @@ django_websocket.E016    ``WEBSOCKET_HISTORY_SIZE`` is not an integer >= 0, or
 django_websocket.E017    ``WEBSOCKET_HISTORY_CHANNELS`` is not a dict of pattern strings to
                          dicts with only ``size`` and ``ttl`` (valid as in E016)
 django_websocket.E018    ``WEBSOCKET_PRESENCE_TTL`` is not a positive number of seconds
+django_websocket.E019    ``WEBSOCKET_BLOCKED_LOOP_THRESHOLD`` is not ``None`` or a positive
+                         number of seconds
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
+django_websocket.W002    a PostgreSQL database without Django's pool (``OPTIONS["pool"]``)
+django_websocket.W003    a database (not SQLite) with ``CONN_MAX_AGE`` other than 0
+django_websocket.W004    a database driver that blocks the gevent worker (psycopg2 without
+                         psycogreen, mysqlclient, psycopg older than 3.1.14)
 ======================== ==========================================================
 
 The websocket URLconf is imported only inside :func:`check_urlconf`, never when
@@ -48,7 +54,7 @@ from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from django_websocket import conf
+from django_websocket import conf, drivers
 from django_websocket.urls import split_server
 
 TAG = "django_websocket"
@@ -67,7 +73,9 @@ def register_checks() -> None:
         check_channel_settings,
         check_compression_settings,
         check_history_settings,
+        check_blocked_loop_setting,
         check_templates,
+        check_databases,
     ):
         register(check, TAG)
 
@@ -290,6 +298,22 @@ def check_history_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
     return errors
 
 
+def check_blocked_loop_setting(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E019: ``WEBSOCKET_BLOCKED_LOOP_THRESHOLD`` is ``None`` (off) or a positive number of seconds."""
+    threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
+    if threshold is None or _is_positive(threshold, integer=False):
+        return []
+    return [
+        Error(
+            "The WEBSOCKET_BLOCKED_LOOP_THRESHOLD setting must be None or a positive number of seconds, "
+            f"not {threshold!r}.",
+            hint="e.g. 0.5 to log code that blocks the event loop for longer than half a second; "
+            "None (the default) turns the monitor off.",
+            id="django_websocket.E019",
+        )
+    ]
+
+
 def _history_policy_problems(size: Any, ttl: Any, size_name: str, ttl_name: str) -> list[str]:
     problems = []
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -354,3 +378,55 @@ def check_templates(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> 
             id="django_websocket.W001",
         )
     ]
+
+
+DATABASE_DOCS = "docs/database.md"
+
+
+def check_databases(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W002-W004: ``DATABASES`` entries that cannot work well under the gevent worker.
+
+    SQLite databases get none of these warnings.
+    """
+    from django.conf import settings
+
+    warnings: list[CheckMessage] = []
+    for alias, database in settings.DATABASES.items():
+        vendor = drivers.database_vendor(database)
+        if vendor == "sqlite":
+            continue  # a local file: no server connections to run out of, no network wait
+        if vendor == "postgresql" and not database.get("OPTIONS", {}).get("pool"):
+            warnings.append(
+                Warning(
+                    f"The database {alias!r} is PostgreSQL without Django's connection pool: every "
+                    "websocket view busy with the ORM opens a connection of its own, so a burst of "
+                    "sockets writing at once can use up the server's max_connections.",
+                    hint="Use psycopg 3 with OPTIONS = {'pool': {'max_size': 20, 'timeout': 10}} "
+                    "(pip install 'psycopg[binary,pool]'), sized so that workers × max_size plus your "
+                    f"HTTP servers' connections stay below max_connections. See {DATABASE_DOCS}.",
+                    id="django_websocket.W002",
+                )
+            )
+        max_age = database.get("CONN_MAX_AGE", 0)
+        if max_age is None or (isinstance(max_age, int | float) and max_age > 0):
+            warnings.append(
+                Warning(
+                    f"The database {alias!r} has CONN_MAX_AGE = {max_age!r}: under the gevent worker "
+                    "every greenlet (each socket, each HTTP connection) has connections of its own, "
+                    "never reused by the next one, and websocket views give theirs back whenever they "
+                    "wait: persistent connections only hold database backends longer.",
+                    hint="Leave CONN_MAX_AGE at 0; to reuse connections, use Django's pool "
+                    f"(PostgreSQL with psycopg 3: OPTIONS['pool']). See {DATABASE_DOCS}.",
+                    id="django_websocket.W003",
+                )
+            )
+        problem = drivers.blocking_driver(database)
+        if problem:
+            warnings.append(
+                Warning(
+                    f"The database {alias!r} {problem}",
+                    hint="django_websocket's gevent worker refuses to boot with this driver.",
+                    id="django_websocket.W004",
+                )
+            )
+    return warnings

@@ -48,6 +48,9 @@ WEBSOCKET_HISTORY_CHANNELS     ``{}``       per-channel overrides: ``{"pattern":
                                             "ttl": s}}``, ``fnmatch`` patterns, first match wins
 WEBSOCKET_PRESENCE_TTL         ``30.0``     seconds after which the connections of a worker that
                                             stopped heartbeating leave presence
+WEBSOCKET_BLOCKED_LOOP_        ``None``     seconds: under our worker, log (once per event, with
+THRESHOLD                                   the path and the stack) code that blocks the event
+                                            loop longer than this; ``None``: off
 ============================== ============ =====================================================
 """
 
@@ -77,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_HISTORY_TTL": 3600,
     "WEBSOCKET_HISTORY_CHANNELS": {},
     "WEBSOCKET_PRESENCE_TTL": 30.0,
+    "WEBSOCKET_BLOCKED_LOOP_THRESHOLD": None,
 }
 
 

@@ -18,13 +18,15 @@ not pin a database connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
+from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
@@ -67,8 +69,19 @@ class WebSocketHandler(WSGIHandler):
         track_connections()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        set_script_prefix(get_script_name(environ))
+        if environ.get(KEEP_DB_CONNECTIONS):
+            # The in-process test client, inside a test's transaction: Django's
+            # close_old_connections() must not run on this request's signals (it would close
+            # the test's connection), as Django's own test ClientHandler arranges.
+            with _without_close_old_connections(signals.request_started):
+                signals.request_started.send(sender=self.__class__, environ=environ)
+            return _KeepConnectionOnClose(self.respond(environ, start_response))
         signals.request_started.send(sender=self.__class__, environ=environ)
+        return self.respond(environ, start_response)
+
+    def respond(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one request (``request_started`` sent): HTTP, or the accepted websocket run to its end."""
+        set_script_prefix(get_script_name(environ))
         request = self.request_class(environ)
         response = self.get_response(request)
         response._handler_class = self.__class__
@@ -247,6 +260,36 @@ def allowed_origins() -> list[str]:
     if settings.DEBUG and not settings.ALLOWED_HOSTS:
         return DEBUG_ALLOWED_HOSTS
     return list(settings.ALLOWED_HOSTS)
+
+
+@contextmanager
+def _without_close_old_connections(signal: Any) -> Iterator[None]:
+    """*signal* without Django's ``close_old_connections`` receiver while the block runs.
+
+    Receivers run synchronously in the sending greenlet, so no other request sees the gap.
+    """
+    disconnected = signal.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        if disconnected:
+            signal.connect(close_old_connections)
+
+
+class _KeepConnectionOnClose:
+    """A WSGI result whose ``close()`` (``request_finished``) leaves the test's connection alone."""
+
+    def __init__(self, result: Iterable[bytes]) -> None:
+        self.result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.result)
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            with _without_close_old_connections(signals.request_finished):
+                close()
 
 
 def _response_headers(response: HttpResponse) -> list[tuple[str, str]]:

@@ -34,7 +34,7 @@ import gevent
 from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from . import server
+from . import blocking, conf, drivers, server
 from .server import UpgradeHandler
 
 #: Share of ``--worker-connections`` websockets may take by default.
@@ -85,6 +85,18 @@ class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
     """
 
     worker: GeventWebSocketWorker | None = None
+    #: Called in the connection's greenlet when its client is gone (``after_load()`` sets it
+    #: to close the greenlet's database connections: under gevent each greenlet has its own,
+    #: and a persistent one (``CONN_MAX_AGE``) left in a dead greenlet would hold a backend
+    #: until the garbage collector finds it).
+    on_connection_end: Any = None
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        finally:
+            if self.on_connection_end is not None:
+                self.on_connection_end()
 
     def upgrade_connection(self, headers: list[tuple[str, str]]) -> Any:
         connection = super().upgrade_connection(headers)
@@ -122,6 +134,29 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         server.default_connection_limit = max(1, int(self.worker_connections * CONNECTION_SHARE))
         GunicornUpgradeHandler.worker = self
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.after_load()
+
+    def after_load(self) -> None:
+        """Once per worker, after gevent patched and the application (so Django's settings) loaded.
+
+        Where the database layer is made safe for greenlets and the blocked-loop monitor starts.
+        """
+        # Here, not in init_process(): with --preload the application (psycopg, Django's
+        # connection handler) was loaded in the master before the patch; load_wsgi() runs in
+        # the worker either way. A BlockingDriverError fails the boot with its message.
+        for note in drivers.prepare_for_gevent():
+            self.log.info(note)
+        # Imported here, not at the top: this module is imported by gunicorn's master, and
+        # django.db must not be imported there before gevent patched threading.local.
+        from .database import close_connections
+
+        GunicornUpgradeHandler.on_connection_end = staticmethod(close_connections)
+        threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
+        if threshold is not None:
+            blocking.start_monitor(threshold)
 
     def count_request(self) -> None:
         """One more request or handshake; recycle the worker at ``max_requests``."""

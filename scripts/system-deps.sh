@@ -3,6 +3,8 @@
 #   redis-server  (/usr/bin/redis-server)  - tests start their own on free ports
 #   nginx         (/usr/sbin/nginx)        - tests start their own on free ports
 #   chromium      (/usr/bin/chromium)      - headless browser for the Playwright tests
+#   postgresql    (/usr/lib/postgresql/<version>/bin/initdb) - tests create their own clusters
+#                 (tests/postgres_server.py) on free ports
 # plus a Python that can create a virtualenv (python3.11, else python3, with venv/ensurepip).
 #
 # Fast no-op when everything is present. As root, missing packages are installed with
@@ -29,6 +31,8 @@ have() {
 have redis-server /usr/bin/redis-server /usr/sbin/redis-server || missing+=(redis-server)
 have nginx /usr/sbin/nginx /usr/bin/nginx || missing+=(nginx)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Debian keeps the server binaries off PATH, one directory per major version.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 
 # Python for the virtualenv: the first of python3.11, python3 that actually runs.
 python=""
@@ -69,8 +73,8 @@ fi
 
 echo "==> Installing system packages: ${missing[*]}"
 
-# Keep Debian's postinst scripts from starting redis/nginx system services: tests and the
-# demo start their own. invoke-rc.d (and deb-systemd-invoke) honour policy-rc.d exit 101.
+# Keep Debian's postinst scripts from starting redis/nginx/postgresql system services: tests
+# and the demo start their own. invoke-rc.d (and deb-systemd-invoke) honour policy-rc.d exit 101.
 # An existing policy-rc.d (Docker images ship one) is left alone.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then

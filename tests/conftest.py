@@ -1,4 +1,9 @@
-"""Shared fixtures: a migrated SQLite file for real servers, and a running gunicorn."""
+"""Shared fixtures: a migrated SQLite file for real servers, a running gunicorn, Redis, PostgreSQL.
+
+Tests that use the test database (pytest-django's ``django_db`` mark or ``db`` fixtures, or
+a Django ``TestCase``) are marked ``db_both``: ``make test`` runs them a second time on a
+real PostgreSQL (``-m db_both`` under ``python -m tests.postgres_server``).
+"""
 
 from __future__ import annotations
 
@@ -27,13 +32,25 @@ print(session.session_key)
 """
 
 
+def manage(*args: str, env: dict[str, str]) -> str:
+    """Run ``test_project/manage.py ARGS`` with ``tests.settings`` and *env*; return its stdout."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "test_project" / "manage.py"), *args],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **env},
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 @pytest.fixture(scope="session")
 def server_db(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A migrated SQLite file for server processes: ``{"path": ..., "session": <alice's session key>}``."""
     path = tmp_path_factory.mktemp("db") / "server.sqlite3"
+    manage("migrate", "--noinput", "-v", "0", env={"DJANGO_DB_PATH": str(path)})
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DJANGO_DB_PATH": str(path)}
-    manage = [sys.executable, str(ROOT / "test_project" / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True, timeout=120)
     session = subprocess.run(
         [sys.executable, "-c", MAKE_SESSION],
         env=env,
@@ -106,3 +123,56 @@ def broker(request):
         redis_server = request.getfixturevalue("redis_server")
         with override_settings(WEBSOCKET_REDIS_URL=redis_server.url):
             yield redis_server
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+#: Fixtures through which a test reaches pytest-django's test database.
+DB_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "db_both: uses the test database; `make test` runs it on SQLite, then on PostgreSQL"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the test database ``db_both`` (so new ones are never left out)."""
+    from django.test import TransactionTestCase
+
+    for item in items:
+        cls = getattr(item, "cls", None)
+        if (
+            item.get_closest_marker("django_db") is not None
+            or DB_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            or (cls is not None and issubclass(cls, TransactionTestCase))
+        ):
+            item.add_marker(pytest.mark.db_both)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL cluster for the session (``tests/postgres_server.py``), max_connections 100.
+
+    Skips when the PostgreSQL binaries are not installed (``make test`` installs them).
+    """
+    from tests.postgres_server import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/<version>/bin): run `make setup`")
+    with PostgresServer(max_connections=100) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_db(postgres_server):
+    """``postgres_server`` with its database migrated, for gunicorn servers (given ``.env()``)."""
+    manage("migrate", "--noinput", "-v", "0", env=postgres_server.env())
+    return postgres_server

@@ -259,3 +259,87 @@ urlpatterns += [
     path("resume-room/<str:name>/", resume_room, name="resume-room"),
     path("history-events/<str:name>/", history_events, name="history-events"),
 ]
+
+
+@websocket
+def block_loop(request, ws):
+    """Each message is a number of seconds to block the whole worker for (the unpatched
+    ``time.sleep``, as a blocking driver would), then answered "unblocked"."""
+    from gevent.monkey import get_original
+
+    blocking_sleep = get_original("time", "sleep")
+    for message in ws:
+        blocking_sleep(float(message))
+        # Let the loop run before answering: reading the next message may not wait (it can be
+        # there already), which would make two messages' stalls one blocking event.
+        gevent.sleep(0)
+        ws.send("unblocked")
+
+
+urlpatterns.append(path("blocking/", block_loop, name="blocking"))
+
+
+# ------------------------------------------------------- database (tests/test_database_integration.py)
+#
+# Written as the README tells users to write views: no connection handling at all. The
+# framework gives the connections back whenever the view waits, and closes them at the end.
+
+#: The room every row these views write belongs to.
+DB_ROOM = "db-tests"
+
+
+def insert_row(text: str) -> int:
+    """Insert one chat message (and its room, the first time) through the ORM; return its id."""
+    from test_project.models import Message, Room
+
+    room, _ = Room.objects.get_or_create(name=DB_ROOM)
+    return Message.objects.create(room=room, handle="db", message=text).pk
+
+
+@websocket
+def db_write(request, ws):
+    """For each text message: insert one row, reply with its id."""
+    for message in ws:
+        ws.send(str(insert_row(message)))
+
+
+@websocket
+def db_write_events(request, ws):
+    """As ``db_write``, reading the client through ``events()``."""
+    for event in ws.events():
+        if isinstance(event, ClientMessage):
+            ws.send(str(insert_row(event.data)))
+
+
+@websocket
+def db_atomic(request, ws):
+    """Insert a row in ``atomic()``, say "in-transaction", wait for a message inside the block,
+    commit, say "committed", then idle until the client leaves (waiting outside the block)."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        insert_row("in a transaction")
+        ws.send("in-transaction")
+        ws.receive()  # the connection is in a transaction: it must stay held
+    ws.send("committed")
+    for _ in ws:
+        pass
+
+
+@websocket
+def db_sleep(request, ws):
+    """On a message "N": ``SELECT pg_sleep(N)``, then reply "slept"."""
+    from django.db import connection
+
+    for message in ws:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", [float(message)])
+        ws.send("slept")
+
+
+urlpatterns += [
+    path("db/write/", db_write, name="db-write"),
+    path("db/write-events/", db_write_events, name="db-write-events"),
+    path("db/atomic/", db_atomic, name="db-atomic"),
+    path("db/sleep/", db_sleep, name="db-sleep"),
+]

@@ -65,7 +65,15 @@ test: lint check
 
 # ---------------------------------------------------------------- demo
 
+# The port first: with it taken, gunicorn would print its banner, retry five times and fail.
 demo: setup
+	@if ! error=$$($(PY) -c 'import socket, sys; s = socket.socket(); \
+			s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2])))' \
+			'$(HOST)' '$(PORT)' 2>&1 | tail -n 1); then \
+		echo "make demo: cannot serve on $(HOST):$(PORT): $${error#*: }." >&2; \
+		echo "Is another server using that port? Stop it, or pick another one: make demo PORT=8001" >&2; \
+		exit 1; \
+	fi
 	$(MANAGE) migrate --noinput
 	@if $(MANAGE) help demo_user >/dev/null 2>&1; then \
 		echo "$(MANAGE) demo_user"; $(MANAGE) demo_user; \

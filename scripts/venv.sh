@@ -45,4 +45,9 @@ fi
 
 echo "==> Installing requirements.txt and this package (editable) into $venv"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+# The distribution was called django-websocket before it had a name of its own: drop that old
+# editable install so only django-websocket-views maps the django_websocket package.
+if "$venv/bin/python" -m pip show -q django-websocket >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip uninstall --disable-pip-version-check -q -y django-websocket
+fi
 "$venv/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt -e .

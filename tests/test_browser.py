@@ -127,6 +127,10 @@ def test_ping_page_answers_pong(page: Page, server: Server) -> None:
 def test_whoami_page_refuses_anonymous_then_greets_demo(page: Page, server: Server) -> None:
     page.goto(server.url("/whoami/"))
     expect(page.locator("#status")).to_have_text("closed", timeout=TIMEOUT_MS)
+    # In words, not "code 1006": the browser cannot read the refused handshake's status.
+    expect(page.locator("#close-info")).to_have_text(
+        "refused: you are not logged in, and this socket requires a login (log in above, then come back)"
+    )
     expect(page.locator("#log li")).to_have_count(0)
 
     page.click("#login")

@@ -292,7 +292,7 @@ def test_messages_sent_while_the_socket_is_down_arrive_once_it_is_back(new_page,
             "before the drop",
             "missed one",
             "missed two",
-            "📣 missed announcement",  # not in the database: only the replay can bring it
+            "Announcement: missed announcement",  # not in the database: only the replay can bring it
             "after the return",
         ]
     )
@@ -311,7 +311,7 @@ def test_messages_posted_before_the_socket_connects_are_not_lost(new_page, serve
 
     _let_connect(carol)
     expect(carol.locator("#log li .text")).to_have_text(
-        ["rendered", "after the render", "📣 announced after the render"]
+        ["rendered", "after the render", "Announcement: announced after the render"]
     )
     assert "since=chat%3Alate%40" in carol.evaluate("window.socketUrls[0]")
     assert fetched == []
@@ -403,7 +403,12 @@ def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
         _announce(bob, "missed announcement")
         announcement = {"type": "announcement", "message": "from another process"}
         _manage(broker, "websocket_publish", "chat:restart", json.dumps(announcement), "--json")
-        missed = ["missed one", "missed two", "📣 missed announcement", "📣 from another process"]
+        missed = [
+            "missed one",
+            "missed two",
+            "Announcement: missed announcement",
+            "Announcement: from another process",
+        ]
         expect(bob.locator("#log li .text")).to_have_text(["before the restart", *missed])
         expect(alice.locator("#log li")).to_have_count(1)
 
@@ -425,6 +430,17 @@ def test_chat_index_opens_a_room(new_page, server: Server) -> None:
     """/chat/ opens the named room, which then appears in the list."""
     page = new_page()
     page.goto(server.url("/chat/"))
+    # The pattern compiles as the browser compiles it (the v flag), so validation is on.
+    assert page.evaluate(
+        """() => {
+            const input = document.getElementById("id_room");
+            new RegExp("^(?:" + input.pattern + ")$", "v");
+            input.value = "no spaces";
+            const refused = input.validity.patternMismatch;
+            input.value = "with-hyphen_1";
+            return refused && !input.validity.patternMismatch;
+        }"""
+    )
     page.fill("#id_room", "from-index")
     page.click("#open-room")
     page.wait_for_url(server.url("/chat/from-index/"))

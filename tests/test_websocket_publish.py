@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -78,7 +79,11 @@ def run(redis_server, server_db: dict[str, str]):
     def run(*args: str) -> str:
         result = websocket_publish(*args, redis_url=redis_server.url, db_path=server_db["path"])
         assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        receivers = result.stdout.strip()
+        # The number alone on stdout (for scripts); what it means on stderr.
+        assert result.stderr.startswith(f"{receivers}: worker process"), result.stderr
+        assert "Redis delivered it to (processes, not sockets)" in result.stderr
+        return receivers
 
     return run
 
@@ -109,11 +114,13 @@ def test_binary_option_sends_bytes(listeners, run):
     anonymous.expect("héllo".encode())
 
 
-@pytest.mark.parametrize("option", ["--user", "--group", "--session"])
+@pytest.mark.parametrize("option", ["--user", "--user=username", "--group", "--session"])
 def test_audience_options_reach_alice_only(listeners, run, option, alice_pk, editors_group, server_db):
-    """--user PK, --group NAME and --session KEY reach alice's socket, not the anonymous one."""
+    """--user PK, --user USERNAME, --group NAME and --session KEY reach alice's socket only."""
     alice, anonymous = listeners
-    value = {"--user": str(alice_pk), "--group": editors_group, "--session": server_db["session"]}[option]
+    option, _, variant = option.partition("=")
+    values = {"--user": str(alice_pk), "--group": editors_group, "--session": server_db["session"]}
+    value = "alice" if variant == "username" else values[option]
     assert run("notifications", f"only for {option}", option, value) == "1"
     run("notifications", "for everyone")
     alice.expect(f"only for {option}", "for everyone")
@@ -136,6 +143,61 @@ def test_without_redis_prints_zero(server_db):
     result = websocket_publish("notifications", "nobody", redis_url=None, db_path=server_db["path"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+    assert result.stderr.startswith("0: sockets of this command's own process"), result.stderr
+    assert "No Redis is configured" in result.stderr
+
+
+def test_nobody_listening_says_so(redis_server, server_db):
+    """With Redis and no subscriber: 0, and stderr says nobody is listening; -v 0: the number only."""
+    result = websocket_publish("nobody:here", "hello?", redis_url=redis_server.url, db_path=server_db["path"])
+    assert (result.returncode, result.stdout.strip()) == (0, "0"), result.stderr
+    assert "Nobody is listening" in result.stderr
+    quiet = websocket_publish(
+        "nobody:here", "hello?", "-v", "0", redis_url=redis_server.url, db_path=server_db["path"]
+    )
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "0\n", "")
+
+
+@pytest.mark.parametrize("user", ["nosuchuser", "987654"])
+def test_unknown_user_exits_1_and_publishes_nothing(listeners, redis_server, server_db, user):
+    """--user naming nobody (as a username or a primary key): exit 1, a clear message, nothing sent."""
+    alice, anonymous = listeners
+    result = websocket_publish(
+        "notifications", "lost", "--user", user, redis_url=redis_server.url, db_path=server_db["path"]
+    )
+    assert result.returncode == 1
+    assert f"no user '{user}': --user takes a username (User.username) or a primary key" in result.stderr
+    assert "nothing was published" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    websocket_publish("notifications", "after", redis_url=redis_server.url, db_path=server_db["path"])
+    alice.expect("after")  # not "lost": Redis keeps publish order
+    anonymous.expect("after")
+
+
+# ---------------------------------------------------------------- --user: username or primary key
+
+
+@pytest.mark.django_db
+def test_find_user_rules():
+    """Digits: primary key first, then username; anything else: username (then primary key)."""
+    from django.contrib.auth import get_user_model
+
+    from django_websocket.management.commands.websocket_publish import find_user
+
+    users = get_user_model().objects
+    alice = users.create(username="alice")
+    digits = users.create(username=str(alice.pk + 1000))  # a username that looks like a key
+    assert find_user("alice") == alice
+    assert find_user(str(alice.pk)) == alice  # a primary key
+    assert find_user(str(digits.pk)) == digits
+    assert find_user(digits.username) == digits  # no such primary key: the username
+    named_like_alices_pk = users.create(username=str(alice.pk))
+    assert find_user(str(alice.pk)) == alice  # both: the primary key wins
+    assert find_user(named_like_alices_pk.username) != named_like_alices_pk
+    for unknown in ("bob", "", "99999999", "-1", "1.5"):
+        with pytest.raises(CommandError, match=f"no user '{re.escape(unknown)}'"):
+            find_user(unknown)
 
 
 # ---------------------------------------------------------------- argument errors (no Redis needed)

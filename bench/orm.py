@@ -525,25 +525,10 @@ def table(title: str, figures, results: dict[str, list[dict]], labels: list[str]
     return "\n".join(lines)
 
 
-def versions() -> str:
-    names = [
-        "Django",
-        "gevent",
-        "gunicorn",
-        "psycopg",
-        "psycopg-pool",
-        "channels",
-        "daphne",
-        "Twisted",
-        "asgiref",
-    ]
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return f"python {platform.python_version()}, " + ", ".join(found)
+#: The distributions whose versions this benchmark prints.
+VERSIONS = (
+    "Django", "gevent", "gunicorn", "psycopg", "psycopg-pool", "channels", "daphne", "Twisted", "asgiref",
+)  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -606,7 +591,7 @@ def main(argv=None) -> int:
     from tests.postgres_server import PostgresServer
 
     print(f"$ {shlex.join([PY, *sys.argv])}")
-    print(versions())
+    print(echo_bench.versions(VERSIONS))
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs; servers on CPU {SERVER_CPU}, client and PostgreSQL "
         f"on CPU {LOADGEN_CPU}; ORM: {args.rounds} round(s) of {args.warmup:g} s + {args.duration:g} s; "

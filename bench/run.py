@@ -451,8 +451,12 @@ def table(scenarios_: list[Scenario], results: dict) -> str:
     return "\n".join(lines)
 
 
-def versions() -> str:
-    names = ["gevent", "greenlet", "gunicorn", "gevent-websocket", "websockets", "Django"]
+#: The distributions whose versions a benchmark prints by default.
+STACK = ("gevent", "greenlet", "gunicorn", "gevent-websocket", "websockets", "Django")
+
+
+def versions(names: tuple[str, ...] = STACK) -> str:
+    """``python X.Y.Z, name version, …`` for *names* ("(not installed)" for a missing one)."""
     found = []
     for name in names:
         try:

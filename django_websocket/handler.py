@@ -34,7 +34,13 @@ from django.utils.log import log_response
 from . import conf
 from .compression import negotiate
 from .connection import WebSocket, open_connections
-from .database import close_code_for, close_connections, release_connections, track_connections
+from .database import (
+    DATABASE_UNAVAILABLE,
+    close_code_for,
+    close_connections,
+    release_connections,
+    track_connections,
+)
 from .decorators import HANDSHAKE_ATTRIBUTE
 from .exceptions import ConnectionClosed, HandshakeError
 from .handshake import accept_headers, check_origin, is_upgrade_request, parse_handshake
@@ -237,13 +243,13 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
         code = 4404
     except Exception as error:
         code, reason = close_code_for(error)
-        if code == 1011:
-            logger.exception("websocket view raised: %s", request.path)
-        else:
+        if code == DATABASE_UNAVAILABLE:
             logger.warning(
                 "websocket view %s: %s (%s: %s); closing with %d",
                 request.path, reason, type(error).__name__, error, code,
             )  # fmt: skip
+        else:
+            logger.exception("websocket view raised: %s", request.path)
     finally:
         websocket.close_subscriptions()
         try:

@@ -6,8 +6,12 @@
 # Both do all their own setup on a fresh Debian machine and are quick when already set up:
 #   - system packages redis-server, nginx, chromium, postgresql (scripts/system-deps.sh; installs
 #     them as root, otherwise prints the `sudo apt-get install ...` line to run);
-#   - a virtualenv in .venv (python3.11, else python3) with `pip install -r requirements.txt -e .`,
-#     redone only when requirements.txt or setup.cfg change.
+#   - a virtualenv in .venv (Python 3.13 or 3.12, found on PATH or in pyenv; see scripts/venv.sh)
+#     with `pip install -r requirements.txt -e .`, redone only when requirements.txt or setup.cfg
+#     change. That is the newest supported pair, Django 6.1 on Python 3.13.
+#
+#   make test-matrix   the suite on every supported (Python, Django) pair (noxfile.py, .nox/)
+#   make test-oldest   the oldest pair only, Django 5.2 on Python 3.10 (CI runs it after make test)
 #
 # Not advertised, but handy: make lint, make bench, make autobahn, make clean.
 
@@ -20,7 +24,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SETTINGS := test_project.settings
 MANAGE := $(PY) test_project/manage.py
-RUFF_PATHS := django_websocket tests test_project bench
+RUFF_PATHS := django_websocket tests test_project bench docs noxfile.py
 HOST := 127.0.0.1
 PORT := 8000
 PYTEST_ARGS ?=
@@ -28,7 +32,7 @@ PYTEST_ARGS ?=
 # Never let anything fetch Playwright's own browsers: the tests use /usr/bin/chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help demo test setup sysdeps lint check bench autobahn clean
+.PHONY: help demo test test-matrix test-oldest setup sysdeps lint check docs bench autobahn clean
 
 help:
 	@echo "make demo   set up, then serve the demo on http://$(HOST):$(PORT) (login demo / demo)"
@@ -53,15 +57,26 @@ lint: setup
 check: setup
 	DJANGO_SETTINGS_MODULE=$(SETTINGS) $(PY) -m django check
 
+# The documentation site (Sphinx, docs/conf.py) into docs/_build/html; any warning fails it.
+docs: setup
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 # pytest twice: the whole suite (SQLite, plus its own PostgreSQL, Redis and nginx servers),
 # then the tests that use the test database (marked db_both in tests/conftest.py: a django_db
 # mark, a db fixture or a Django TestCase) again on a throwaway PostgreSQL cluster, which
 # tests/settings.py switches to when DJANGO_POSTGRES_* are set. Exit status 5 (every test
 # deselected, say by PYTEST_ARGS=-k ...) is not a failure of the second run.
-test: lint check
+test: lint check docs
 	$(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 	$(PY) -m tests.postgres_server -- $(PY) -m pytest -p no:cacheprovider -ra -m db_both $(PYTEST_ARGS) \
 		|| [ $$? -eq 5 ]
+
+# Each pair in its own virtualenv under .nox/, reused between runs; PYTEST_ARGS reach pytest.
+test-matrix: setup
+	$(VENV)/bin/nox -- $(PYTEST_ARGS)
+
+test-oldest: setup
+	$(VENV)/bin/nox -t oldest -- $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- demo
 
@@ -100,5 +115,5 @@ autobahn: setup
 	@bash scripts/autobahn.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache autobahn-report .run
+	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .ruff_cache autobahn-report .run
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -2,7 +2,7 @@
 
 * ``/fanout/<room>/`` forwards ``fanout:<room>`` (``forward=True``, no resume): the hub writes every
   message's data to the client as it was published, with or without an id;
-* ``/resume/<room>/`` forwards ``resume:<room>`` in the resume protocol (``docs/history.md``): the
+* ``/resume/<room>/`` forwards ``resume:<room>`` in the resume protocol (``docs/topics/history.md``): the
   client's ``?since=resume:<room>@<id>`` gets what came after that id, then ``{"ws": "subscribed"…}``.
 
 Both then read and drop whatever the client sends, until it closes. Neither touches the database.

@@ -380,7 +380,7 @@ def check_templates(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> 
     ]
 
 
-DATABASE_DOCS = "docs/database.md"
+DATABASE_DOCS = "docs/howto/databases.md"
 
 
 def check_databases(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:

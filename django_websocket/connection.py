@@ -150,7 +150,7 @@ class MessageMixin:
         once and in order, then live ones (or a ``Gap`` if it is no longer in the
         history). *resume*: *since* comes from the client's ``since`` query parameter,
         and forwarded messages use the resume protocol's frames, with their ids
-        (``docs/history.md``; ``websocket.js`` speaks it). *presence*: join the
+        (``docs/topics/history.md``; ``websocket.js`` speaks it). *presence*: join the
         channel's presence, as the request's user (``True``) or as the given member
         dict (with a ``"name"``); members then receive ``Presence``, ``Join`` and ``Leave``.
         Raises ``ValueError`` for a bad *presence*.

@@ -89,7 +89,7 @@ class ChannelMessage:
 
 
 def compact_json(obj: Any) -> str:
-    """*obj* as JSON without spaces: the resume protocol's frames (docs/history.md)."""
+    """*obj* as JSON without spaces: the resume protocol's frames (docs/topics/history.md)."""
     return json.dumps(obj, separators=(",", ":"))
 
 

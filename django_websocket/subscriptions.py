@@ -91,7 +91,7 @@ class Subscriptions:
         *forward*: write them to the client directly instead of queueing them for
         ``events()``. *since*: first replay what came after that id (or a ``Gap``).
         *resume*: take *since* from the request's ``since`` query parameter and, when
-        forwarding, use the resume protocol's frames (docs/history.md). *presence*:
+        forwarding, use the resume protocol's frames (docs/topics/history.md). *presence*:
         join the channel's presence (``True`` or a member dict with a ``name``).
         Subscribing to a channel already subscribed changes nothing.
         """

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Create (or repair) the project virtualenv and install the tested set into it:
 #     scripts/venv.sh [VENV_DIR]        (default: .venv)
-# Python: $PYTHON if set, else the first of python3.11, python3 that runs.
+# Python: $PYTHON if set, else the newest Python that Django 6.1 supports, 3.13 then 3.12, on
+# PATH or installed by pyenv (whose shims only run the versions pyenv has selected, so the
+# interpreters are looked up in its versions/ folder too); else python3.11, python3.10 or
+# python3, which get Django 5.2 LTS (requirements.txt's markers) and a warning. Under CI=true an
+# old Python is an error: CI must prove the newest pair.
 # A virtualenv that no longer runs, or that was made with another Python version, is recreated.
 # Installs `-r requirements.txt -e .`; the Makefile only calls this when requirements.txt or
 # setup.cfg changed (stamp file inside the virtualenv). Never downloads Playwright browsers:
@@ -11,18 +15,40 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-.venv}
 
+runs() {
+    "$1" -c 'import sys' >/dev/null 2>&1
+}
+
+pyenv_root=$( (pyenv root 2>/dev/null) || echo "$HOME/.pyenv")
+
 python=${PYTHON:-}
 if [ -z "$python" ]; then
-    for candidate in python3.11 python3; do
-        if "$candidate" -c 'import sys' >/dev/null 2>&1; then
+    for minor in 3.13 3.12; do
+        for candidate in "python$minor" $(ls -d "$pyenv_root"/versions/"$minor".*/bin/"python$minor" 2>/dev/null | sort -rV); do
+            if runs "$candidate"; then
+                python=$candidate
+                break 2
+            fi
+        done
+    done
+fi
+if [ -z "$python" ]; then
+    for candidate in python3.11 python3.10 python3; do
+        if runs "$candidate"; then
             python=$candidate
             break
         fi
     done
-fi
-if [ -z "$python" ]; then
-    echo "error: no python3.11 or python3 found (sudo apt-get install python3 python3-venv)" >&2
-    exit 1
+    if [ -z "$python" ]; then
+        echo "error: no Python found (sudo apt-get install python3 python3-venv)" >&2
+        exit 1
+    fi
+    message="no Python 3.12 or 3.13 found, so $venv gets $("$python" -V 2>&1) and Django 5.2 LTS instead of the newest tested pair (Django 6.1 on Python 3.13). Install Python 3.13 (pyenv install 3.13, or your distribution's python3.13 package) and run make again."
+    if [ "${CI:-}" = "true" ]; then
+        echo "error: $message" >&2
+        exit 1
+    fi
+    echo "warning: $message" >&2
 fi
 
 version_of() {

@@ -8,7 +8,7 @@ object with a ``type``; the room page renders ``"message"`` and ``"announcement"
 
 and the websocket view sends its own client ``{"type": "error", "error"}`` (bad input)
 and ``{"type": "resync"}`` (messages were lost that cannot be replayed: reload
-``messages.json``). The hub forwards the channel in the frames of ``docs/history.md``
+``messages.json``). The hub forwards the channel in the frames of ``docs/topics/history.md``
 (``{"ws": "message", "id", "data": <one of the objects above>}``, ``gap``, presence),
 with which the page resumes where it left off.
 """

@@ -36,6 +36,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (websocket.js) on the single gunicorn port, with DEBUG on or off. Also in the
+    # websocket chain, where it only answers paths under STATIC_URL: sockets elsewhere pass by.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -83,6 +86,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
+#: Where ``manage.py collectstatic`` gathers the static files, for nginx (or WhiteNoise) to serve.
+STATIC_ROOT = BASE_DIR / ".run" / "static"
+# The demo serves the apps' static directories as they are, so `make demo` needs no collectstatic
+# step and never serves a stale copy. A production project leaves this off (its default when DEBUG
+# is off) and runs collectstatic at deploy time: WhiteNoise then serves STATIC_ROOT, indexed once.
+WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

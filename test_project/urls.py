@@ -5,11 +5,11 @@ the single-port application routes a request by its ``Upgrade`` header.
 """
 
 from django.contrib import admin
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from . import (
     converters,  # noqa: F401  (registers <room:...>)
+    notifications,
     views,
 )
 
@@ -23,10 +23,7 @@ urlpatterns = [
     path("chat/<room:room>/", views.chat_room, name="chat-room"),
     path("chat/<room:room>/messages.json", views.chat_messages, name="chat-messages"),
     path("chat/<room:room>/announce/", views.chat_announce, name="chat-announce"),
+    path("notifications/", notifications.notifications_page, name="notifications"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
-
-# websocket.js for the demo pages under plain gunicorn: served while DEBUG is on (as runserver
-# would); a deployment serves STATIC_ROOT from nginx or whitenoise instead.
-urlpatterns += staticfiles_urlpatterns()

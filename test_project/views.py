@@ -18,6 +18,12 @@ DEMOS = [
     ("whoami", (), "Who am I", "Sends your username (the socket requires a login)."),
     ("broadcast", ("lobby",), "Broadcast", "Every message reaches everyone on the page, through a channel."),
     ("chat-index", (), "Chat", "Rooms with a history, colours, and announcements from an HTTP view."),
+    (
+        "notifications",
+        (),
+        "Notifications",
+        "What the site publishes for you (requires a login; publish from manage.py shell, see the README).",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ from django.urls import path
 
 from . import (
     converters,  # noqa: F401  (registers <room:...>)
+    notifications,
     websocket_views,
 )
 
@@ -13,4 +14,5 @@ urlpatterns = [
     path("whoami/", websocket_views.whoami, name="whoami"),
     path("broadcast/<room:room>/", websocket_views.broadcast, name="broadcast"),
     path("chat/<room:room>/", websocket_views.chat, name="chat"),
+    path("notifications/", notifications.notifications_socket, name="notifications"),
 ]

@@ -70,7 +70,7 @@ def broadcast(request, websocket, room):
 def chat(request, websocket, room):
     """The chat room *room*: store and publish valid messages; the room's channel goes to the client.
 
-    The hub forwards the channel with resume and presence (``docs/history.md``): the page
+    The hub forwards the channel with resume and presence (``docs/topics/history.md``): the page
     names the last message id it has (``?since=chat:<room>@<id>``: the position it was
     rendered at, then the last one received) and gets what came after, exactly once,
     before live messages, or a ``gap`` frame (it then reloads ``messages.json``). The

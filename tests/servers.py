@@ -127,7 +127,7 @@ def gunicorn(
         _wait_until_booted(server, workers, startup_timeout)
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
         reader.join(timeout=5)
 
 
@@ -143,7 +143,7 @@ def _wait_until_booted(server: Server, workers: int, timeout: float) -> None:
     raise RuntimeError("gunicorn workers did not boot:\n" + server.log)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     """Stop gunicorn's process group: SIGTERM, then SIGKILL after a grace period."""
     if process.poll() is None:
         try:

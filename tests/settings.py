@@ -19,6 +19,10 @@ for _module in filter(None, os.environ.get("DJANGO_HIDE_MODULES", "").split(",")
 
 WEBSOCKET_URLCONF = "tests.websocket_urls"
 
+# The tests never run collectstatic. Without a STATIC_ROOT, WhiteNoise serves the finders' files
+# and does not warn, in every handler built under pytest (where DEBUG is off), that it is missing.
+STATIC_ROOT = None
+
 for _name, _type in (
     ("WEBSOCKET_PING_INTERVAL", float),
     ("WEBSOCKET_PING_TIMEOUT", float),

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.pages import TIMEOUT_MS, browser_page
 from tests.servers import ROOT, Server, gunicorn
 
 pytestmark = pytest.mark.browser
@@ -36,10 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SETTINGS = "test_project.settings"
-TIMEOUT_MS = 10_000
 
 
-def _manage(env: dict[str, str], *args: str) -> None:
+def manage(env: dict[str, str], *args: str) -> None:
     """Run ``test_project/manage.py ARGS`` against the test database; fail with its output."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "test_project" / "manage.py"), *args],
@@ -73,8 +73,8 @@ def browser() -> Iterator[Browser]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn serving the single-port demo application over a fresh, migrated SQLite database."""
     env = {"DJANGO_DB_PATH": str(tmp_path_factory.mktemp("browser") / "db.sqlite3")}
-    _manage(env, "migrate", "--noinput")
-    _manage(env, "demo_user")
+    manage(env, "migrate", "--noinput")
+    manage(env, "demo_user")
     with gunicorn("test_project.wsgi:application", settings=SETTINGS, env=env) as server:
         yield server
 
@@ -82,18 +82,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
     """A fresh browser context and page; on teardown, print what the browser and server logged."""
-    context = browser.new_context()
-    console: list[str] = []
-    try:
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("console", lambda message: console.append(f"console.{message.type}: {message.text}"))
-        page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    with browser_page(browser, server) as page:
         yield page
-    finally:
-        context.close()
-        # Shown by pytest only when the test fails.
-        print("--- browser console ---", *console, "--- server log ---", server.log, sep="\n")
 
 
 def _open(page: Page, server: Server, path: str) -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.pages import page_factory
 from tests.redis_server import RedisServer
 from tests.servers import ROOT, Server, gunicorn
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SETTINGS, TIMEOUT_MS, _manage
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SETTINGS, TIMEOUT_MS, manage
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +54,7 @@ def _demo(directory: Path, broker: dict[str, str]) -> Iterator[Server]:
     :data:`EMBEDDED_BROKER`, or a real Redis.
     """
     env = {"DJANGO_DB_PATH": str(directory / "db.sqlite3"), **broker}
-    _manage(env, "migrate", "--noinput")
+    manage(env, "migrate", "--noinput")
     with gunicorn("test_project.wsgi:application", settings=SETTINGS, env=env, workers=1) as server:
         yield server
 
@@ -68,32 +69,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def new_page(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
     """A factory of pages of :func:`server`, each in its own browser context."""
-    with _pages(browser, server) as make:
+    with page_factory(browser, server) as make:
         yield make
-
-
-@contextmanager
-def _pages(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
-    """A factory of pages, each in its own browser context; logs are printed when a test fails."""
-    contexts = []
-    console: list[str] = []
-
-    def make() -> Page:
-        context = browser.new_context()
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        name = f"page {len(contexts)}"
-        page.on("console", lambda message: console.append(f"{name} console.{message.type}: {message.text}"))
-        page.on("pageerror", lambda error: console.append(f"{name} pageerror: {error}"))
-        return page
-
-    try:
-        yield make
-    finally:
-        for context in contexts:
-            context.close()
-        print("--- browser console ---", *console, "--- server log ---", server.log, sep="\n")
 
 
 def _open(page: Page, server: Server, path: str) -> None:
@@ -376,7 +353,7 @@ def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
     meanwhile gets every message published in between (by the other page, the announcement view and
     another process), once each, from the history: no reload, no messages.json."""
     server, broker = redis_demo
-    with _pages(browser, server) as new_page:
+    with page_factory(browser, server) as new_page:
         alice, bob = _as(new_page(), "alice"), _as(new_page(), "bob")
         fetched = {page: _watch_sockets(page) for page in (alice, bob)}
         _open(alice, server, "/chat/restart/")
@@ -402,7 +379,7 @@ def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
             _say(bob, "bob", text)
         _announce(bob, "missed announcement")
         announcement = {"type": "announcement", "message": "from another process"}
-        _manage(broker, "websocket_publish", "chat:restart", json.dumps(announcement), "--json")
+        manage(broker, "websocket_publish", "chat:restart", json.dumps(announcement), "--json")
         missed = [
             "missed one",
             "missed two",
@@ -608,7 +585,7 @@ def test_js_loads_as_a_classic_script_adding_one_global(new_page) -> None:
     assert page.evaluate("DjangoWebSocket.FINAL_CODES") == [1000, 1008, 4403, 4404]
 
 
-# websocket.js and the resume protocol (docs/history.md), against the scripted WebSocket
+# websocket.js and the resume protocol (docs/topics/history.md), against the scripted WebSocket
 
 
 def test_js_unwraps_channel_messages_and_passes_other_frames_through(js: Page) -> None:

@@ -341,7 +341,7 @@ def test_postgresql_without_pool():
     assert warning.id == "django_websocket.W002"
     assert "'default'" in warning.msg and "pool" in warning.msg
     assert "workers × max_size" in warning.hint and "max_connections" in warning.hint
-    assert "docs/database.md" in warning.hint
+    assert "docs/howto/databases.md" in warning.hint
 
 
 def test_conn_max_age():

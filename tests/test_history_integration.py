@@ -5,7 +5,7 @@ Two gunicorn servers (``A`` and ``B``, one worker each, our worker) share one re
 production Redis that keeps history across restarts. Clients are ``websockets``
 clients on ``resume-room/<name>/`` (``tests/websocket_urls.py``): the view subscribes
 with ``forward=True, resume=True, presence=...``, so everything arrives in the resume
-protocol's frames (docs/history.md). The test process publishes with ``publish()``.
+protocol's frames (docs/topics/history.md). The test process publishes with ``publish()``.
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@ Each layout runs real gunicorns (``tests.servers``, port 0) behind a real nginx 
 free 127.0.0.1 port. nginx runs in the foreground with every path inside a temporary
 prefix (``nginx-main.conf``), so no root is needed. The site files are templates:
 :func:`render` fills their ``${NAME}`` placeholders as ``envsubst`` with a variable
-list does, and ``docs/deployment.md`` embeds the same files verbatim.
+list does, and ``docs/howto/deployment.md`` embeds the same files verbatim.
+
+nginx serves ``/static/`` itself from ``STATIC_ROOT``: a directory that a real
+``manage.py collectstatic --noinput`` fills once per session (:func:`static_root`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,15 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from tests.pages import browser_page
 from tests.servers import ROOT, Server, gunicorn
+from tests.static_urls import MESSAGE
+from tests.test_browser import TIMEOUT_MS, browser  # noqa: F401  (browser: Chromium, per module)
 
 DEPLOY = ROOT / "test_project" / "deploy"
 SITES = ["nginx-single-upstream.conf", "nginx-two-upstreams.conf", "nginx-tls.conf"]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROBE = DEPLOY / "websocket_probe.py"
+
+#: The browser client, as ``{% static %}`` names it with Django's default storage.
+SCRIPT = "/static/django_websocket/websocket.js"
+JAVASCRIPT_TYPES = ("text/javascript", "application/javascript")
 
 pytestmark = pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed")
 
@@ -171,27 +183,33 @@ def _stop(process: subprocess.Popen) -> None:
         pass
 
 
-def settings_module(tmp: Path, **settings: object) -> tuple[str, dict[str, str]]:
-    """Write a settings module, ``tests.settings`` plus *settings*, into *tmp*.
+def settings_module(
+    tmp: Path, base: str = "tests.settings", name: str = "proxied_settings", **settings: object
+) -> tuple[str, dict[str, str]]:
+    """Write a settings module *name*, *base*'s settings plus *settings*, into *tmp*.
 
     Returns its name and the environment that makes gunicorn find it. Server processes
     cannot use ``override_settings``, and ``tests/settings.py`` is shared by every test.
     """
     lines = [
-        "from tests.settings import *  # noqa: F403",
-        *(f"{name} = {value!r}" for name, value in settings.items()),
+        f"from {base} import *  # noqa: F403",
+        *(f"{setting} = {value!r}" for setting, value in settings.items()),
     ]
-    (tmp / "proxied_settings.py").write_text("\n".join(lines) + "\n")
+    (tmp / f"{name}.py").write_text("\n".join(lines) + "\n")
     path = os.pathsep.join(filter(None, [str(tmp), os.environ.get("PYTHONPATH")]))
-    return "proxied_settings", {"PYTHONPATH": path}
+    return name, {"PYTHONPATH": path}
 
 
-#: What a site behind a proxy that sets X-Forwarded-Proto must say (see nginx-tls.conf).
-BEHIND_PROXY = {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")}
+#: What a site behind a proxy that sets X-Forwarded-Proto must say (see nginx-tls.conf), and
+#: the URLconf with ``/websocket-js/``, a page that loads websocket.js and echoes through it.
+BEHIND_PROXY = {
+    "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+    "ROOT_URLCONF": "tests.static_urls",
+}
 
 
-def get(url: str, headers: Mapping[str, str] | None = None, context: ssl.SSLContext | None = None):
-    """GET *url*; return ``(status, headers, body)``, without following redirects."""
+def fetch(url: str, headers: Mapping[str, str] | None = None, context: ssl.SSLContext | None = None):
+    """GET *url*; return ``(status, headers, body bytes)``, without following redirects."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
@@ -201,9 +219,51 @@ def get(url: str, headers: Mapping[str, str] | None = None, context: ssl.SSLCont
     opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(urllib.request.Request(url, headers=dict(headers or {})), timeout=10) as response:
-            return response.status, response.headers, response.read().decode()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode()
+        return error.code, error.headers, error.read()
+
+
+def get(url: str, headers: Mapping[str, str] | None = None, context: ssl.SSLContext | None = None):
+    """:func:`fetch` with the body decoded: ``(status, headers, text)``."""
+    status, response_headers, body = fetch(url, headers, context)
+    return status, response_headers, body.decode()
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``STATIC_ROOT`` filled by ``manage.py collectstatic --noinput``, as at a deploy.
+
+    test_project's own settings with STATIC_ROOT moved to a temporary directory, and
+    ManifestStaticFilesStorage, which a production project typically uses: the directory
+    holds each file under its own name (websocket.js, what ``{% static %}`` gives under
+    the gunicorns' settings) and under a hashed name (websocket.0123456789ab.js).
+    """
+    tmp = tmp_path_factory.mktemp("collectstatic")
+    root = tmp / "static"
+    storages = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    }
+    settings, env = settings_module(
+        tmp, base="test_project.settings", name="collect_settings", STATIC_ROOT=str(root), STORAGES=storages
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "test_project" / "manage.py"), "collectstatic", "--noinput"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": settings, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"collectstatic failed:\n{result.stdout}\n{result.stderr}"
+    assert (root / "django_websocket" / "websocket.js").is_file(), result.stdout
+    return root
+
+
+def hashed_name(static_root: Path, name: str) -> str:
+    """The name ManifestStaticFilesStorage gave *name* (``staticfiles.json``)."""
+    return json.loads((static_root / "staticfiles.json").read_text())["paths"][name]
 
 
 # ----------------------------------------------------------------- the files themselves
@@ -229,6 +289,7 @@ def site_values(site: str, certificate: tuple[Path, Path] | None = None) -> dict
         "HTTP_UPSTREAM": "127.0.0.1:9",
         "WS_UPSTREAM": "127.0.0.1:9",
         "PROXY_READ_TIMEOUT": "60s",
+        "STATIC_ROOT": "/srv/project/staticfiles",
     }
     if certificate is not None:
         values["TLS_CERTIFICATE"], values["TLS_CERTIFICATE_KEY"] = map(str, certificate)
@@ -282,6 +343,35 @@ def _uncommented(path: Path) -> str:
     return "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
 
 
+#: A documented render command: ``NAME=value ... envsubst '${NAME} ...' < .../file.conf``.
+RENDER_COMMAND = re.compile(r"((?:\b[A-Z][A-Z0-9_]*=\S*[\s\\]+)+)envsubst\s+'([^']*)'[\s\\]*<\s*(\S+)")
+
+
+def _render_commands() -> Iterator[tuple[str, set[str], set[str], str]]:
+    """Each render command in the files' headers and the docs' sh blocks.
+
+    Yields where it was found, the variables it assigns, those it names to envsubst, and
+    the file it renders.
+    """
+    texts = {path.name: re.sub(r"^\s*#", "", path.read_text(), flags=re.M) for path in DEPLOY.glob("*.conf")}
+    docs = (ROOT / "docs" / "howto" / "deployment.md").read_text()
+    texts["deployment.md"] = "\n".join(re.findall(r"^```sh\n(.*?)^```", docs, re.S | re.M))
+    for source, text in texts.items():
+        for match in RENDER_COMMAND.finditer(text):
+            assigned = set(re.findall(r"\b([A-Z][A-Z0-9_]*)=", match[1]))
+            yield source, assigned, set(PLACEHOLDER.findall(match[2])), Path(match[3]).name
+
+
+def test_render_commands_are_complete():
+    """Every documented envsubst command sets and names exactly the placeholders of the file it renders."""
+    commands = list(_render_commands())
+    assert set(SITES) | {"nginx-main.conf"} <= {target for *_, target in commands}
+    for source, assigned, named, target in commands:
+        placeholders = set(PLACEHOLDER.findall(_uncommented(DEPLOY / target)))
+        assert named == placeholders, f"{source}: envsubst for {target} names {sorted(named)}"
+        assert assigned == placeholders, f"{source}: the command for {target} sets {sorted(assigned)}"
+
+
 #: django-gevent-websocket's published nginx snippet (``alias``'s "..." filled in).
 ORIGINAL_SNIPPET = """
 server {
@@ -326,17 +416,18 @@ def test_no_bare_return():
 
 
 def _nginx_blocks() -> list[str]:
-    return re.findall(r"^```nginx\n(.*?)^```", (ROOT / "docs" / "deployment.md").read_text(), re.S | re.M)
+    text = (ROOT / "docs" / "howto" / "deployment.md").read_text()
+    return re.findall(r"^```nginx\n(.*?)^```", text, re.S | re.M)
 
 
 def test_docs_show_the_files_ci_runs():
-    """Each nginx block of docs/deployment.md is a deployment file, verbatim; every file is shown."""
+    """Each nginx block of docs/howto/deployment.md is a deployment file, verbatim; every file is shown."""
     blocks = _nginx_blocks()
     files = {site: (DEPLOY / site).read_text() for site in SITES}
     for block in blocks:
         assert block in files.values(), f"an nginx block of the docs is not a deployment file:\n{block[:300]}"
     for site, text in files.items():
-        assert text in blocks, f"docs/deployment.md does not show {site} as it is"
+        assert text in blocks, f"docs/howto/deployment.md does not show {site} as it is"
 
 
 @pytest.mark.skipif(shutil.which("envsubst") is None, reason="envsubst (gettext-base) is not installed")
@@ -370,7 +461,7 @@ class Site:
 
 
 @pytest.fixture(scope="module", params=["nginx-single-upstream.conf", "nginx-two-upstreams.conf"])
-def site(request, server_db, tmp_path_factory) -> Iterator[Site]:
+def site(request, server_db, static_root, tmp_path_factory) -> Iterator[Site]:
     """A layout running: its gunicorn(s) with ``SECURE_PROXY_SSL_HEADER`` set, nginx in front."""
     tmp = tmp_path_factory.mktemp("site")
     settings, env = settings_module(tmp, **BEHIND_PROXY)
@@ -389,6 +480,7 @@ def site(request, server_db, tmp_path_factory) -> Iterator[Site]:
             sockets = stack.enter_context(gunicorn("test_project.wsgi:websocket", settings=settings, env=env))
             values = {"HTTP_UPSTREAM": f"127.0.0.1:{pages.port}", "WS_UPSTREAM": f"127.0.0.1:{sockets.port}"}
         values["PROXY_READ_TIMEOUT"] = "60s"
+        values["STATIC_ROOT"] = str(static_root)
         proxy = stack.enter_context(nginx(tmp, request.param, values))
         yield Site(proxy, pages, sockets)
 
@@ -451,11 +543,82 @@ def test_probe(site):
     assert "HTTP 404" in missing.stderr
 
 
+def assert_not_proxied(site: Site, marker: str) -> None:
+    """No request for a static file reached the site's gunicorns: nginx answered them itself.
+
+    A page ``/?MARKER`` is requested after the static files: once the pages' gunicorn
+    logged it, its log holds every earlier request it served. (The websockets' gunicorn
+    of the two-upstream layout only ever gets handshakes.)
+    """
+    get(site.nginx.url(f"/?{marker}"))
+    site.pages.wait_for_log(rf"GET /\?{marker} HTTP")
+    for server in {site.pages, site.sockets}:
+        assert "/static/" not in server.log, server.log
+
+
+def test_static_file_served_by_nginx(site, static_root):
+    """websocket.js through nginx: 200, JavaScript, the collected file's bytes, never seen by gunicorn."""
+    status, headers, body = fetch(site.nginx.url(SCRIPT))
+    assert status == 200
+    assert headers["Content-Type"].startswith(JAVASCRIPT_TYPES)
+    assert body == (static_root / "django_websocket" / "websocket.js").read_bytes()
+    assert b"class DjangoWebSocket" in body
+    assert headers["Server"].startswith("nginx")
+    # Unhashed: a short max-age (and validators for a 304 after it).
+    assert headers["Cache-Control"] == "public, max-age=600"
+    assert headers["Last-Modified"] and headers["ETag"]
+    assert fetch(site.nginx.url(SCRIPT), headers={"If-None-Match": headers["ETag"]})[0] == 304
+    assert_not_proxied(site, "static-checked")
+
+
+def test_hashed_static_file_is_immutable(site, static_root):
+    """ManifestStaticFilesStorage's hashed name: the same bytes, cached for a year, immutable."""
+    name = hashed_name(static_root, "django_websocket/websocket.js")
+    assert re.fullmatch(r"django_websocket/websocket\.[0-9a-f]{12}\.js", name)
+    status, headers, body = fetch(site.nginx.url(f"/static/{name}"))
+    assert status == 200
+    assert headers["Content-Type"].startswith(JAVASCRIPT_TYPES)
+    assert body == (static_root / name).read_bytes()
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_missing_static_file_is_nginx_s_404(site):
+    """A name not in STATIC_ROOT is nginx's 404: it is not passed on to gunicorn."""
+    status, headers, _ = fetch(site.nginx.url("/static/django_websocket/missing.js"))
+    assert status == 404
+    assert "Cache-Control" not in headers
+    assert_not_proxied(site, "missing-checked")
+
+
+def check_page_in_browser(page: Page, proxy: Nginx, scheme: str) -> None:
+    """Open ``/websocket-js/`` through *proxy*: the script comes from nginx and its socket echoes."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    with page.expect_response(lambda response: response.url == proxy.url(SCRIPT, scheme)) as script:
+        page.goto(proxy.url("/websocket-js/", scheme))
+    assert script.value.status == 200
+    assert script.value.headers["content-type"].startswith(JAVASCRIPT_TYPES)
+    assert script.value.headers["server"].startswith("nginx")
+    assert page.evaluate("typeof DjangoWebSocket") == "function"
+    expect(page.locator("#status")).to_have_text("open", timeout=TIMEOUT_MS)
+    expect(page.locator("#log li")).to_have_text([MESSAGE], timeout=TIMEOUT_MS)
+    assert errors == []
+
+
+@pytest.mark.browser
+def test_browser_loads_websocket_js_through_nginx(site, browser):  # noqa: F811
+    """Chromium: a page through nginx loads websocket.js from nginx, and its DjangoWebSocket echoes."""
+    with browser_page(browser) as page:
+        check_page_in_browser(page, site.nginx, "http")
+    site.sockets.wait_for_log(r'"GET /echo/ HTTP/1\.1" 101', timeout=10)
+    assert_not_proxied(site, "browser-checked")
+
+
 # ----------------------------------------------------------------- TLS termination
 
 
 @pytest.fixture(scope="module")
-def tls_site(server_db, certificate, tmp_path_factory) -> Iterator[Nginx]:
+def tls_site(server_db, certificate, static_root, tmp_path_factory) -> Iterator[Nginx]:
     """nginx-tls.conf with a self-signed certificate, in front of one gunicorn behind the proxy."""
     tmp = tmp_path_factory.mktemp("tls-site")
     settings, env = settings_module(tmp, **BEHIND_PROXY)
@@ -466,6 +629,7 @@ def tls_site(server_db, certificate, tmp_path_factory) -> Iterator[Nginx]:
             "PROXY_READ_TIMEOUT": "60s",
             "TLS_CERTIFICATE": str(certificate[0]),
             "TLS_CERTIFICATE_KEY": str(certificate[1]),
+            "STATIC_ROOT": str(static_root),
         }
         with nginx(tmp, "nginx-tls.conf", values, listens=("LISTEN", "REDIRECT_LISTEN")) as proxy:
             yield proxy
@@ -503,6 +667,26 @@ def test_tls_probe(tls_site, certificate):
     assert result.returncode == 0, result.stderr
 
 
+def test_tls_static_file(tls_site, trust, static_root):
+    """websocket.js over https, from nginx: 200, JavaScript, the collected bytes."""
+    status, headers, body = fetch(tls_site.url(SCRIPT, "https"), context=trust)
+    assert status == 200
+    assert headers["Content-Type"].startswith(JAVASCRIPT_TYPES)
+    assert headers["Server"].startswith("nginx")
+    assert body == (static_root / "django_websocket" / "websocket.js").read_bytes()
+    name = hashed_name(static_root, "django_websocket/websocket.js")
+    status, headers, _ = fetch(tls_site.url(f"/static/{name}", "https"), context=trust)
+    assert status == 200
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+@pytest.mark.browser
+def test_tls_browser_loads_websocket_js(tls_site, browser):  # noqa: F811
+    """Chromium over https (the self-signed certificate accepted): the script loads, wss:// echoes."""
+    with browser_page(browser, ignore_https_errors=True) as page:
+        check_page_in_browser(page, tls_site, "https")
+
+
 def test_plain_http_redirects_to_https(tls_site):
     """The plain-HTTP server answers 301 to https:// (port 443 in production)."""
     port = tls_site.ports["REDIRECT_LISTEN"]
@@ -519,19 +703,27 @@ IDLE = 5.0
 
 
 @contextmanager
-def idle_site(server_db, tmp: Path, ping_interval: float | None) -> Iterator[Nginx]:
+def idle_site(server_db, static_root: Path, tmp: Path, ping_interval: float | None) -> Iterator[Nginx]:
     """One gunicorn with *ping_interval*, behind nginx-single-upstream.conf with a short read timeout."""
     settings, env = settings_module(tmp, WEBSOCKET_PING_INTERVAL=ping_interval, WEBSOCKET_PING_TIMEOUT=5.0)
     env["DJANGO_DB_PATH"] = server_db["path"]
     with gunicorn("test_project.wsgi:application", settings=settings, env=env) as app:
-        values = {"UPSTREAM": f"127.0.0.1:{app.port}", "PROXY_READ_TIMEOUT": f"{READ_TIMEOUT:g}s"}
+        # One handshake straight to gunicorn first: the worker's first request loads the
+        # URLconfs, which on a busy machine can take longer than the 2 s read timeout.
+        with connect(app.ws_url("/echo/"), open_timeout=20):
+            pass
+        values = {
+            "UPSTREAM": f"127.0.0.1:{app.port}",
+            "PROXY_READ_TIMEOUT": f"{READ_TIMEOUT:g}s",
+            "STATIC_ROOT": str(static_root),
+        }
         with nginx(tmp, "nginx-single-upstream.conf", values) as proxy:
             yield proxy
 
 
-def test_idle_socket_survives_thanks_to_pings(server_db, tmp_path):
+def test_idle_socket_survives_thanks_to_pings(server_db, static_root, tmp_path):
     """Server pings every 0.5 s keep a silent socket open past nginx's 2 s proxy_read_timeout."""
-    with idle_site(server_db, tmp_path, ping_interval=0.5) as proxy:
+    with idle_site(server_db, static_root, tmp_path, ping_interval=0.5) as proxy:
         # ping_interval=None: the client sends no pings of its own, so only the server's count.
         with connect(proxy.url("/echo/", "ws"), origin=proxy.origin(), ping_interval=None) as websocket:
             with pytest.raises(TimeoutError):
@@ -541,9 +733,9 @@ def test_idle_socket_survives_thanks_to_pings(server_db, tmp_path):
         assert "upstream timed out" not in proxy.error_log
 
 
-def test_idle_socket_cut_by_nginx_without_pings(server_db, tmp_path):
+def test_idle_socket_cut_by_nginx_without_pings(server_db, static_root, tmp_path):
     """Control: without pings nginx closes a silent socket after proxy_read_timeout."""
-    with idle_site(server_db, tmp_path, ping_interval=None) as proxy:
+    with idle_site(server_db, static_root, tmp_path, ping_interval=None) as proxy:
         with connect(proxy.url("/echo/", "ws"), origin=proxy.origin(), ping_interval=None) as websocket:
             opened = time.monotonic()
             with pytest.raises(ConnectionClosed):
@@ -555,12 +747,16 @@ def test_idle_socket_cut_by_nginx_without_pings(server_db, tmp_path):
 # ----------------------------------------------------------------- deploys
 
 
-def test_reload_closes_sockets_with_1001_through_nginx(server_db, tmp_path):
+def test_reload_closes_sockets_with_1001_through_nginx(server_db, static_root, tmp_path):
     """A deploy (SIGHUP to gunicorn): open sockets get 1001 through nginx; new ones reach new workers."""
     settings, env = settings_module(tmp_path)
     env["DJANGO_DB_PATH"] = server_db["path"]
     with gunicorn("test_project.wsgi:application", settings=settings, env=env) as app:
-        values = {"UPSTREAM": f"127.0.0.1:{app.port}", "PROXY_READ_TIMEOUT": "60s"}
+        values = {
+            "UPSTREAM": f"127.0.0.1:{app.port}",
+            "PROXY_READ_TIMEOUT": "60s",
+            "STATIC_ROOT": str(static_root),
+        }
         with nginx(tmp_path, "nginx-single-upstream.conf", values) as proxy:
             with connect(proxy.url("/echo/", "ws"), origin=proxy.origin()) as websocket:
                 websocket.send("before")

@@ -25,7 +25,15 @@ STRAY = ("tests/", "test_project/", "bench/", "docs/", "scripts/")
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("dist")
+    return build_distributions(tmp_path_factory.mktemp("dist"))
+
+
+def build_distributions(outdir: Path) -> tuple[str, Path, Path]:
+    """Build the sdist, then the wheel from it, into *outdir*; return (build output, wheel, sdist).
+
+    Fails the calling test (with the output) if the build fails. tests/test_install.py
+    installs the wheel built here.
+    """
     env = dict(os.environ)
     # With PYTHONDONTWRITEBYTECODE set, distutils warns that byte-compiling is disabled: a
     # property of this environment, not of the package.
@@ -75,6 +83,7 @@ def test_wheel_contents(built):
     ):
         assert required in names
     dist_info = f"{NAME.replace('-', '_')}-{VERSION}.dist-info/"
+    assert f"{dist_info}licenses/LICENSE" in names
     stray = [n for n in names if not n.startswith(("django_websocket/", dist_info))]
     assert stray == []
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
@@ -87,9 +96,12 @@ def test_wheel_metadata(built):
         metadata = email.message_from_bytes(zf.read(path))
     assert metadata["Name"] == NAME
     assert metadata["Version"] == VERSION
-    assert metadata["Requires-Python"] == ">=3.11"
+    assert metadata["Requires-Python"] == ">=3.10"
     classifiers = metadata.get_all("Classifier")
-    assert "Framework :: Django :: 5.2" in classifiers
+    for django in ("5.2", "6.0", "6.1"):
+        assert f"Framework :: Django :: {django}" in classifiers
+    for python in ("3.10", "3.11", "3.12", "3.13"):
+        assert f"Programming Language :: Python :: {python}" in classifiers
     assert "Framework :: Django :: 4.2" not in classifiers
     assert metadata.get_payload().lstrip().startswith("# django_websocket")
 

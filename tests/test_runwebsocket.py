@@ -27,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from django_websocket.management.commands.runwebsocket import Command
-from tests.servers import ROOT, Server, _stop
+from tests.servers import ROOT, Server, stop_process
 
 MANAGE = ROOT / "test_project" / "manage.py"
 STARTED = re.compile(r"Starting development server at http://127\.0\.0\.1:(\d+)/")
@@ -89,7 +89,7 @@ def runwebsocket(db_path: str, *options: str, attempts: int = 5) -> Iterator[Ser
                 yield Server(process, port, log)
                 return
         finally:
-            _stop(process)
+            stop_process(process)
         output = b"".join(log).decode("utf-8", "replace")
         if PORT_IN_USE not in output:
             raise AssertionError(f"runwebsocket exited with {process.returncode}:\n{output}")
@@ -194,7 +194,7 @@ def test_port_in_use(server_db: dict[str, str]) -> None:
         try:
             assert process.wait(timeout=STARTUP_TIMEOUT) == 1
         finally:
-            _stop(process)
+            stop_process(process)
     assert f"Error: {PORT_IN_USE}" in b"".join(log).decode()
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import ExitStack
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -48,8 +49,8 @@ def test_shutdown_closes_sockets_with_1001_promptly(server_db, sig):
     """SIGTERM (or SIGINT) to gunicorn: every client sees close 1001 within 2 s, views end."""
     with gunicorn(
         env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--graceful-timeout", "30"]
-    ) as server:
-        clients = [connect(server.ws_url("/echo/")) for _ in range(3)]
+    ) as server, ExitStack() as stack:
+        clients = [stack.enter_context(connect(server.ws_url("/echo/"))) for _ in range(3)]
         for client in clients:
             client.send("x")
             client.recv(timeout=5)
@@ -91,9 +92,11 @@ def test_reload_moves_clients_to_the_new_worker_at_once(server_db):
 
 def test_max_requests_recycles_with_1012(server_db):
     """--max-requests (ignored by gunicorn's pywsgi worker) recycles ours; its sockets get 1012."""
-    with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--max-requests", "3"]) as server:
-        first = connect(server.ws_url("/echo/"))
-        second = connect(server.ws_url("/echo/"))
+    with (
+        gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--max-requests", "3"]) as server,
+        connect(server.ws_url("/echo/")) as first,
+        connect(server.ws_url("/echo/")) as second,
+    ):
         with connect(server.ws_url("/echo/")):
             pass  # the third handshake reaches max_requests when it ends
         assert close_code(first) == 1012
@@ -173,8 +176,8 @@ def test_trickled_headers_are_cut_while_a_normal_handshake_succeeds(server_db):
 def test_connection_cap_answers_503_fast(server_db):
     """Past WEBSOCKET_MAX_CONNECTIONS a handshake gets 503 with Retry-After at once, not a hang."""
     env = {"DJANGO_DB_PATH": server_db["path"], "WEBSOCKET_MAX_CONNECTIONS": "2"}
-    with gunicorn(env=env) as server:
-        held = [connect(server.ws_url("/echo/")) for _ in range(2)]
+    with gunicorn(env=env) as server, ExitStack() as stack:
+        held = [stack.enter_context(connect(server.ws_url("/echo/"))) for _ in range(2)]
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         started = time.monotonic()
         sock.sendall(

@@ -39,7 +39,7 @@
  * the client missed comes back by itself from views that subscribe with
  * resume=True (below); for anything else, onopen is the place to reload.
  *
- * History, resume and presence (docs/history.md): a view's
+ * History, resume and presence (docs/topics/history.md): a view's
  * websocket.subscribe(channel, forward=True, resume=True, presence=...) makes the
  * server send JSON text frames with a "ws" key. This client consumes them; they
  * never reach onmessage:

@@ -176,8 +176,10 @@ def negotiate(
             continue
         try:
             response_params, agreed = factory.process_request_params(params, [])
-        except NegotiationError:
-            continue  # RFC 7692 §5: decline this offer, try the next one
+        except (NegotiationError, ValueError):
+            # RFC 7692 §5: decline this offer, try the next one. websockets < 17 accepts
+            # server_max_window_bits=8, then zlib refuses it (ValueError): declined too.
+            continue
         extension = ServerPerMessageDeflate(
             agreed.remote_no_context_takeover,
             agreed.local_no_context_takeover,

@@ -12,6 +12,9 @@ message and sending back its id:
 
 ``database_sync_to_async`` calls ``close_old_connections()`` before and after each call, so the
 connection goes back to Django's pool after every insert.
+
+``/echo/`` — ``AsyncWebsocketConsumer`` sending every message back unchanged, behind the same
+stack: ``bench/memory.py``'s Channels reference (idle memory per socket).
 """
 
 import os
@@ -46,6 +49,11 @@ class AsyncWrite(AsyncWebsocketConsumer):
         await self.send(text_data=str(pk))
 
 
+class Echo(AsyncWebsocketConsumer):
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.send(text_data=text_data, bytes_data=bytes_data)
+
+
 class SyncWrite(WebsocketConsumer):
     def connect(self):
         self.room_id = self.scope["url_route"]["kwargs"]["room_id"]
@@ -64,6 +72,7 @@ application = ProtocolTypeRouter(
                     [
                         path("orm/async/<int:room_id>/", AsyncWrite.as_asgi()),
                         path("orm/sync/<int:room_id>/", SyncWrite.as_asgi()),
+                        path("echo/", Echo.as_asgi()),
                     ]
                 )
             )

@@ -52,7 +52,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 from bench import loadgen, orm_client  # noqa: E402
 from bench import run as echo_bench  # noqa: E402
-from bench.run import GUNICORN, OUR_WORKER, PY, Server, Stack, fmt, pinned  # noqa: E402
+from bench.run import DAPHNE, GUNICORN, OUR_WORKER, PY, Server, Stack, fmt, pinned  # noqa: E402
 
 SERVER_CPU, LOADGEN_CPU = echo_bench.SERVER_CPU, echo_bench.LOADGEN_CPU
 REQUIREMENTS = ROOT / "bench" / "requirements.txt"
@@ -248,18 +248,7 @@ def orm_benchmark(args, pg, errors: list[str]) -> dict:
     )
     daphne = Stack(
         "daphne",
-        [
-            PY,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--access-log",
-            os.devnull,
-            "bench.channels_orm:application",
-        ],
+        DAPHNE,
         {**env, "BENCH_DB_APPLICATION_NAME": "daphne"},
     )
     # (label, server, path): the columns of the table

@@ -68,6 +68,9 @@ GUNICORN = [
     "--no-control-socket",
 ]
 # No --access-logfile: nothing is written per request or per message during the runs.
+#: Channels under Daphne (bench/channels_orm.py), the reference of bench/orm.py and bench/memory.py.
+DAPHNE = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "--access-log", os.devnull]
+DAPHNE += ["bench.channels_orm:application"]
 
 
 # ---------------------------------------------------------------------------------------------------

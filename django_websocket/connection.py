@@ -240,8 +240,12 @@ class WebSocket(MessageMixin):
         self.ping_timeout = ping_timeout
         self._pong = Event()
         self._ping_payload = b""
+        self._ping_interval = ping_interval
+        # A timer of the event loop (bytes), not a greenlet waiting for the next ping (a saved
+        # stack of kilobytes per idle socket): a greenlet runs only for a ping's round trip.
+        self._ping_timer: Any = None
         open_connections.add(self)
-        self._keepalive = gevent.spawn(self._keep_alive, ping_interval) if ping_interval else None
+        self._schedule_ping()
 
     # Receiving
 
@@ -512,28 +516,38 @@ class WebSocket(MessageMixin):
                 pass
         self._abort()
 
-    def _keep_alive(self, interval: float) -> None:
-        """Ping every *interval* s; close 1011 when no pong comes back within ``ping_timeout``.
+    def _schedule_ping(self) -> None:
+        """Start the next keepalive round ``ping_interval`` s from now (no-op without pings, or closed)."""
+        if self._ping_interval is None or self._closed.is_set():
+            return
+        self._ping_timer = gevent.get_hub().loop.timer(self._ping_interval)
+        # The callback runs in the event loop itself, where nothing may block: it only spawns.
+        self._ping_timer.start(gevent.spawn, self._ping_round)
+
+    def _ping_round(self) -> None:
+        """Ping once; close 1011 when no pong comes back within ``ping_timeout``; else schedule the next.
 
         While waiting for the pong it reads the socket itself if the view is not reading
         (messages are kept for ``receive()``), so a busy view does not fail the check and
         the client's own pings get answered meanwhile.
         """
-        while not self._closed.wait(interval):
-            self._ping_payload = os.urandom(4)
-            self._pong.clear()
-            with self._write_lock:
-                if self.protocol.state is not OPEN:
-                    return
-                self.protocol.send_ping(self._ping_payload)
-                try:
-                    self._flush()
-                except OSError:
-                    return
-            if not self._await_pong():
-                logger.info("websocket closed: no pong within %.1f s", self.ping_timeout)
-                self.terminate(1011, "keepalive ping timeout")
+        if self._closed.is_set():
+            return
+        self._ping_payload = os.urandom(4)
+        self._pong.clear()
+        with self._write_lock:
+            if self.protocol.state is not OPEN:
                 return
+            self.protocol.send_ping(self._ping_payload)
+            try:
+                self._flush()
+            except OSError:
+                return
+        if not self._await_pong():
+            logger.info("websocket closed: no pong within %.1f s", self.ping_timeout)
+            self.terminate(1011, "keepalive ping timeout")
+            return
+        self._schedule_ping()
 
     def _await_pong(self) -> bool:
         """Wait for the pong to the last ping; ``False`` when ``ping_timeout`` passed without it."""
@@ -594,6 +608,8 @@ class WebSocket(MessageMixin):
         if not self._closed.is_set():
             self._closed.set()
             open_connections.discard(self)
+            if self._ping_timer is not None:
+                self._ping_timer.close()  # it holds this connection until it fires
             # shutdown() first: close() alone leaves the connection up while pywsgi's
             # reader still references the socket, and would wake no blocked greenlet.
             for step in (lambda: self.socket.shutdown(socket.SHUT_RDWR), self.socket.close):

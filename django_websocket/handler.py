@@ -17,6 +17,7 @@ not pin a database connection.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -88,6 +89,10 @@ class WebSocketHandler(WSGIHandler):
     def respond(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         """Answer one request (``request_started`` sent): HTTP, or the accepted websocket run to its end."""
         set_script_prefix(get_script_name(environ))
+        if is_upgrade_request(environ):
+            # A handshake has no body, and the connection is read through the upgrade: the
+            # request must not keep the server's buffered reader (and its buffer) alive.
+            environ["wsgi.input"] = io.BytesIO()
         request = self.request_class(environ)
         response = self.get_response(request)
         response._handler_class = self.__class__

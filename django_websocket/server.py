@@ -9,6 +9,7 @@ Every other request is served exactly as ``pywsgi`` serves it.
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 from collections.abc import Callable
@@ -70,11 +71,47 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         the access log records status 101 and the connection's duration.
         """
         self.close_connection = True
-        self.socket.settimeout(None)
         # pywsgi sends neither chunked encoding nor a body for a 101 (connection_upgraded).
         self.start_response("101 Switching Protocols", headers)
         self.write(b"")
-        return self.socket, self.rfile.read1
+        leftover = buffered_bytes(self.rfile, self.socket)
+        # From here the connection is read through the returned reader only: let the request's
+        # buffered reader and its 8 KiB buffer go now, not when the socket closes.
+        self.rfile = self.wsgi_input.rfile = io.BytesIO()
+        return self.socket, socket_reader(self.socket, leftover)
+
+
+def buffered_bytes(rfile, sock: socket.socket) -> bytes:
+    """Take what *rfile* had read from *sock* past the request headers; never waits for more."""
+    sock.settimeout(0.0)
+    try:
+        buffered = rfile.peek()
+    except OSError:
+        buffered = b""
+    finally:
+        sock.settimeout(None)
+    return rfile.read(len(buffered)) if buffered else b""
+
+
+def socket_reader(sock: socket.socket, buffered: bytes) -> Callable[[int], bytes]:
+    """``read(n)``: *buffered* first, then up to *n* bytes straight from *sock*.
+
+    Not through the request's buffered reader: its ``read1(n)`` allocates the *n*-byte result
+    before it waits, so every idle socket would hold a 64 KiB buffer. gevent's ``recv``
+    waits with nothing allocated.
+    """
+    leftover = [buffered] if buffered else []
+
+    def read(n: int) -> bytes:
+        if leftover:
+            data = leftover.pop()
+            if len(data) > n:
+                leftover.append(data[n:])
+                data = data[:n]
+            return data
+        return sock.recv(n)
+
+    return read
 
 
 def handshake_timeout() -> float | None:

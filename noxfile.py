@@ -3,7 +3,7 @@
     make test-matrix                 # every pair, oldest first
     make test-oldest                 # Django 5.2 on the oldest Python (CI runs it after make test)
     .venv/bin/nox -l                 # the sessions
-    .venv/bin/nox -s "tests(django='6.0', python='3.12')" -- -k chat   # one pair, pytest args
+    .venv/bin/nox -s "tests(python='3.12', django='6.0')" -- -k chat   # one pair, pytest args
 
 Each session installs ``requirements.txt`` (the tested set, with markers for what an older
 Python cannot install) and the package, then the Django release of its pair, and runs what

@@ -409,6 +409,7 @@ def main(argv=None) -> int:
             "DJANGO_SETTINGS_MODULE": "test_project.settings",
             "DJANGO_DEBUG": "0",
             "DJANGO_DB_PATH": str(Path(tmp) / "bench.sqlite3"),
+            "WEBSOCKET_MESSAGE_RATE_LIMIT": "none",  # the echo loads flood on purpose
         }
         st = Stack("ours", [*GUNICORN, "-k", OUR_WORKER, "test_project.wsgi:websocket"], env)
         try:

@@ -230,6 +230,7 @@ NO_RATIO = PERCENT | {"sockets_writing", "backends_max", "per_socket_min", "per_
 def orm_benchmark(args, pg, errors: list[str]) -> dict:
     """Migrate, start ours and Daphne, run the interleaved rounds; print the table, return the results."""
     env = {**pg.env(pool=args.pool), "DJANGO_SETTINGS_MODULE": SETTINGS, "DJANGO_DEBUG": "0"}
+    env["WEBSOCKET_MESSAGE_RATE_LIMIT"] = "none"  # the loads flood on purpose
     full_env = {**os.environ, **env, "BENCH_DB_APPLICATION_NAME": "migrate"}
     manage = [PY, str(ROOT / "test_project" / "manage.py")]
     subprocess.run(
@@ -372,6 +373,7 @@ def imported_from(cwd: Path, env: dict[str, str]) -> str:
 def echo_benchmark(args, pg, errors: list[str]) -> dict:
     """Echo of /echo/ on the working tree ("after") and on a worktree of --before ("before")."""
     env = {**pg.env(pool=args.pool), "DJANGO_SETTINGS_MODULE": ECHO_SETTINGS, "DJANGO_DEBUG": "0"}
+    env["WEBSOCKET_MESSAGE_RATE_LIMIT"] = "none"  # the loads flood on purpose
     scenarios = [
         echo_bench.Scenario(
             f"echo, {args.sockets} conns, window {window}",

@@ -553,6 +553,7 @@ def main(argv=None) -> int:
             "DJANGO_SETTINGS_MODULE": "test_project.settings",
             "DJANGO_DEBUG": "0",
             "DJANGO_DB_PATH": str(Path(tmp) / "bench.sqlite3"),
+            "WEBSOCKET_MESSAGE_RATE_LIMIT": "none",  # the echo loads flood on purpose
         }
         args.session = None
         if not args.no_session and not args.stand_in:

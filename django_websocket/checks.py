@@ -33,11 +33,18 @@ django_websocket.E017    ``WEBSOCKET_HISTORY_CHANNELS`` is not a dict of pattern
 django_websocket.E018    ``WEBSOCKET_PRESENCE_TTL`` is not a positive number of seconds
 django_websocket.E019    ``WEBSOCKET_BLOCKED_LOOP_THRESHOLD`` is not ``None`` or a positive
                          number of seconds
+django_websocket.E020    ``WEBSOCKET_TOKEN_MAX_AGE`` is not a positive number of seconds
+django_websocket.E021    ``WEBSOCKET_MESSAGE_RATE_LIMIT`` is not ``None`` or a ``(count, seconds)``
+                         pair of a positive integer and a positive number
+django_websocket.E022    ``WEBSOCKET_MAX_CONNECTIONS_PER_USER`` is not ``None`` or a positive
+                         integer
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 django_websocket.W002    a PostgreSQL database without Django's pool (``OPTIONS["pool"]``)
 django_websocket.W003    a database (not SQLite) with ``CONN_MAX_AGE`` other than 0
 django_websocket.W004    a database driver that blocks the gevent worker (psycopg2 without
                          psycogreen, mysqlclient, psycopg older than 3.1.14)
+django_websocket.W005    ``WebSocketTokenMiddleware`` comes before ``AuthenticationMiddleware``
+                         in ``MIDDLEWARE`` (which would replace the token's user)
 ======================== ==========================================================
 
 The websocket URLconf is imported only inside :func:`check_urlconf`, never when
@@ -74,6 +81,8 @@ def register_checks() -> None:
         check_compression_settings,
         check_history_settings,
         check_blocked_loop_setting,
+        check_limit_settings,
+        check_token_settings,
         check_templates,
         check_databases,
     ):
@@ -312,6 +321,74 @@ def check_blocked_loop_setting(app_configs: Sequence[Any] | None = None, **kwarg
             id="django_websocket.E019",
         )
     ]
+
+
+def check_limit_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E021-E022: the message rate limit and the per-user connection cap."""
+    errors: list[CheckMessage] = []
+    rate = conf.get("WEBSOCKET_MESSAGE_RATE_LIMIT")
+    if rate is not None and not (
+        isinstance(rate, tuple | list)
+        and len(rate) == 2
+        and _is_positive(rate[0], integer=True)
+        and _is_positive(rate[1], integer=False)
+    ):
+        errors.append(
+            Error(
+                "The WEBSOCKET_MESSAGE_RATE_LIMIT setting must be None or a (count, seconds) pair of a "
+                f"positive integer and a positive number, not {rate!r}.",
+                hint=f"The default is {conf.DEFAULTS['WEBSOCKET_MESSAGE_RATE_LIMIT']!r}: bursts of up to "
+                "1000 messages, 100 a second on average; None removes the limit.",
+                id="django_websocket.E021",
+            )
+        )
+    cap = conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER")
+    if cap is not None and not _is_positive(cap, integer=True):
+        errors.append(
+            Error(
+                "The WEBSOCKET_MAX_CONNECTIONS_PER_USER setting must be None or a positive integer, "
+                f"not {cap!r}.",
+                hint="It counts one user's open sockets per worker process; None (the default) sets no cap.",
+                id="django_websocket.E022",
+            )
+        )
+    return errors
+
+
+TOKEN_MIDDLEWARE = "django_websocket.middleware.WebSocketTokenMiddleware"
+AUTHENTICATION_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def check_token_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E020: ``WEBSOCKET_TOKEN_MAX_AGE``; W005: the token middleware after ``AuthenticationMiddleware``."""
+    from django.conf import settings
+
+    messages: list[CheckMessage] = []
+    max_age = conf.get("WEBSOCKET_TOKEN_MAX_AGE")
+    if not _is_positive(max_age, integer=False):
+        messages.append(
+            Error(
+                f"The WEBSOCKET_TOKEN_MAX_AGE setting must be a positive number of seconds, not {max_age!r}.",
+                hint=f"The default is {conf.DEFAULTS['WEBSOCKET_TOKEN_MAX_AGE']}: a token is minted "
+                "right before the client connects.",
+                id="django_websocket.E020",
+            )
+        )
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if (
+        TOKEN_MIDDLEWARE in middleware
+        and AUTHENTICATION_MIDDLEWARE in middleware
+        and middleware.index(AUTHENTICATION_MIDDLEWARE) > middleware.index(TOKEN_MIDDLEWARE)
+    ):
+        messages.append(
+            Warning(
+                f"{TOKEN_MIDDLEWARE} comes before {AUTHENTICATION_MIDDLEWARE} in MIDDLEWARE.",
+                hint="AuthenticationMiddleware sets request.user from the session: after the token "
+                "middleware, it replaces the token's user. List the token middleware right after it.",
+                id="django_websocket.W005",
+            )
+        )
+    return messages
 
 
 def _history_policy_problems(size: Any, ttl: Any, size_name: str, ttl_name: str) -> list[str]:

@@ -39,6 +39,13 @@ WEBSOCKET_SEND_TIMEOUT         ``10.0``     seconds a send may wait on a client 
 WEBSOCKET_MAX_CONNECTIONS      ``None``     open websockets per worker process before handshakes
                                             get 503; ``None``: 90 % of gunicorn's
                                             ``--worker-connections`` under our worker
+WEBSOCKET_MAX_CONNECTIONS_     ``None``     open websockets per user (or anonymous session) per
+PER_USER                                    worker process before handshakes get 429; ``None``:
+                                            no per-user cap
+WEBSOCKET_MESSAGE_RATE_LIMIT   ``(1000,     ``(count, seconds)``: a token bucket per socket, burst
+                               10.0)``      *count*, refilled at *count*/*seconds* per second; a
+                                            client sending faster is closed with 1008; ``None``:
+                                            no limit
 WEBSOCKET_HISTORY_SIZE         ``100``      messages kept per channel for history and resume
                                             (at least this many with Redis); ``0``: no history
                                             and no ids
@@ -51,6 +58,8 @@ WEBSOCKET_PRESENCE_TTL         ``30.0``     seconds after which the connections 
 WEBSOCKET_BLOCKED_LOOP_        ``None``     seconds: under our worker, log (once per event, with
 THRESHOLD                                   the path and the stack) code that blocks the event
                                             loop longer than this; ``None``: off
+WEBSOCKET_TOKEN_MAX_AGE        ``60``       seconds a token of ``websocket_token()`` opens
+                                            sockets for (checked at the handshake only)
 ============================== ============ =====================================================
 """
 
@@ -76,11 +85,14 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
     "WEBSOCKET_SEND_TIMEOUT": 10.0,
     "WEBSOCKET_MAX_CONNECTIONS": None,
+    "WEBSOCKET_MAX_CONNECTIONS_PER_USER": None,
+    "WEBSOCKET_MESSAGE_RATE_LIMIT": (1000, 10.0),
     "WEBSOCKET_HISTORY_SIZE": 100,
     "WEBSOCKET_HISTORY_TTL": 3600,
     "WEBSOCKET_HISTORY_CHANNELS": {},
     "WEBSOCKET_PRESENCE_TTL": 30.0,
     "WEBSOCKET_BLOCKED_LOOP_THRESHOLD": None,
+    "WEBSOCKET_TOKEN_MAX_AGE": 60,
 }
 
 

@@ -75,6 +75,21 @@ open_connections: weakref.WeakSet = weakref.WeakSet()
 #: Frames up to this size are written with one copy and one system call.
 SMALL_FRAME = 16384
 
+#: The close reason sent with 1008 when a client exceeds ``WEBSOCKET_MESSAGE_RATE_LIMIT``.
+RATE_LIMIT_REASON = "rate limit exceeded"
+#: After that close, what is still read (and dropped) before the TCP connection is closed.
+LINGER_BYTES = 4 * 2**20
+LINGER_SECONDS = 2.0
+
+
+class _RateLimitCounters:
+    """Process-wide count of the connections closed for their message rate (a hook for metrics)."""
+
+    closes = 0
+
+
+rate_limit_counters = _RateLimitCounters()
+
 
 def frame_header(first_byte: int, length: int) -> bytes:
     """The header of an unmasked server frame (RFC 6455 §5.2): FIN + opcode, then the length."""
@@ -96,6 +111,8 @@ class MessageMixin:
     #: for the client or for channel messages; the handler sets it to give the view's
     #: database connections back (``django_websocket.database.release_connections``).
     on_wait: Callable[[], None] | None = None
+    #: The pk of the request's user when the handler knew it at the accept (for log lines).
+    user_id: Any = None
 
     def receive(self) -> Message:
         raise NotImplementedError
@@ -189,6 +206,9 @@ class WebSocket(MessageMixin):
     connection is closed; ``for message in websocket`` ends on a normal closure.
     """
 
+    #: Set once the client went over ``message_rate_limit`` (a class default: no cost per socket).
+    _rate_limited = False
+
     def __init__(
         self,
         sock: socket.socket,
@@ -201,6 +221,7 @@ class WebSocket(MessageMixin):
         ping_timeout: float = 20.0,
         send_timeout: float | None = None,
         extensions: Sequence[Extension] = (),
+        message_rate_limit: tuple[int, float] | None = None,
     ) -> None:
         """Wrap an upgraded connection.
 
@@ -214,6 +235,9 @@ class WebSocket(MessageMixin):
         *extensions* are the agreed extensions (``compression.negotiate()``): the size
         limit then applies to decompressed messages, and what ``send()`` sends is
         compressed from the threshold up, while channel messages keep their shared frame.
+        *message_rate_limit* ``(count, seconds)``: a token bucket of *count* messages refilled
+        at *count* / *seconds* per second; a client that sends data messages faster is closed
+        with 1008 "rate limit exceeded" (see :meth:`_over_rate_limit`).
         """
         self.socket = sock
         self._read = read
@@ -244,6 +268,11 @@ class WebSocket(MessageMixin):
         # A timer of the event loop (bytes), not a greenlet waiting for the next ping (a saved
         # stack of kilobytes per idle socket): a greenlet runs only for a ping's round trip.
         self._ping_timer: Any = None
+        # The token bucket: the setting's own tuple (shared by every connection), the tokens
+        # left and when they were counted. Two floats per socket, no timer: O(1) per message.
+        self._rate_limit = message_rate_limit
+        self._tokens = float(message_rate_limit[0]) if message_rate_limit else 0.0
+        self._tokens_at = time.monotonic()
         open_connections.add(self)
         self._schedule_ping()
 
@@ -287,9 +316,19 @@ class WebSocket(MessageMixin):
                     raise self._closed_error()
 
     def _queue_messages(self, frames: list) -> None:
-        """Assemble data frames into messages; fail with 1007 on invalid UTF-8."""
+        """Assemble data frames into messages; fail with 1007 on invalid UTF-8, 1008 over the rate limit."""
         for frame in frames:
             opcode = frame.opcode
+            if (
+                self._rate_limit is not None
+                and (opcode is Opcode.TEXT or opcode is Opcode.BINARY)
+                and self._over_rate_limit()
+            ):
+                # A message counts once, at its first frame: continuation frames and control
+                # frames are free. What came before is still delivered, nothing after it.
+                self._rate_limited = True
+                self.protocol.fail(1008, RATE_LIMIT_REASON)
+                return
             try:
                 if opcode is Opcode.TEXT:
                     if frame.fin:
@@ -311,6 +350,49 @@ class WebSocket(MessageMixin):
                 # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
                 self.protocol.fail(1007, "invalid UTF-8 in text message")
                 return
+
+    def _over_rate_limit(self) -> bool:
+        """Take a token for one incoming message; ``True`` (and a warning) when none is left.
+
+        The bucket holds up to *count* tokens and refills continuously at *count* / *seconds*
+        per second, computed from the time since the last message: no timer, no greenlet.
+        Messages are counted as they are read from the socket.
+        """
+        count, seconds = self._rate_limit  # type: ignore[misc]
+        now = time.monotonic()
+        tokens = self._tokens + (now - self._tokens_at) * (count / seconds)
+        self._tokens_at = now
+        if tokens > count:
+            tokens = count
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return False
+        self._tokens = tokens
+        rate_limit_counters.closes += 1
+        logger.warning(
+            "websocket rate limit exceeded: %s sent more than %s messages in %s s; closing with 1008",
+            self.describe_client(), count, seconds,
+        )  # fmt: skip
+        return True
+
+    def describe_client(self) -> str:
+        """The path, user and peer address of this connection, as far as known, for log lines.
+
+        The user is the one the handler recorded in ``user_id`` (never a session key: those
+        are credentials); the peer is ``REMOTE_ADDR``, a proxy's address unless the project
+        sets it from ``X-Forwarded-For``.
+        """
+        request = self.request
+        path = getattr(request, "path", "?")
+        meta = getattr(request, "META", None) or {}
+        peer = meta.get("REMOTE_ADDR")
+        if peer is None:
+            try:
+                peer = self.socket.getpeername()[0]
+            except (OSError, IndexError, TypeError):
+                peer = "?"
+        user = f"user {self.user_id}" if self.user_id is not None else "anonymous or unknown user"
+        return f"{path} ({user}, peer {peer})"
 
     def _continue_message(self, data: bytes, fin: bool) -> None:
         if self._decoder is not None:
@@ -598,8 +680,31 @@ class WebSocket(MessageMixin):
                 self._close_exc = connection_closed(close.code, close.reason)
                 if failed:
                     logger.info("websocket closed with %s: %s", close.code, close.reason)
+        if self._rate_limited and protocol.close_rcvd is None:
+            self._drain()
         # The server closes the TCP connection first (RFC 6455 §7.1.1).
         self._abort()
+
+    def _drain(self) -> None:
+        """Read and drop, unparsed, what the client still sends after our close frame and FIN.
+
+        Closing a socket with unread data makes the kernel answer with a reset, which can
+        destroy our close frame before the client reads it: a flooding client would see
+        1006 and not the 1008 that tells it why. At most ``LINGER_BYTES``, for at most
+        ``close_timeout`` (``LINGER_SECONDS`` at most), yielding between reads; ends at the
+        client's EOF, which a client that read the close frame sends soon.
+        """
+        total = 0
+        with gevent.Timeout(min(self.close_timeout, LINGER_SECONDS), False):
+            while total < LINGER_BYTES:
+                try:
+                    data = self._read(READ_SIZE)
+                except OSError:
+                    return
+                if not data:
+                    return
+                total += len(data)
+                gevent.sleep(0)  # a flood is always readable: let the other sockets run
 
     def _abort(self) -> None:
         """Close the TCP connection now. Idempotent."""

@@ -3,8 +3,9 @@
 :class:`WebSocketHandler` is a Django WSGI handler for websocket endpoints. For
 each connection it runs, in order::
 
-    validate the handshake  → 400 / 403 (Origin) as plain HTTP
+    validate the handshake  → 400 / 403 (Origin) / 503 (connection cap) as plain HTTP
     MIDDLEWARE + resolve over WEBSOCKET_URLCONF → 302 / 403 / 404 / 426 / 500 as plain HTTP
+    per-user cap            → 429 as plain HTTP (WEBSOCKET_MAX_CONNECTIONS_PER_USER)
     accept                  → 101, only when a @websocket view's marker came back out
     run the view            → view(request, websocket, *args, **kwargs)
     close                   → 1000, or 1011 if the view raised (details only in the log)
@@ -30,6 +31,7 @@ from django.core.handlers.wsgi import WSGIHandler, get_script_name
 from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import set_script_prefix, set_urlconf
+from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
 
 from . import conf
@@ -61,6 +63,9 @@ StartResponse = Callable[..., Any]
 EXTENSIONS_ATTRIBUTE = "_websocket_extensions"
 #: environ flag set by ``django_websocket.testing.WebSocketClient``: leave DB connections alone.
 KEEP_DB_CONNECTIONS = "django_websocket.keep_db_connections"
+#: ``Retry-After`` seconds of the 429 past ``WEBSOCKET_MAX_CONNECTIONS_PER_USER``: about the time
+#: a closed tab's socket takes to be counted out (a vanished client's takes up to the ping timeout).
+PER_USER_RETRY_AFTER = 5
 
 
 class WebSocketHandler(WSGIHandler):
@@ -168,20 +173,38 @@ class WebSocketHandler(WSGIHandler):
         stock worker, which never calls it — fires ``request_finished``. Nothing after the
         101 is written as HTTP.
         """
-        websocket = self.accept(request, accept, environ)
-        if websocket is None:
-            return _send_http(_no_upgrade_support(request), start_response)
-        websocket.request = request
-        # The in-process test client keeps the test's connection, as Django's test Client does.
-        keep = environ.get(KEEP_DB_CONNECTIONS)
-        if not keep:
-            websocket.on_wait = release_connections
-            release_connections()  # what the middleware used (session, user)
         try:
-            run_view(request, websocket, accept)
-        finally:
+            owner = connection_owner(request) if conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER") else None
+        except Exception:  # loading the user failed (the database is down…): a refusal, as before the accept
+            logger.exception("websocket handshake for %s: cannot tell whose connection it is", request.path)
+            owner, refusal = None, _take_over(handshake_refused(500, "Internal Server Error"), accept)
+        else:
+            refusal = None
+            if owner is not None and not owner_connections.reserve(owner):
+                refusal = _per_user_refusal(request, accept)
+        if refusal is not None:
+            if environ.get("wsgi.websocket") is not None:
+                return self.refuse_stock_websocket(refusal, environ)
+            return _send_http(refusal, start_response)
+        try:
+            websocket = self.accept(request, accept, environ)
+            if websocket is None:
+                return _send_http(_no_upgrade_support(request), start_response)
+            websocket.request = request
+            websocket.user_id = _known_user_id(request)
+            # The in-process test client keeps the test's connection, as Django's test Client does.
+            keep = environ.get(KEEP_DB_CONNECTIONS)
             if not keep:
-                close_connections()
+                websocket.on_wait = release_connections
+                release_connections()  # what the middleware used (session, user)
+            try:
+                run_view(request, websocket, accept)
+            finally:
+                if not keep:
+                    close_connections()
+        finally:
+            if owner is not None:
+                owner_connections.release(owner)
         if isinstance(websocket, StockWebSocket):
             accept.close()
             return []
@@ -213,6 +236,7 @@ class WebSocketHandler(WSGIHandler):
             ping_timeout=conf.get("WEBSOCKET_PING_TIMEOUT"),
             send_timeout=conf.get("WEBSOCKET_SEND_TIMEOUT"),
             extensions=extensions,
+            message_rate_limit=_rate_limit(conf.get("WEBSOCKET_MESSAGE_RATE_LIMIT")),
         )
 
     def refuse_stock_websocket(self, response: HttpResponse, environ: dict) -> Iterable[bytes]:
@@ -261,6 +285,95 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
             websocket.close(code, reason)
         except ConnectionClosed:
             pass
+
+
+class OwnerConnections:
+    """Open websockets per user (or anonymous session) in this process, for the per-user cap.
+
+    Counted from the accept decision to the end of the view, so a socket being accepted
+    counts already. Checking and counting happen without yielding to another greenlet.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, Any], int] = {}
+        #: Handshakes refused with 429 since the process started (a hook for metrics).
+        self.refusals = 0
+
+    def reserve(self, owner: tuple[str, Any]) -> bool:
+        """Count one more socket for *owner*; ``False`` (nothing counted) when at the cap."""
+        limit = conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER")
+        count = self.counts.get(owner, 0)
+        if limit is not None and count >= limit:
+            self.refusals += 1
+            return False
+        self.counts[owner] = count + 1
+        return True
+
+    def release(self, owner: tuple[str, Any]) -> None:
+        count = self.counts.get(owner, 0) - 1
+        if count > 0:
+            self.counts[owner] = count
+        else:
+            self.counts.pop(owner, None)
+
+
+#: This process's open sockets per owner (``WEBSOCKET_MAX_CONNECTIONS_PER_USER``).
+owner_connections = OwnerConnections()
+
+
+def connection_owner(request: HttpRequest) -> tuple[str, Any] | None:
+    """Whom ``WEBSOCKET_MAX_CONNECTIONS_PER_USER`` counts a socket against, or ``None`` (nobody).
+
+    An authenticated user: ``("user", pk)``, whatever browser or session. An anonymous client
+    with a session the store knows (``request.user`` loads it, and an unknown key from the
+    cookie is dropped then): ``("session", key)``. Anyone else — no session, or no
+    ``AuthenticationMiddleware`` — is not capped per user: the client address is not a key,
+    as behind a proxy (or a NAT) it is shared by everyone.
+    """
+    user = getattr(request, "user", None)
+    if user is None:
+        return None
+    if user.is_authenticated:
+        return ("user", user.pk)
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    return ("session", key) if key else None
+
+
+def _known_user_id(request: HttpRequest) -> Any:
+    """The pk of ``request.user`` if it is authenticated and already loaded (no query here)."""
+    user = getattr(request, "user", None)
+    if user is None or (isinstance(user, LazyObject) and user._wrapped is empty):
+        return None
+    return user.pk if user.is_authenticated else None
+
+
+def _rate_limit(value: Any) -> tuple[int, float] | None:
+    """``WEBSOCKET_MESSAGE_RATE_LIMIT`` as the connection takes it: ``(count, seconds)`` or ``None``."""
+    if value is None:
+        return None
+    return value if isinstance(value, tuple) else tuple(value)
+
+
+def _per_user_refusal(request: HttpRequest, accept: AcceptWebSocket) -> HttpResponse:
+    """The 429 for a user at ``WEBSOCKET_MAX_CONNECTIONS_PER_USER``, in place of the accept."""
+    limit = conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER")
+    user_id = _known_user_id(request)
+    logger.warning(
+        "websocket handshake refused (429) for %s: %s already holds %d connections on this worker",
+        request.path, f"user {user_id}" if user_id is not None else "an anonymous session", limit,
+    )  # fmt: skip
+    refusal = handshake_refused(429, "Too many connections for this user; close one and try again.")
+    refusal["Retry-After"] = str(PER_USER_RETRY_AFTER)
+    log_response("%s: %s", refusal.reason_phrase, request.path, response=refusal, request=request)
+    return _take_over(refusal, accept)
+
+
+def _take_over(refusal: HttpResponse, accept: AcceptWebSocket) -> HttpResponse:
+    """Make *refusal* replace *accept*: it takes over the request's closers and ``request_finished``."""
+    refusal._resource_closers.extend(accept._resource_closers)
+    accept._resource_closers.clear()
+    refusal._handler_class = accept._handler_class
+    return refusal
 
 
 def allowed_origins() -> list[str]:

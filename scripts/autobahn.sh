@@ -69,7 +69,7 @@ mkdir -p "$report"
 server_log=$report/server.log
 
 echo "==> Starting gunicorn (test_project.wsgi:websocket) on 127.0.0.1:$port; log in $server_log"
-WEBSOCKET_MAX_MESSAGE_SIZE=$((32 * 1024 * 1024)) DJANGO_SETTINGS_MODULE=test_project.settings \
+WEBSOCKET_MAX_MESSAGE_SIZE=$((32 * 1024 * 1024)) WEBSOCKET_MESSAGE_RATE_LIMIT=none DJANGO_SETTINGS_MODULE=test_project.settings \
     setsid "$py" -m gunicorn -k django_websocket.workers.GeventWebSocketWorker \
     test_project.wsgi:websocket -b "127.0.0.1:$port" -w 1 --no-control-socket \
     --error-logfile - --log-level warning >"$server_log" 2>&1 &

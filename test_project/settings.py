@@ -43,6 +43,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Handshakes may carry a token (django_websocket.tokens) in place of the session cookie.
+    "django_websocket.middleware.WebSocketTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -52,6 +54,12 @@ WEBSOCKET_URLCONF = "test_project.websocket_urls"
 
 #: Largest incoming websocket message in bytes (the Autobahn conformance run raises it).
 WEBSOCKET_MAX_MESSAGE_SIZE = int(os.environ.get("WEBSOCKET_MAX_MESSAGE_SIZE", 2**20))
+
+#: Messages a client may send: WEBSOCKET_MESSAGE_RATE_LIMIT="count,seconds" in the environment,
+#: or "none" (the benchmarks, which flood on purpose); unset: the default, bursts of 1000, 100/s.
+if _rate_limit := os.environ.get("WEBSOCKET_MESSAGE_RATE_LIMIT"):
+    _count, _, _seconds = _rate_limit.partition(",")
+    WEBSOCKET_MESSAGE_RATE_LIMIT = None if _rate_limit.lower() == "none" else (int(_count), float(_seconds))
 
 TEMPLATES = [
     {

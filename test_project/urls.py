@@ -24,6 +24,7 @@ urlpatterns = [
     path("chat/<room:room>/messages.json", views.chat_messages, name="chat-messages"),
     path("chat/<room:room>/announce/", views.chat_announce, name="chat-announce"),
     path("notifications/", notifications.notifications_page, name="notifications"),
+    path("socket-token/", views.socket_token, name="socket-token"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,6 +1,7 @@
 """HTTP pages of the demo: each one opens the socket at its own path."""
 
 from django import forms
+from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -8,6 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from django_websocket import last_id
 from django_websocket.exceptions import PublishError
+from django_websocket.tokens import websocket_token
 
 from . import chat as chat_rules
 from .models import HISTORY_LENGTH, MESSAGE_MAX_LENGTH, Message, Room
@@ -25,6 +27,12 @@ DEMOS = [
         "What the site publishes for you (requires a login; publish from manage.py shell, see the README).",
     ),
 ]
+
+
+@login_required
+def socket_token(request):
+    """A token that opens sockets as the logged-in user, for a client without the session cookie."""
+    return JsonResponse({"token": websocket_token(request.user)})
 
 
 def index(request):

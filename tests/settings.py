@@ -30,6 +30,7 @@ for _name, _type in (
     ("WEBSOCKET_SEND_TIMEOUT", float),
     ("WEBSOCKET_CLOSE_TIMEOUT", float),
     ("WEBSOCKET_MAX_CONNECTIONS", int),
+    ("WEBSOCKET_MAX_CONNECTIONS_PER_USER", int),
     ("WEBSOCKET_CHANNEL_QUEUE_SIZE", int),
     ("WEBSOCKET_HISTORY_SIZE", int),
     ("WEBSOCKET_PRESENCE_TTL", float),
@@ -37,6 +38,7 @@ for _name, _type in (
 ):
     if os.environ.get(_name):
         globals()[_name] = _type(os.environ[_name])
+# WEBSOCKET_MESSAGE_RATE_LIMIT="count,seconds" or "none" is read by test_project's settings.
 
 
 def _postgres_database() -> dict | None:

@@ -313,3 +313,50 @@ class ChannelSettingsChecks(SimpleTestCase):
         for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@host:6380", "unix:///run/redis.sock"):
             with self.subTest(url=url), override_settings(WEBSOCKET_REDIS_URL=url):
                 self.assertEqual(self.ids(), [])
+
+
+class LimitSettingsChecks(SimpleTestCase):
+    """E021-E022: WEBSOCKET_MESSAGE_RATE_LIMIT and WEBSOCKET_MAX_CONNECTIONS_PER_USER."""
+
+    def messages(self):
+        from django_websocket.checks import check_limit_settings
+
+        return check_limit_settings()
+
+    def test_defaults_and_good_values_pass(self):
+        """The defaults, None, and well-formed values raise nothing."""
+        self.assertEqual(self.messages(), [])
+        for overrides in (
+            {"WEBSOCKET_MESSAGE_RATE_LIMIT": None},
+            {"WEBSOCKET_MESSAGE_RATE_LIMIT": (10, 1)},
+            {"WEBSOCKET_MESSAGE_RATE_LIMIT": [60, 0.5]},
+            {"WEBSOCKET_MAX_CONNECTIONS_PER_USER": 10},
+            {"WEBSOCKET_MAX_CONNECTIONS_PER_USER": None},
+        ):
+            with self.subTest(overrides=overrides), override_settings(**overrides):
+                self.assertEqual(self.messages(), [])
+
+    def test_each_bad_value_is_reported(self):
+        """A malformed limit gets its id, and the message names the setting."""
+        cases = [
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": 100}, "django_websocket.E021"),
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": (100,)}, "django_websocket.E021"),
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": (0, 1)}, "django_websocket.E021"),
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": (1.5, 1)}, "django_websocket.E021"),
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": (10, 0)}, "django_websocket.E021"),
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": (10, "1")}, "django_websocket.E021"),
+            ({"WEBSOCKET_MESSAGE_RATE_LIMIT": (True, 1)}, "django_websocket.E021"),
+            ({"WEBSOCKET_MAX_CONNECTIONS_PER_USER": 0}, "django_websocket.E022"),
+            ({"WEBSOCKET_MAX_CONNECTIONS_PER_USER": 2.5}, "django_websocket.E022"),
+            ({"WEBSOCKET_MAX_CONNECTIONS_PER_USER": "10"}, "django_websocket.E022"),
+        ]
+        for overrides, expected in cases:
+            with self.subTest(overrides=overrides), override_settings(**overrides):
+                messages = self.messages()
+                self.assertEqual(ids(messages), [expected])
+                self.assertIn(next(iter(overrides)), messages[0].msg)
+
+    @override_settings(WEBSOCKET_MAX_CONNECTIONS_PER_USER=-1)
+    def test_registered_under_the_tag(self):
+        """run_checks() with the tag reports them."""
+        self.assertIn("django_websocket.E022", ids(run_checks(tags=[TAG])))

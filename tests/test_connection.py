@@ -263,3 +263,103 @@ def test_big_frames_are_sent_whole(pair):
     frames = peer.read_until(lambda frames: frames, timeout=5)
     sender.join(timeout=5)
     assert bytes(frames[0].data) == big
+
+
+# Message rate limit (WEBSOCKET_MESSAGE_RATE_LIMIT): a token bucket per connection
+
+
+@pytest.fixture
+def limited():
+    """A connection limited to bursts of 3 messages, refilled at 3 per 0.3 s (10 a second)."""
+    server_sock, client_sock = gevent.socket.socketpair()
+    rfile = server_sock.makefile("rb", -1)
+    websocket = WebSocket(
+        server_sock, rfile.read1, max_message_size=1024, close_timeout=1, message_rate_limit=(3, 0.3)
+    )
+    yield websocket, Peer(client_sock)
+    server_sock.close()
+    client_sock.close()
+
+
+def test_rate_limit_burst_passes_then_closes_1008(limited, caplog):
+    """3 messages at once pass; the 4th closes 1008 "rate limit exceeded", after the 3 are delivered."""
+    websocket, peer = limited
+    for index in range(5):
+        peer.send("send_text", f"m{index}".encode())
+    with caplog.at_level("WARNING", logger="django_websocket"):
+        assert [websocket.receive() for _ in range(3)] == ["m0", "m1", "m2"]
+        with pytest.raises(ConnectionClosedError) as caught:
+            websocket.receive()
+    assert (caught.value.code, caught.value.reason) == (1008, "rate limit exceeded")
+    assert peer.close_frame() == (1008, "rate limit exceeded")
+    assert "websocket rate limit exceeded" in caplog.text
+    assert "more than 3 messages in 0.3 s" in caplog.text
+
+
+def test_rate_limit_refills_over_time(limited):
+    """A client that keeps to the rate is never closed: the bucket refills between bursts."""
+    websocket, peer = limited
+    for burst in range(3):
+        for index in range(3):
+            peer.send("send_text", f"{burst}.{index}".encode())
+        assert [websocket.receive() for _ in range(3)] == [f"{burst}.{index}" for index in range(3)]
+        gevent.sleep(0.35)  # 3 tokens back
+    assert not websocket.closed
+
+
+def test_rate_limit_ignores_control_frames(limited):
+    """Pings (and pongs) are free: 20 pings, then 3 messages, all pass and every ping is answered."""
+    websocket, peer = limited
+    for index in range(20):
+        peer.send("send_ping", f"p{index}".encode())
+    for index in range(3):
+        peer.send("send_text", f"m{index}".encode())
+    assert [websocket.receive() for _ in range(3)] == ["m0", "m1", "m2"]
+    frames = peer.read_until(lambda frames: len(frames) >= 20)
+    assert [f.opcode for f in frames] == [Opcode.PONG] * 20
+    assert not websocket.closed
+
+
+def test_rate_limit_counts_a_fragmented_message_once(limited):
+    """A message in 10 fragments takes one token: it and 2 more pass, the next one closes 1008."""
+    websocket, peer = limited
+    peer.send("send_text", b"f0", False)
+    for index in range(1, 9):
+        peer.send("send_continuation", f"f{index}".encode(), False)
+    peer.send("send_continuation", b"f9", True)
+    peer.send("send_binary", b"two")
+    peer.send("send_binary", b"three")
+    assert websocket.receive() == "".join(f"f{index}" for index in range(10))
+    assert websocket.receive() == b"two"
+    assert websocket.receive() == b"three"
+    peer.send("send_text", b"four")
+    with pytest.raises(ConnectionClosedError) as caught:
+        websocket.receive()
+    assert caught.value.code == 1008
+
+
+def test_no_rate_limit_by_default_in_the_socket_layer(pair):
+    """Without message_rate_limit (the handler passes the setting), 2,000 messages at once pass."""
+    websocket, peer = pair
+    sender = gevent.spawn(lambda: [peer.send("send_text", b"x") for _ in range(2000)])
+    assert [websocket.receive() for _ in range(2000)] == ["x"] * 2000
+    sender.join(timeout=5)
+    assert not websocket.closed
+
+
+def test_rate_limit_log_names_the_path_user_and_peer(limited, caplog):
+    """The warning carries the request's path, the user the handler recorded and REMOTE_ADDR."""
+    websocket, peer = limited
+
+    class Request:
+        path = "/ws/flood/"
+        META = {"REMOTE_ADDR": "203.0.113.7"}
+
+    websocket.request = Request()
+    websocket.user_id = 42
+    for index in range(4):
+        peer.send("send_text", f"m{index}".encode())
+    with caplog.at_level("WARNING", logger="django_websocket"), pytest.raises(ConnectionClosedError):
+        while True:
+            websocket.receive()
+    assert "/ws/flood/ (user 42, peer 203.0.113.7)" in caplog.text

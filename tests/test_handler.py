@@ -167,3 +167,117 @@ def test_oversized_message_in_process_closes_1009(db):
         with pytest.raises(ConnectionClosedError) as caught:
             websocket.receive()
     assert caught.value.code == 1009
+
+
+@override_settings(WEBSOCKET_MESSAGE_RATE_LIMIT=(5, 60))
+def test_message_rate_limit_setting_closes_1008(db, caplog):
+    """WEBSOCKET_MESSAGE_RATE_LIMIT reaches the socket: past the burst the client gets 1008, logged."""
+    received = []
+    with caplog.at_level(logging.WARNING, logger="django_websocket"):
+        with WebSocketClient().connect("/echo/") as websocket:
+            for index in range(10):
+                websocket.send(f"m{index}")
+            with pytest.raises(ConnectionClosedError) as caught:
+                while True:
+                    received.append(websocket.receive())
+    # The view gets the first 5 (all read at once, its echoes then meet the closing socket).
+    assert received == [f"m{index}" for index in range(len(received))] and len(received) <= 5
+    assert (caught.value.code, caught.value.reason) == (1008, "rate limit exceeded")
+    assert "websocket rate limit exceeded: /echo/ (anonymous or unknown user, peer" in caplog.text
+
+
+@override_settings(WEBSOCKET_MESSAGE_RATE_LIMIT=None)
+def test_message_rate_limit_none_disables_it(db):
+    """None: 3,000 messages as fast as they are echoed (100 in flight) all come back."""
+    with WebSocketClient().connect("/echo/") as websocket:
+        for batch in range(30):
+            for index in range(100):
+                websocket.send(f"{batch}.{index}")
+            assert [websocket.receive() for _ in range(100)] == [f"{batch}.{index}" for index in range(100)]
+
+
+def wait_for_owner_count(owner, count: int) -> None:
+    """Wait until this process counts *count* sockets for *owner* (the server side ends asynchronously)."""
+    from django_websocket.handler import owner_connections
+
+    with gevent.Timeout(5):
+        while owner_connections.counts.get(owner, 0) != count:
+            gevent.sleep(0.01)
+
+
+@override_settings(WEBSOCKET_MAX_CONNECTIONS_PER_USER=2)
+class PerUserCapTests(TestCase):
+    """WEBSOCKET_MAX_CONNECTIONS_PER_USER: 429 with Retry-After, before the upgrade."""
+
+    def setUp(self):
+        self.client = WebSocketClient()
+
+    def test_user_at_the_cap_gets_429_until_a_socket_closes(self):
+        """Two sockets for bob; the third handshake is HTTP 429 + Retry-After; after a close it passes."""
+        bob = get_user_model().objects.create(username="bob")
+        self.client.force_login(bob)
+        first = self.client.connect("/whoami/")
+        second = self.client.connect("/whoami/")
+        assert first.receive() == second.receive() == "bob"
+        with self.assertLogs("django_websocket", logging.WARNING) as logs:
+            with pytest.raises(HandshakeRejected) as caught:
+                self.client.connect("/whoami/")
+        assert caught.value.status == 429
+        assert caught.value.headers["Retry-After"] == "5"
+        assert f"refused (429) for /whoami/: user {bob.pk} already holds 2" in "\n".join(logs.output)
+        # Another user is not affected.
+        other = WebSocketClient()
+        other.force_login(get_user_model().objects.create(username="carol"))
+        with other.connect("/whoami/") as websocket:
+            assert websocket.receive() == "carol"
+        first.close()
+        wait_for_owner_count(("user", bob.pk), 1)
+        with self.client.connect("/whoami/") as third:
+            assert third.receive() == "bob"
+        second.close()
+        wait_for_owner_count(("user", bob.pk), 0)
+
+    def test_anonymous_session_is_capped_and_no_session_is_not(self):
+        """An anonymous client with a stored session is capped by it; one without a session is not."""
+        from django.conf import settings
+        from django.contrib.sessions.backends.db import SessionStore
+
+        anonymous = [WebSocketClient().connect("/echo/") for _ in range(3)]  # no session: no cap
+        session = SessionStore()
+        session["cart"] = [1]
+        session.save()
+        self.client.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
+        kept = [self.client.connect("/echo/") for _ in range(2)]
+        with pytest.raises(HandshakeRejected) as caught:
+            self.client.connect("/echo/")
+        assert caught.value.status == 429
+        # A session key the store does not know is no key: such clients are not capped.
+        stranger = WebSocketClient()
+        stranger.cookies[settings.SESSION_COOKIE_NAME] = "x" * 32
+        extra = [stranger.connect("/echo/") for _ in range(3)]
+        for websocket in anonymous + kept + extra:
+            websocket.close()
+        wait_for_owner_count(("session", session.session_key), 0)
+
+
+def test_per_user_cap_is_off_by_default(db):
+    """Without the setting, one user opens as many sockets as the worker takes (here 5)."""
+    client = WebSocketClient()
+    client.force_login(get_user_model().objects.create(username="dave"))
+    sockets = [client.connect("/whoami/") for _ in range(5)]
+    assert [websocket.receive() for websocket in sockets] == ["dave"] * 5
+    for websocket in sockets:
+        websocket.close()
+
+
+@override_settings(WEBSOCKET_MAX_CONNECTIONS_PER_USER=2)
+def test_per_user_cap_failing_to_load_the_user_is_a_generic_500(db, caplog):
+    """If finding whose socket it is raises (the database is down…), the handshake is a plain 500."""
+    from unittest import mock
+
+    with mock.patch("django_websocket.handler.connection_owner", side_effect=RuntimeError("secret")):
+        with pytest.raises(HandshakeRejected) as caught:
+            WebSocketClient().connect("/echo/")
+    assert caught.value.status == 500
+    assert b"secret" not in caught.value.body
+    assert "cannot tell whose connection it is" in caplog.text

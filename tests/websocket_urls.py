@@ -343,3 +343,15 @@ urlpatterns += [
     path("db/atomic/", db_atomic, name="db-atomic"),
     path("db/sleep/", db_sleep, name="db-sleep"),
 ]
+
+
+# ------------------------------------------------------- tokens (tests/test_tokens*.py)
+
+
+@websocket(subprotocols=["chat.v1"])
+def token_user(request, ws):
+    """Send who the handshake authenticated and the agreed subprotocol: {"user", "subprotocol"}."""
+    ws.send_json({"user": request.user.get_username(), "subprotocol": ws.subprotocol})
+
+
+urlpatterns.append(path("token-user/", token_user, name="token-user"))

@@ -17,6 +17,7 @@
  *       since: JSON.parse(document.getElementById("since").textContent),
  *       ongap(channel, id) { ... },                  // messages were lost: reload the state
  *       onpresence(channel, members) { ... },        // [{user, name, connections}, ...] by name
+ *       token: () => fetch("/socket-token/").then((r) => r.json()).then((r) => r.token),
  *     });
  *     socket.sendJSON({message: "hi"});              // false when not open: nothing is queued
  *     socket.lastId("chat:lobby");                   // the last id seen, or null
@@ -34,6 +35,19 @@
  * Everything else reconnects: 1001 (going away), 1006 (dropped, or a handshake the
  * server refused with an HTTP status: browsers cannot tell those apart), 1011
  * (server error), 1012 (restart), 1013 (slow consumer: try again later).
+ *
+ * Tokens (docs/howto/authentication.md): a client without the session cookie
+ * authenticates with a token from django_websocket.tokens.websocket_token(). The
+ * token option is the token (a string) or a function returning one, or a promise
+ * of one; a function is called before every (re)connection, so each attempt gets a
+ * fresh token (tokens expire within a minute by default). The token travels in
+ * the Sec-WebSocket-Protocol header, never in the URL: the client offers the
+ * subprotocols "django-websocket" and "django-websocket.token.<token>" after those
+ * of the protocols option, and the server (WebSocketTokenMiddleware) selects
+ * "django-websocket" unless the view selects one of its own. A token that is
+ * empty or null (or a function that throws or rejects: the attempt is counted as
+ * failed and retried later) connects without one. A refused token (HTTP 401) looks
+ * like any failed connection to the page: close code 1006, then a retry.
  *
  * Messages are not queued while disconnected: send() returns false instead. What
  * the client missed comes back by itself from views that subscribe with
@@ -76,6 +90,8 @@
   "use strict";
 
   const BASE_DELAY = 500;
+  /** The subprotocol offered beside a token ("django-websocket.token.<token>"), selected by the server. */
+  const TOKEN_PROTOCOL = "django-websocket";
 
   function noop() {}
 
@@ -121,13 +137,16 @@
      * Connect to *url* at once. Options (all optional): onmessage(data, event, meta),
      * onopen(event), onclose(event, willReconnect), onstatus(status), json (false),
      * maxDelay (30000 ms), protocols (passed to WebSocket), since ({channel: id}: the
-     * positions to resume from), ongap(channel, id), onpresence(channel, members).
+     * positions to resume from), ongap(channel, id), onpresence(channel, members),
+     * token (a string, or a function returning a string or a promise of one, called
+     * before every connection).
      */
     constructor(url, options = {}) {
       this.url = url;
       this.json = Boolean(options.json);
       this.maxDelay = options.maxDelay === undefined ? 30000 : options.maxDelay;
       this.protocols = options.protocols;
+      this.token = options.token;
       this.onmessage = options.onmessage || noop;
       this.onopen = options.onopen || noop;
       this.onclose = options.onclose || noop;
@@ -142,6 +161,7 @@
       this._positions = new Map(); // channel -> last id seen
       this._members = new Map(); // channel -> Map(conn -> member)
       this._binary = null; // {channel, id} of a "binary" message frame awaiting its data frame
+      this._connection = 0; // counts _connect() calls: a token arriving for an older one is dropped
       for (const [channel, id] of Object.entries(options.since || {})) {
         this._remember(channel, id);
       }
@@ -237,11 +257,42 @@
       this._connect();
     }
 
+    /** The subprotocols to offer: the protocols option, then the token's pair when there is one. */
+    protocolsWith(token) {
+      const protocols = this.protocols === undefined ? [] : [].concat(this.protocols);
+      if (token) {
+        protocols.push(TOKEN_PROTOCOL, TOKEN_PROTOCOL + ".token." + token);
+      }
+      return protocols.length ? protocols : undefined;
+    }
+
     _connect() {
       this._timer = null;
       this._binary = null;
       this._setStatus("connecting");
-      const socket = new WebSocket(this.connectionUrl(), this.protocols);
+      if (typeof this.token !== "function") {
+        this._open(this.token);
+        return;
+      }
+      const connection = ++this._connection;
+      const current = () => connection === this._connection && !this._stopped;
+      new Promise((resolve) => resolve(this.token())).then(
+        (token) => {
+          if (current()) {
+            this._open(token);
+          }
+        },
+        (error) => {
+          if (current()) {
+            console.error("DjangoWebSocket: the token function failed:", error);
+            this._retry();
+          }
+        }
+      );
+    }
+
+    _open(token) {
+      const socket = new WebSocket(this.connectionUrl(), this.protocolsWith(token));
       socket.binaryType = "arraybuffer";
       socket.onopen = (event) => {
         this._attempt = 0;
@@ -375,6 +426,11 @@
         this._setStatus("closed");
         return;
       }
+      this._retry();
+    }
+
+    /** Schedule the next connection attempt after the backoff delay. */
+    _retry() {
       const delay = DjangoWebSocket.delay(this._attempt, this.maxDelay);
       this._attempt += 1;
       this._setStatus("reconnecting in " + Math.ceil(delay / 1000) + "s");

@@ -24,7 +24,7 @@ free port on 127.0.0.1, no persistence, pinned to CPU 1) and one gunicorn worker
   3. *resume*: a socket connects with ``?since=resume:<room>@<last id it saw>``; connect → the
      ``{"ws": "subscribed"}`` frame, which comes after the 1,000 replayed messages;
   4. *resume, nothing missed*: the same with the newest id (connection, subscription and history read);
-  5. ``django_websocket.history.history(channel, since=…)`` of the same 1,000, from the client process.
+  5. ``django_websocket.publishing.history(channel, since=…)`` of the same 1,000, from the client process.
 
   Every socket must get exactly the messages published (ids and data), once, in order, and nothing else.
   Delivery times are the kernel's receive timestamps (``SO_TIMESTAMPNS``), as in ``bench/fanout.py``.
@@ -255,7 +255,7 @@ def cpu(clock: loadgen.CpuClock, start) -> dict:
 
 def resume_round(client: ResumeClient, args, clock: loadgen.CpuClock) -> dict:
     from django_websocket import publish
-    from django_websocket.history import history
+    from django_websocket.publishing import history
 
     channel, path, count = f"resume:{args.room}", f"/resume/{args.room}/", args.missed
     out: dict = {"channel": channel, "messages": count}

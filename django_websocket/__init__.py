@@ -13,13 +13,13 @@ def publish(channel: str, message: object, **options: object) -> str | None:
     *options*: one audience (``user=``, ``group=``, ``session=``), and ``on_commit=True``
     (with ``using=``) to publish only once the current transaction commits.
     """
-    from .publishing import publish as _publish
+    from .publishing import publish as publish_message
 
-    return _publish(channel, message, **options)  # type: ignore[arg-type]
+    return publish_message(channel, message, **options)  # type: ignore[arg-type]
 
 
 def last_id(channel: str) -> str:
-    """The newest id of *channel* (``"0-0"`` if none); see :func:`django_websocket.history.last_id`."""
-    from .history import last_id as _last_id
+    """The newest id of *channel* (``"0-0"`` if none); see :func:`django_websocket.publishing.last_id`."""
+    from .publishing import last_id as read_last_id
 
-    return _last_id(channel)
+    return read_last_id(channel)

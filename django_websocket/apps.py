@@ -1,8 +1,10 @@
-"""Django app configuration: registers the system checks and the database bookkeeping."""
+"""Django app configuration: registers the system checks, the database bookkeeping, and
+the messaging settings' reload."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core.signals import setting_changed
 
 
 class DjangoWebsocketConfig(AppConfig):
@@ -14,9 +16,12 @@ class DjangoWebsocketConfig(AppConfig):
 
     def ready(self) -> None:
         """Register :mod:`django_websocket.checks` under the ``django_websocket`` tag, and
-        track which greenlets hold a database connection (:mod:`django_websocket.database`)."""
+        track which greenlets hold a database connection (:mod:`django_websocket.database`),
+        and let a changed setting (``override_settings``) reach :mod:`django_websocket.brokers`."""
+        from django_websocket.brokers import reset
         from django_websocket.checks import register_checks
         from django_websocket.database import track_connections
 
         register_checks()
         track_connections()
+        setting_changed.connect(reset, dispatch_uid="django_websocket.brokers.reset")

@@ -198,7 +198,7 @@ def plain_frame_limit(extensions: Sequence[Extension]) -> float:
 
     ``math.inf`` without extensions, the threshold with :class:`ServerPerMessageDeflate`
     alone, 0 otherwise. A message under this size may be written as the plain frame built
-    without extensions (``connection.frame_header`` + payload, or a ``ChannelMessage``'s
+    without extensions (``frames.frame_header`` + payload, or a ``ChannelMessage``'s
     shared frame) — the very bytes ``protocol.send_text/send_binary`` would produce — as
     long as no fragmented message is being sent (``protocol.expect_continuation_frame``).
     """

@@ -39,6 +39,9 @@ from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 from .compression import allows_plain_frames, plain_frame_limit
 from .events import ChannelMessage
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, connection_closed
+from .frames import frame_header
+from .messaging.hub import Hub
+from .messaging.subscriptions import Subscriptions
 
 logger = logging.getLogger("django_websocket")
 
@@ -91,15 +94,6 @@ class _RateLimitCounters:
 rate_limit_counters = _RateLimitCounters()
 
 
-def frame_header(first_byte: int, length: int) -> bytes:
-    """The header of an unmasked server frame (RFC 6455 §5.2): FIN + opcode, then the length."""
-    if length < 126:
-        return bytes((first_byte, length))
-    if length < 65536:
-        return bytes((first_byte, 126)) + length.to_bytes(2, "big")
-    return bytes((first_byte, 127)) + length.to_bytes(8, "big")
-
-
 class MessageMixin:
     """JSON helpers, iteration and channels, for any class with ``receive()`` and ``send()``."""
 
@@ -113,6 +107,8 @@ class MessageMixin:
     on_wait: Callable[[], None] | None = None
     #: The pk of the request's user when the handler knew it at the accept (for log lines).
     user_id: Any = None
+    #: The process's hub of the configured broker (set by the handler): where subscriptions go.
+    hub: Hub | None = None
 
     def receive(self) -> Message:
         raise NotImplementedError
@@ -138,14 +134,15 @@ class MessageMixin:
             except ConnectionClosedOK:
                 return
 
-    # Channels (see django_websocket.subscriptions)
+    # Channels (see django_websocket.messaging.subscriptions)
 
     @property
-    def subscriptions(self) -> Any:
+    def subscriptions(self) -> Subscriptions:
+        """This socket's channels; raises ``RuntimeError`` on a socket no handler gave a hub."""
         if self._subscriptions is None:
-            from .subscriptions import Subscriptions
-
-            self._subscriptions = Subscriptions(self, self.request)
+            if self.hub is None:
+                raise RuntimeError("this websocket has no hub: channels need a socket opened by the handler")
+            self._subscriptions = Subscriptions(self, self.request, self.hub)
         return self._subscriptions
 
     def subscribe(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from .frames import binary_frame, text_frame
+
 Data = str | bytes
 
 
@@ -80,25 +82,14 @@ class ChannelMessage:
     @cached_property
     def frame(self) -> bytes:
         """The complete unmasked websocket frame carrying :attr:`data`, built once."""
-        from .connection import frame_header
-
         if isinstance(self.data, str):
-            payload = self.data.encode()
-            return frame_header(0x81, len(payload)) + payload
-        return frame_header(0x82, len(self.data)) + self.data
+            return text_frame(self.data)
+        return binary_frame(self.data)
 
 
 def compact_json(obj: Any) -> str:
     """*obj* as JSON without spaces: the resume protocol's frames (docs/topics/history.md)."""
     return json.dumps(obj, separators=(",", ":"))
-
-
-def text_frame(text: str) -> bytes:
-    """The unmasked server frame carrying *text*."""
-    from .connection import frame_header
-
-    payload = text.encode()
-    return frame_header(0x81, len(payload)) + payload
 
 
 @dataclass(eq=False)

@@ -35,6 +35,7 @@ from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
 
 from . import conf
+from .brokers import get_hub
 from .compression import negotiate
 from .connection import WebSocket, open_connections
 from .database import (
@@ -191,6 +192,7 @@ class WebSocketHandler(WSGIHandler):
             if websocket is None:
                 return _send_http(_no_upgrade_support(request), start_response)
             websocket.request = request
+            websocket.hub = get_hub()
             websocket.user_id = _known_user_id(request)
             # The in-process test client keeps the test's connection, as Django's test Client does.
             keep = environ.get(KEEP_DB_CONNECTIONS)

@@ -19,10 +19,9 @@ from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 
 from django_websocket import last_id, publish
+from django_websocket.brokers import get_broker, get_hub
 from django_websocket.exceptions import PublishError
-from django_websocket.hub import get_hub
-from django_websocket.presence import presence
-from django_websocket.publishing import channel_key
+from django_websocket.publishing import presence
 from django_websocket.testing import HandshakeRejected, WebSocketClient
 from test_project import chat as chat_rules
 from test_project import views
@@ -182,7 +181,7 @@ class ChatSocketTests(SocketTestCase):
     def test_resync_tells_the_client_to_reload(self):
         """A Resync the hub could not recover from (no history) makes the socket send {"type": "resync"}."""
         websocket = self.join_chat()
-        get_hub().resync([channel_key("chat:lobby")])
+        get_hub().resync([get_broker().options.key("chat:lobby")])
         self.assertEqual(websocket.receive_json(), {"type": "resync"})
         websocket.send_json(VALID)
         self.assertEqual(self.receive_chat(websocket)["type"], "message")

@@ -36,9 +36,10 @@ from django_websocket.compression import (
     negotiate,
     plain_frame_limit,
 )
-from django_websocket.connection import WebSocket, frame_header
+from django_websocket.connection import WebSocket
 from django_websocket.events import ChannelMessage
 from django_websocket.exceptions import ConnectionClosedError, HandshakeError
+from django_websocket.frames import frame_header
 from django_websocket.handler import KEEP_DB_CONNECTIONS
 from django_websocket.server import UpgradeHandler
 from django_websocket.testing import HandshakeRejected, WebSocketClient, WebSocketTestConnection

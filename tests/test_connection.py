@@ -242,19 +242,6 @@ def test_pings_are_answered(pair):
     assert (frames[0].opcode, bytes(frames[0].data)) == (Opcode.PONG, b"are you there")
 
 
-@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
-@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
-def test_fast_path_header_matches_websockets_serializer(opcode, length):
-    """frame_header() + payload is byte for byte what Frame.serialize() builds for a server frame."""
-    from websockets.frames import Frame
-
-    from django_websocket.connection import frame_header
-
-    payload = b"a" * length
-    expected = Frame(opcode, payload).serialize(mask=False)
-    assert frame_header(0x80 | opcode.value, length) + payload == expected
-
-
 def test_big_frames_are_sent_whole(pair):
     """A 200 KiB message (header and payload written separately) arrives intact."""
     websocket, peer = pair

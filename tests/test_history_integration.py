@@ -21,8 +21,8 @@ from django.test import override_settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from django_websocket import publish, publishing
-from django_websocket.presence import presence
+from django_websocket import brokers, publish
+from django_websocket.publishing import presence
 from tests.redis_server import RedisServer
 from tests.servers import Server, gunicorn
 
@@ -168,7 +168,7 @@ def test_redis_restart_hub_recovers_what_was_published_meanwhile(server_a, durab
             time.sleep(0.02)
     finally:
         durable_redis.start()
-    publishing._redis_clients.clear()  # this process's pooled connections died with Redis
+    brokers.disconnect()  # this process's pooled connections died with Redis
     meanwhile = [publish("room:restart", f"meanwhile {n}") for n in range(50)]
     after = publish("room:restart", "after")
     while not client.messages or client.messages[-1]["id"] != after:

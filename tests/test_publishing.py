@@ -1,89 +1,32 @@
-"""Unit tests of django_websocket.publishing: wire format, channel names, audiences, failures."""
+"""django_websocket.publishing: publish(), last_id(), history(), on the in-process broker and a real Redis."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 import uuid
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.test import RequestFactory, override_settings
+from django.test import override_settings
 
 from django_websocket import last_id, publish
+from django_websocket.brokers import get_broker
 from django_websocket.exceptions import PublishError
-from django_websocket.publishing import (
-    audience,
-    audience_suffixes,
-    channel_key,
-    channel_name,
-    decode_payload,
-    encode_payload,
-)
+from django_websocket.messaging.history import ORIGIN, Reading, parse_id
+from django_websocket.publishing import connections, history, presence
+
+_names = itertools.count()
 
 
-@pytest.mark.parametrize(
-    "message, decoded",
-    [("héllo", "héllo"), (b"\x00\xff", b"\x00\xff"), ({"a": [1, None]}, '{"a":[1,null]}'), (3, "3")],
-)
-def test_payload_round_trip(message, decoded):
-    """Text stays text, bytes stay bytes, JSON-ables travel as JSON text."""
-    assert decode_payload(encode_payload(message)) == decoded
+def fresh(prefix: str = "h") -> str:
+    """A channel name no other test used (the embedded ring lives as long as the process)."""
+    return f"{prefix}-{next(_names)}-{time.monotonic_ns()}"
 
 
-def test_payload_uses_django_json_encoder():
-    """Dates and UUIDs are encoded as DjangoJSONEncoder does."""
-    value = uuid.UUID(int=1)
-    assert decode_payload(encode_payload({"id": value})) == f'{{"id":"{value}"}}'
-
-
-def test_channel_names_carry_prefix_and_audience():
-    """channel_key adds the prefix (and audience); channel_name removes both."""
-    assert channel_key("room:1") == "django_websocket:room:1"
-    key = channel_key("room:1", "@user:7")
-    assert key == "django_websocket:room:1@user:7"
-    assert channel_name(key) == "room:1"
-    with override_settings(WEBSOCKET_CHANNEL_PREFIX="site2:"):
-        assert channel_key("a") == "site2:a"
-
-
-@pytest.mark.parametrize("bad", ["", "a@b", None, 5])
-def test_bad_channel_names_are_refused(bad):
-    """Empty names, non-strings and the audience separator are ValueError."""
-    with pytest.raises(ValueError):
-        channel_key(bad)
-
-
-def test_audience_suffixes_and_one_audience_at_most():
-    """user (object or pk), group, session each give a suffix; two at once is an error."""
-    assert audience() == ""
-    assert audience(user=User(pk=4)) == "@user:4"
-    assert audience(user=4) == "@user:4"
-    assert audience(group="staff") == "@group:staff"
-    assert audience(session="abc") == "@session:abc"
-    with pytest.raises(ValueError):
-        audience(user=4, group="staff")
-
-
-@pytest.mark.django_db
-def test_a_request_listens_to_its_user_groups_and_session():
-    """An authenticated request with a session listens on user, group and session names."""
-    user = User.objects.create(username="gina")
-    user.groups.add(Group.objects.create(name="staff"))
-    request = RequestFactory().get("/")
-    request.user = user
-
-    class Session:
-        session_key = "k1"
-
-    request.session = Session()
-    assert sorted(audience_suffixes(request)) == sorted([f"@user:{user.pk}", "@group:staff", "@session:k1"])
-
-
-def test_anonymous_request_without_session_listens_to_everyone_only():
-    """No user, no session: no audience suffix."""
-    assert audience_suffixes(RequestFactory().get("/")) == []
+def read(channel: str, since: str | None) -> Reading:
+    return get_broker().read(channel, since)
 
 
 def test_embedded_publish_with_no_subscribers_reaches_nobody():
@@ -159,3 +102,124 @@ def test_on_commit_checks_its_arguments_at_the_call():
             publish("a@b", "x", on_commit=True)
         with pytest.raises(ValueError):
             publish("room", "x", user=None, on_commit=True)
+
+
+@pytest.mark.django_db
+def test_ids_increase_and_history_keeps_them_in_order(broker):
+    channel = fresh()
+    assert last_id(channel) == ORIGIN
+    ids = [publish(channel, {"n": n}) for n in range(5)]
+    assert [parse_id(i) for i in ids] == sorted(parse_id(i) for i in ids)
+    assert len(set(ids)) == 5
+    assert last_id(channel) == ids[-1]
+    messages = history(channel)
+    assert [(m.id, m.data, m.kind) for m in messages] == [
+        (i, f'{{"n":{n}}}', b"j") for n, i in enumerate(ids)
+    ]
+    assert [m.json() for m in history(channel, since=ids[2])] == [{"n": 3}, {"n": 4}]
+    assert [m.json() for m in history(channel, limit=2)] == [{"n": 3}, {"n": 4}]
+    assert history(channel, limit=0) == []
+
+
+@pytest.mark.django_db
+def test_history_keeps_text_binary_and_audiences(broker):
+    channel = fresh()
+    publish(channel, "text")
+    publish(channel, b"\x00\xff")
+    publish(channel, "for 7 only", user=7)
+    messages = history(channel)
+    assert [(m.data, m.kind) for m in messages] == [("text", b"t"), (b"\x00\xff", b"b"), ("for 7 only", b"t")]
+    assert read(channel, ORIGIN).entries[2].key.endswith(f"{channel}@user:7")
+
+
+@pytest.mark.django_db
+def test_read_after_an_id_returns_what_followed_without_gap(broker):
+    channel = fresh()
+    first, second, third = (publish(channel, str(n)) for n in range(3))
+    reading = read(channel, first)
+    assert [e.id for e in reading.entries] == [second, third]
+    assert (reading.position, reading.gap) == (third, False)
+    latest = read(channel, third)  # the newest id: nothing missed
+    assert (latest.entries, latest.gap) == ([], False)
+    assert [e.data for e in read(channel, ORIGIN).entries] == [b"0", b"1", b"2"]  # never trimmed
+    assert read(channel, None).entries == [] and read(channel, None).position == third
+
+
+@pytest.mark.django_db
+def test_a_trimmed_id_is_a_gap(broker):
+    channel = fresh("trim")
+    with override_settings(WEBSOCKET_HISTORY_CHANNELS={"trim-*": {"size": 10}}):
+        ids = [publish(channel, str(n)) for n in range(400)]  # Redis trims whole nodes: well past them
+    reading = read(channel, ids[0])
+    assert reading.gap and reading.entries == [] and reading.position == ids[-1]
+    assert read(channel, ORIGIN).gap  # something was trimmed since the channel began
+    assert not read(channel, ids[-2]).gap  # still kept
+    assert 10 <= len(history(channel)) < 400
+
+
+@pytest.mark.django_db
+def test_unknown_or_malformed_ids_are_gaps(broker):
+    channel = fresh()
+    assert read(channel, "123-0").gap  # a channel without history cannot hold it
+    assert not read(channel, ORIGIN).gap
+    publish(channel, "x")
+    assert read(channel, "1-0").gap  # never existed here (history lost, or another channel's id)
+    assert read(channel, "garbage").gap
+    with pytest.raises(ValueError):
+        history(channel, since="garbage")
+
+
+@pytest.mark.django_db
+def test_size_zero_turns_ids_and_history_off(broker):
+    channel = fresh("off")
+    with override_settings(WEBSOCKET_HISTORY_CHANNELS={"off-*": {"size": 0}}):
+        published = publish(channel, "x")
+        assert published == "" and published.receivers == 0
+    assert history(channel) == []
+
+
+def test_embedded_ring_expires_by_age():
+    channel = fresh("ttl")
+    with override_settings(WEBSOCKET_REDIS_URL=None, WEBSOCKET_HISTORY_CHANNELS={"ttl-*": {"ttl": 0.05}}):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("REDIS_URL", raising=False)
+            old = publish(channel, "old")
+            time.sleep(0.1)
+            new = publish(channel, "new")
+            assert [m.data for m in history(channel)] == ["new"]
+            assert read(channel, old).gap and not read(channel, new).gap
+
+
+def test_redis_stream_expires_after_the_ttl(redis_server):
+    channel = fresh("ttl")
+    with override_settings(
+        WEBSOCKET_REDIS_URL=redis_server.url, WEBSOCKET_HISTORY_CHANNELS={"ttl-*": {"ttl": 30}}
+    ):
+        publish(channel, "x")
+        ttl = redis_server.client().ttl(get_broker().stream_key(channel))
+        assert 0 < ttl <= 30
+
+
+def test_redis_down_raises_publish_error():
+    with override_settings(WEBSOCKET_REDIS_URL="redis://127.0.0.1:1/0"):
+        with pytest.raises(PublishError):
+            read("anything", None)
+        with pytest.raises(PublishError):
+            publish("anything", "x")
+
+
+def test_join_leave_and_aggregation(broker):
+    channel = fresh()
+    get_broker().join(channel, {"conn": "h:1:1", "user": 1, "name": "alice"})
+    get_broker().join(channel, {"conn": "h:1:2", "user": 1, "name": "alice"})
+    get_broker().join(channel, {"conn": "h:2:1", "user": None, "name": "bob"})
+    assert presence(channel) == [
+        {"user": 1, "name": "alice", "connections": 2},
+        {"user": None, "name": "bob", "connections": 1},
+    ]
+    get_broker().leave(channel, "h:1:1")
+    get_broker().leave(channel, "h:1:1")  # twice: harmless
+    assert [m["conn"] for m in connections(channel)] == ["h:1:2", "h:2:1"]
+    get_broker().leave(channel, "h:1:2")
+    get_broker().leave(channel, "h:2:1")
+    assert presence(channel) == []

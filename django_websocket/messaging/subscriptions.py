@@ -28,8 +28,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.queue import Empty, Queue
 
-from . import conf
-from .events import (
+from ..events import (
     ChannelBatch,
     ChannelMessage,
     ClientMessage,
@@ -39,10 +38,13 @@ from .events import (
     PresenceChange,
     Resync,
     compact_json,
-    text_frame,
 )
-from .exceptions import ConnectionClosed, ConnectionClosedOK, PublishError
-from .publishing import audience_suffixes, channel_key
+from ..exceptions import ConnectionClosed, ConnectionClosedOK, PublishError
+from ..frames import text_frame
+from .history import ORIGIN, Reading, is_id, parse_id
+from .hub import Hub
+from .presence import connection_id, member_for
+from .wire import audience_suffixes
 
 logger = logging.getLogger("django_websocket")
 
@@ -67,15 +69,14 @@ class _Channel:
 
 
 class Subscriptions:
-    """The channel side of one websocket: subscribe, unsubscribe, events."""
+    """The channel side of one websocket (opened by *request*), on the channels of *hub*."""
 
-    def __init__(self, websocket: Any, request: Any = None) -> None:
-        from .hub import get_hub
-
+    def __init__(self, websocket: Any, request: Any, hub: Hub) -> None:
         self.websocket = websocket
         self.request = request
-        self.hub = get_hub()
-        self.limit = int(conf.get("WEBSOCKET_CHANNEL_QUEUE_SIZE"))
+        self.hub = hub
+        self.broker = hub.broker
+        self.limit = self.broker.options.queue_size
         self.channels: dict[str, _Channel] = {}
         self.inbox: Queue = Queue()
         self.pending = 0  # channel messages in the inbox
@@ -95,8 +96,6 @@ class Subscriptions:
         join the channel's presence (``True`` or a member dict with a ``name``).
         Subscribing to a channel already subscribed changes nothing.
         """
-        from . import history
-
         if channel in self.channels:
             return
         if self.websocket.on_wait is not None:
@@ -105,12 +104,10 @@ class Subscriptions:
             since = self.requested_since().get(channel)
         member = None
         if presence is not None and presence is not False:
-            from .presence import connection_id, member_for
-
             member = member_for(self.request, presence, connection_id())
-        keys = [channel_key(channel, suffix) for suffix in [""] + audience_suffixes(self.request)]
+        keys = [self.broker.key(channel, suffix) for suffix in [""] + audience_suffixes(self.request)]
         state = self.channels[channel] = _Channel(keys, forward, forward and resume)
-        rule = history.policy(channel)
+        rule = self.broker.options.policy(channel)
         replay = rule.enabled and (resume or since is not None)
         if replay:
             state.holding = []
@@ -120,7 +117,7 @@ class Subscriptions:
         if replay:
             self._replay(channel, state, since)
         elif since is not None:
-            self._put_control(state, Gap((channel,), history.ORIGIN))  # this channel keeps no history
+            self._put_gap(state, Gap((channel,), ORIGIN))  # this channel keeps no history
         if member is not None:
             self._join(channel, state, member)
 
@@ -142,22 +139,21 @@ class Subscriptions:
         Nothing yields between taking the held messages and delivering them, so no live
         message can overtake the replay.
         """
-        from . import history
-
         try:
-            reading = history.read(channel, since)
+            reading = self.broker.read(channel, since)
         except PublishError as error:
             logger.warning("cannot read the history of %s to resume: %s", channel, error)
-            position = since if history.is_id(since) else history.ORIGIN
-            reading = history.Reading(position=position, gap=since is not None)
+            position = since if is_id(since) else ORIGIN
+            reading = Reading(position=position, gap=since is not None)
         held, state.holding = state.holding or [], None
         if reading.gap:
-            self._put_control(state, Gap((channel,), reading.position))
+            self._put_gap(state, Gap((channel,), reading.position))
         keys = set(state.keys)
         replayed = [ChannelMessage.from_entry(channel, e) for e in reading.entries if e.key in keys]
         if replayed:
+            self.hub.replayed += len(replayed)
             self.put_channel_messages(ChannelBatch(replayed))
-        position = history.parse_id(reading.position)
+        position = parse_id(reading.position)
         if state.last is None or position > state.last:
             state.last = position
         if state.envelope:
@@ -167,12 +163,10 @@ class Subscriptions:
             self.put_channel_messages(item)
 
     def _join(self, channel: str, state: _Channel, member: dict) -> None:
-        from . import presence
-
         state.member = member
-        presence.join(channel, member)
+        self.broker.join(channel, member)
         try:
-            members = tuple(presence.connections(channel))
+            members = tuple(sorted(self.broker.members(channel), key=lambda member: member["conn"]))
         except PublishError as error:
             logger.warning("cannot read the presence of %s: %s", channel, error)
             members = (member,)
@@ -185,9 +179,7 @@ class Subscriptions:
         for key in state.keys:
             self.hub.discard(key, self)
         if state.member is not None:
-            from . import presence
-
-            presence.leave(channel, state.member["conn"])
+            self.broker.leave(channel, state.member["conn"])
 
     def close(self) -> None:
         """End every subscription and stop reading the client. Idempotent."""
@@ -238,6 +230,10 @@ class Subscriptions:
             batch = ChannelBatch(messages)
         state.last = batch.messages[-1].seq
         return batch
+
+    def _put_gap(self, state: _Channel, gap: Gap) -> None:
+        self.hub.gaps += 1
+        self._put_control(state, gap)
 
     def _put_control(self, state: _Channel, event: Gap | Presence | PresenceChange) -> None:
         """A Gap or presence event: a frame of the protocol when forwarding, else an event."""

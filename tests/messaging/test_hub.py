@@ -1,12 +1,22 @@
-"""Unit tests of django_websocket.hub with in-memory mailboxes (no sockets, no Redis)."""
+"""django_websocket.messaging.hub with in-memory mailboxes: no sockets, no settings (Redis where named)."""
 
 from __future__ import annotations
 
 import gevent
-from django.test import override_settings
 
-from django_websocket.hub import Hub, deliver_locally, get_hub
-from django_websocket.publishing import channel_key, encode_payload
+from django_websocket.events import ChannelMessage
+from django_websocket.messaging.brokers.local import LocalBroker
+from django_websocket.messaging.brokers.redis import RedisBroker
+from django_websocket.messaging.hub import Hub
+from django_websocket.messaging.options import Options
+from django_websocket.messaging.wire import encode_payload
+
+OPTIONS = Options()
+channel_key = OPTIONS.key
+
+
+def local_hub() -> Hub:
+    return Hub(LocalBroker(OPTIONS))
 
 
 class FakeMailbox:
@@ -25,7 +35,7 @@ class FakeMailbox:
 
 def test_deliver_reaches_every_mailbox_with_one_shared_message():
     """One payload becomes one ChannelMessage object handed to every mailbox."""
-    hub = Hub(None)
+    hub = local_hub()
     boxes = [FakeMailbox() for _ in range(3)]
     key = channel_key("room")
     for box in boxes:
@@ -39,7 +49,7 @@ def test_deliver_reaches_every_mailbox_with_one_shared_message():
 
 def test_audience_keys_map_back_to_the_channel():
     """A message on room@user:1 is a ChannelMessage of channel "room"."""
-    hub = Hub(None)
+    hub = local_hub()
     box = FakeMailbox()
     key = channel_key("room", "@user:1")
     hub.add(key, box)
@@ -49,7 +59,7 @@ def test_audience_keys_map_back_to_the_channel():
 
 def test_discard_ends_subscriptions():
     """After the last mailbox leaves, the channel is forgotten."""
-    hub = Hub(None)
+    hub = local_hub()
     box = FakeMailbox()
     key = channel_key("room")
     hub.add(key, box)
@@ -61,7 +71,7 @@ def test_discard_ends_subscriptions():
 
 def test_resync_groups_channels_per_mailbox():
     """Each mailbox gets one Resync naming all its channels."""
-    hub = Hub(None)
+    hub = local_hub()
     box = FakeMailbox()
     keys = [channel_key("a"), channel_key("b"), channel_key("a", "@session:s")]
     for key in keys:
@@ -70,21 +80,20 @@ def test_resync_groups_channels_per_mailbox():
     assert [event.channels for event in box.resyncs] == [("a", "b")]
 
 
-@override_settings(WEBSOCKET_REDIS_URL=None)
-def test_local_delivery_uses_this_threads_hub():
-    """deliver_locally() reaches the embedded hub of the current gevent hub."""
-    hub = get_hub()
+def test_local_delivery_hands_the_message_object_to_this_threads_hub():
+    """The in-process broker gives the hub of the current gevent hub the very object it published."""
+    broker = LocalBroker(OPTIONS)
+    hub = Hub(broker)
     box = FakeMailbox()
     key = channel_key("local-test")
     hub.add(key, box)
-    try:
-        assert deliver_locally(key, encode_payload("x")) == 1
-        assert box.messages[0].data == "x"
-    finally:
-        hub.discard(key, box)
+    message = ChannelMessage("local-test", "x")
+    assert broker.deliver(key, message) == 1
+    assert box.messages == [message]
+    assert broker.publish("local-test", key, b"t", "y")[1] == 1
+    assert box.messages[1].data == "y" and box.messages[1].id is not None  # history is on by default
 
 
-@override_settings(WEBSOCKET_REDIS_URL=None)
 def test_local_delivery_to_another_threads_hub():
     """A hub in another thread gets the message through its own loop."""
     import threading
@@ -99,21 +108,22 @@ def test_local_delivery_to_another_threads_hub():
             super().put_channel_messages(batch)
             received.set()
 
+    broker = LocalBroker(OPTIONS)
+
     def other_thread():
-        with override_settings(WEBSOCKET_REDIS_URL=None):
-            hub = get_hub()
-            box = ThreadMailbox()
-            hub.add(key, box)
-            ready.set()
-            while not done.is_set():
-                gevent.sleep(0.01)  # keep this thread's loop running
-            hub.discard(key, box)
+        hub = Hub(broker)
+        box = ThreadMailbox()
+        hub.add(key, box)
+        ready.set()
+        while not done.is_set():
+            gevent.sleep(0.01)  # keep this thread's loop running
+        hub.discard(key, box)
 
     thread = threading.Thread(target=other_thread)
     thread.start()
     try:
         assert ready.wait(5)
-        assert deliver_locally(key, encode_payload("x")) == 1
+        assert broker.deliver(key, ChannelMessage("cross-thread", "x")) == 1
         assert received.wait(5)
     finally:
         done.set()
@@ -122,7 +132,7 @@ def test_local_delivery_to_another_threads_hub():
 
 def test_subscribing_during_an_outage_does_not_stall_and_resyncs(redis_server):
     """While Redis is down, add() returns at once; the late confirmation brings a Resync."""
-    hub = Hub(redis_server.url)
+    hub = Hub(RedisBroker(redis_server.url, OPTIONS))
     first = FakeMailbox()
     hub.add(channel_key("outage-a"), first)  # connected and confirmed
     redis_server.kill()
@@ -148,7 +158,7 @@ def test_subscribing_during_an_outage_does_not_stall_and_resyncs(redis_server):
 
 def test_one_read_of_several_messages_is_one_batch_per_channel():
     """Consecutive messages of a channel in one read reach each mailbox as one ordered batch."""
-    hub = Hub(None)
+    hub = local_hub()
     box_a, box_b = FakeMailbox(), FakeMailbox()
     batches = []
     box_a.put_channel_messages = lambda batch: batches.append(batch)  # type: ignore[method-assign]

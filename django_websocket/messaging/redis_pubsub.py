@@ -1,4 +1,4 @@
-"""The hub's one Redis connection: a minimal RESP2 pub/sub client over a gevent socket.
+"""The hub's Redis connection: a minimal RESP2 pub/sub client over a gevent socket.
 
 Why not redis-py's ``PubSub`` here: on a read error it disconnects, reconnects and
 resubscribes inside its retry callback, without telling the caller, and whatever

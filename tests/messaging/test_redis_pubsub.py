@@ -1,10 +1,10 @@
-"""Unit tests of django_websocket.subscriber: the RESP2 pub/sub parser and command encoding."""
+"""django_websocket.messaging.redis_pubsub: the RESP2 encoder and parser of the hub's Redis connection."""
 
 from __future__ import annotations
 
 import pytest
 
-from django_websocket.subscriber import RespParser, encode_command
+from django_websocket.messaging.redis_pubsub import RespParser, encode_command
 
 MESSAGE = b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$6\r\nthello\r\n"
 CONFIRM = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n"
@@ -51,7 +51,7 @@ def test_unix_socket_url(tmp_path):
 
     import gevent
 
-    from django_websocket.subscriber import RedisSubscriber
+    from django_websocket.messaging.redis_pubsub import RedisSubscriber
 
     path = tmp_path / "redis.sock"
     server = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""django_websocket.subscriptions through the in-process client, on the embedded broker."""
+"""django_websocket.messaging.subscriptions through the in-process client, on the embedded broker."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from django.test import TestCase, override_settings
 
 from django_websocket import publish
+from django_websocket.brokers import get_broker, get_hub
 from django_websocket.exceptions import ConnectionClosedError
-from django_websocket.hub import get_hub
 from django_websocket.testing import WebSocketClient
 
 
@@ -198,11 +198,10 @@ class ResumeTests(ClientTestCase):
 
     def test_replay_and_live_meet_without_duplicate_or_gap(self):
         """Messages published while the replay is read are held, then delivered once, after it."""
-        from django_websocket import history
-
         seen = publish("room:seam", "seen")
         publish("room:seam", "missed")
-        read = history.read
+        broker = get_broker()
+        read = broker.read
         published_meanwhile = []
 
         def read_while_publishing(channel, since):
@@ -210,7 +209,7 @@ class ResumeTests(ClientTestCase):
             published_meanwhile.append(publish("room:seam", "during the replay"))  # after the read: live
             return reading
 
-        with mock.patch.object(history, "read", read_while_publishing):
+        with mock.patch.object(broker, "read", read_while_publishing):
             websocket = self.open(f"/resume-room/seam/?since=room:seam@{seen}")
             frames = self.frames_until_subscribed(websocket)
         assert [f["data"] for f in frames[:-1]] == ["missed"]
@@ -251,7 +250,7 @@ class ResumeTests(ClientTestCase):
 class ResumeWithoutRedisTests(ClientTestCase):
     """Redis unreachable while a client resumes: a gap, never a crash."""
 
-    @mock.patch("django_websocket.hub.SUBSCRIBE_TIMEOUT", 0.1)
+    @mock.patch("django_websocket.messaging.hub.SUBSCRIBE_TIMEOUT", 0.1)
     def test_resume_with_redis_down_is_a_gap(self):
         for since in ("1-0", "garbage"):
             websocket = self.open(f"/history-events/down/?from={since}")

@@ -1,9 +1,9 @@
-"""One hub per worker process: one Redis subscriber fanning messages out to sockets.
+"""One hub per worker process: one broker subscriber fanning messages out to sockets.
 
 The hub keeps, for every broker channel name, the set of sockets' mailboxes
-subscribed to it. With Redis it holds one subscriber connection and one reader
-greenlet, whatever the number of sockets (``CLIENT LIST`` grows with workers, not
-sockets); without Redis, ``publish()`` hands messages straight to it.
+subscribed to it. With a remote broker (Redis) it holds one subscriber connection and
+one reader greenlet, whatever the number of sockets (``CLIENT LIST`` grows with
+workers, not sockets); the in-process broker hands it message objects directly.
 
 Messages of channels with history carry ids; the hub remembers the newest id it saw
 per channel (its *position*). After a reconnection it reads each channel's history
@@ -27,10 +27,11 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from . import conf
-from .events import ChannelBatch, ChannelMessage, Gap, PresenceChange, Resync
-from .exceptions import PublishError
-from .publishing import BINARY, PRESENCE, channel_name, split_payload
+from ..events import ChannelBatch, ChannelMessage, Gap, PresenceChange, Resync
+from ..exceptions import PublishError
+from .brokers.base import Broker
+from .history import ORIGIN, Reading
+from .wire import PRESENCE, decode_data, split_payload
 
 logger = logging.getLogger("django_websocket")
 
@@ -49,20 +50,23 @@ class Mailbox(Protocol):
 
 
 class Hub:
-    """Channel subscriptions of the sockets of one process (one gevent hub).
+    """Channel subscriptions of the sockets of one process (one gevent hub), fed by *broker*.
 
-    *redis_url* ``None`` makes an in-process hub, fed by ``publish()`` directly.
-    Counters: ``deliveries``, ``reconnects``, ``overflows`` (slow consumers closed).
+    Counters (plain ints, for metrics): ``deliveries`` (message × socket), ``reconnects``
+    (of the subscriber connection), ``overflows`` (slow consumers closed), ``replayed``
+    (messages replayed to resuming sockets), ``gaps`` (gaps signalled to sockets).
     """
 
-    def __init__(self, redis_url: str | None, timeout: float = 1.0) -> None:
-        self.redis_url = redis_url
-        self.timeout = timeout
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.remote = broker.remote
         self.gevent_hub = gevent.get_hub()
         self.mailboxes: dict[str, set[Mailbox]] = {}
         self.deliveries = 0
         self.reconnects = 0
         self.overflows = 0
+        self.replayed = 0
+        self.gaps = 0
         self._subscriber: Any = None
         self._reader: gevent.Greenlet | None = None
         self._write_lock = Semaphore()
@@ -70,29 +74,34 @@ class Hub:
         self._resync_pending: set[str] = set()
         self._unconfirmed: set[str] = set()  # subscribed while Redis was unreachable
         self._connected_before = False
-        #: Newest id seen per channel with history (Redis only): where recovery reads from.
+        #: Newest id seen per channel with history (remote brokers): where recovery reads from.
         self.positions: dict[str, str] = {}
         #: Channels being recovered after a reconnection: their live messages wait here.
-        self._recovering: dict[str, list[tuple[str, tuple[bytes, ...]]]] = {}
+        self._recovering: dict[str, list[tuple[str, list[ChannelMessage | PresenceChange]]]] = {}
         self.recoveries = 0
         self._tracking: set[str] = set()
         self._channel_keys: dict[str, int] = {}  # broker channel names in use per channel
+        broker.attach(self)
+
+    def channel_name(self, key: str) -> str:
+        """The channel broker channel name *key* belongs to."""
+        return self.broker.channel(key)
 
     # Subscriptions, called from views' greenlets
 
     def add(self, key: str, mailbox: Mailbox) -> None:
         """Subscribe *mailbox* to broker channel *key*; return once the broker delivers it.
 
-        With Redis, the first subscriber of a channel waits (up to ``SUBSCRIBE_TIMEOUT``)
+        With a remote broker, the first subscriber of a channel waits (up to ``SUBSCRIBE_TIMEOUT``)
         for Redis to confirm, so a message published after this returns is received.
         """
         mailboxes = self.mailboxes.setdefault(key, set())
         first = not mailboxes
         mailboxes.add(mailbox)
         if first:
-            channel = channel_name(key)
+            channel = self.channel_name(key)
             self._channel_keys[channel] = self._channel_keys.get(channel, 0) + 1
-        if self.redis_url is None:
+        if not self.remote:
             return
         confirmed = self._confirmations.get(key)
         if first and confirmed is None:
@@ -116,14 +125,14 @@ class Hub:
         mailboxes.discard(mailbox)
         if not mailboxes:
             del self.mailboxes[key]
-            channel = channel_name(key)
+            channel = self.channel_name(key)
             self._channel_keys[channel] -= 1
             if not self._channel_keys[channel]:
                 del self._channel_keys[channel]
                 self.positions.pop(channel, None)  # a later subscriber starts afresh
             self._confirmations.pop(key, None)
             self._unconfirmed.discard(key)
-            if self.redis_url is not None:
+            if self.remote:
                 self._send("unsubscribe", [key])
 
     def _send(self, command: str, keys: list[str]) -> None:
@@ -139,16 +148,14 @@ class Hub:
     # Delivery
 
     def track(self, channel: str) -> None:
-        """Learn *channel*'s position if unknown (Redis, history on), so a reconnection can recover it."""
-        if self.redis_url is None or channel in self.positions or channel in self._tracking:
+        """Learn *channel*'s position if unknown (remote broker, history on): where recovery starts."""
+        if not self.remote or channel in self.positions or channel in self._tracking:
             return  # one read per channel, however many sockets subscribe at once
-        from . import history
-
-        if not history.policy(channel).enabled:
+        if not self.broker.options.policy(channel).enabled:
             return
         self._tracking.add(channel)
         try:
-            position = history.read(channel, None).position
+            position = self.broker.read(channel, None).position
         except PublishError as error:
             logger.warning("cannot read the position of %s: %s", channel, error)
             return
@@ -158,29 +165,40 @@ class Hub:
             self.positions.setdefault(channel, position)
 
     def deliver(self, key: str, *payloads: bytes) -> int:
-        """Hand published payloads of *key*, in order, to every mailbox of *key*; return how many."""
+        """Decode published payloads of *key* (a remote broker's bytes) and :meth:`dispatch` them."""
+        if key not in self.mailboxes:
+            return 0
+        channel = self.channel_name(key)
+        items: list[ChannelMessage | PresenceChange] = []
+        for payload in payloads:
+            if payload[:1] == PRESENCE:
+                items.append(PresenceChange.decode(payload[1:]))
+            else:
+                kind, message_id, data = split_payload(payload)
+                items.append(ChannelMessage(channel, decode_data(kind, data), message_id, kind))
+        return self.dispatch(key, items)
+
+    def dispatch(self, key: str, items: list[ChannelMessage | PresenceChange]) -> int:
+        """Hand messages and presence changes of *key*, in order, to its every mailbox; return how many."""
         mailboxes = self.mailboxes.get(key)
         if not mailboxes:
             return 0
-        channel = channel_name(key)
+        channel = self.channel_name(key)
         waiting = self._recovering.get(channel)
         if waiting is not None:
-            waiting.append((key, payloads))
+            waiting.append((key, items))
             return len(mailboxes)
         messages: list[ChannelMessage] = []
-        for payload in payloads:
-            if payload[:1] == PRESENCE:
+        for item in items:
+            if isinstance(item, PresenceChange):
                 self._put_messages(mailboxes, messages)
                 messages = []
-                change = PresenceChange.decode(payload[1:])
                 for mailbox in tuple(mailboxes):
-                    mailbox.put_presence(change)
-                continue
-            kind, message_id, data = split_payload(payload)
-            text_or_bytes = data if kind == BINARY else data.decode("utf-8", "replace")
-            messages.append(ChannelMessage(channel, text_or_bytes, message_id, kind))
+                    mailbox.put_presence(item)
+            else:
+                messages.append(item)
         self._put_messages(mailboxes, messages)
-        if messages and messages[-1].id is not None and self.redis_url is not None:
+        if messages and messages[-1].id is not None and self.remote:
             self.positions[channel] = messages[-1].id
         return len(mailboxes)
 
@@ -197,23 +215,21 @@ class Hub:
         by_mailbox: dict[Mailbox, set[str]] = {}
         for key in keys:
             for mailbox in self.mailboxes.get(key, ()):
-                by_mailbox.setdefault(mailbox, set()).add(channel_name(key))
+                by_mailbox.setdefault(mailbox, set()).add(self.channel_name(key))
         for mailbox, channels in by_mailbox.items():
             mailbox.put_resync(Resync(tuple(sorted(channels))))
 
-    # The Redis reader
+    # The reader of a remote broker
 
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.dead:
             self._reader = gevent.spawn(self._read_forever)
 
     def _read_forever(self) -> None:
-        """Read Redis forever: deliver messages, reconnect with backoff, resubscribe, resync."""
-        from .subscriber import RedisSubscriber
-
+        """Read the broker forever: deliver messages, reconnect with backoff, resubscribe, resync."""
         backoff = RECONNECT_BACKOFF[0]
         while True:
-            subscriber = RedisSubscriber(self.redis_url or "", self.timeout)
+            subscriber = self.broker.subscriber()
             try:
                 subscriber.connect()
                 with self._write_lock:
@@ -223,7 +239,7 @@ class Hub:
                 if self._connected_before:
                     self._resync_pending = set(keys)
                     # Live messages wait until what was missed has been delivered before them.
-                    channels = {channel_name(key) for key in keys}
+                    channels = {self.channel_name(key) for key in keys}
                     self._recovering = {channel: [] for channel in channels if channel in self.positions}
                     logger.warning("reconnected to Redis; resubscribing %d channels", len(keys))
                 self._connected_before = True
@@ -275,25 +291,23 @@ class Hub:
     def _recover(self) -> None:
         """After a reconnection: deliver what each channel missed, or a Gap; Resync those without history."""
         recovering = self._recovering
-        unrecoverable = [key for key in self.mailboxes if channel_name(key) not in recovering]
+        unrecoverable = [key for key in self.mailboxes if self.channel_name(key) not in recovering]
         if unrecoverable:
             self.resync(unrecoverable)
         for channel in list(recovering):
             self._recover_channel(channel)
-            for key, payloads in recovering.pop(channel, ()):
-                self.deliver(key, *payloads)
+            for key, items in recovering.pop(channel, ()):
+                self.dispatch(key, items)
         self.recoveries += 1
 
     def _recover_channel(self, channel: str) -> None:
-        from . import history
-
-        position = self.positions.get(channel, history.ORIGIN)
+        position = self.positions.get(channel, ORIGIN)
         try:
-            reading = history.read(channel, position)
+            reading = self.broker.read(channel, position)
         except PublishError as error:
             logger.warning("cannot read the history of %s to recover it: %s", channel, error)
-            reading = history.Reading(position=position, gap=True)
-        keys = [key for key in self.mailboxes if channel_name(key) == channel]
+            reading = Reading(position=position, gap=True)
+        keys = [key for key in self.mailboxes if self.channel_name(key) == channel]
         if reading.gap:
             logger.warning("messages of %s after %s are no longer in its history: gap", channel, position)
             self.positions[channel] = reading.position
@@ -316,37 +330,6 @@ class Hub:
 
     def _put_gap(self, keys: list[str], gap: Gap) -> None:
         mailboxes = {mailbox for key in keys for mailbox in self.mailboxes.get(key, ())}
+        self.gaps += len(mailboxes)
         for mailbox in mailboxes:
             mailbox.put_resync(gap)
-
-
-_hubs: dict[tuple[int, str | None], Hub] = {}
-
-
-def get_hub() -> Hub:
-    """The hub of this process (of this thread's gevent hub) for the configured broker."""
-    url = conf.redis_url()
-    key = (id(gevent.get_hub()), url)
-    hub = _hubs.get(key)
-    if hub is None:
-        hub = _hubs[key] = Hub(url, float(conf.get("WEBSOCKET_REDIS_TIMEOUT")))
-    return hub
-
-
-def deliver_locally(key: str, payload: bytes) -> int:
-    """The in-process broker's publish: deliver to every in-process hub; return sockets reached.
-
-    A hub running in another thread (a live-server test, a threaded dev server) gets the
-    message through its own event loop; those deliveries are counted by subscription.
-    """
-    current = gevent.get_hub()
-    delivered = 0
-    for hub in list(_hubs.values()):
-        if hub.redis_url is not None:
-            continue
-        if hub.gevent_hub is current:
-            delivered += hub.deliver(key, payload)
-        else:
-            delivered += len(hub.mailboxes.get(key, ()))
-            hub.gevent_hub.loop.run_callback_threadsafe(hub.deliver, key, payload)
-    return delivered

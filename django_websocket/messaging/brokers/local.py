@@ -1,0 +1,86 @@
+"""The in-process broker: one process, no server; the default without ``WEBSOCKET_REDIS_URL``.
+
+``publish()`` hands message objects straight to every hub of the process (hubs of other
+threads, as in a live-server test, through their own event loop), with no encoding in
+between. History is a :class:`~django_websocket.messaging.history.LocalHistory`, presence a
+dict: the process's own registry is the whole truth.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import gevent
+
+from ...events import ChannelMessage, Data, PresenceChange
+from ..history import Entry, LocalHistory, Reading
+from ..options import Options
+from ..presence import change
+from .base import Broker
+
+
+class LocalBroker(Broker):
+    """Publish/subscribe, history and presence inside this process."""
+
+    remote = False
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        self.history = LocalHistory()
+        self.hubs: list[Any] = []
+        self._lock = threading.Lock()
+        #: channel -> conn -> member dict.
+        self._members: dict[str, dict[str, dict]] = {}
+
+    def attach(self, hub: Any) -> None:
+        with self._lock:
+            self.hubs.append(hub)
+
+    def publish(self, channel: str, key: str, kind: bytes, data: Data) -> tuple[str, int]:
+        rule = self.options.policy(channel)
+        message_id = ""
+        if rule.enabled:
+            stored = data.encode() if isinstance(data, str) else data
+            message_id = self.history.append(channel, key, kind, stored, rule)
+        message = ChannelMessage(channel, data, message_id or None, kind)
+        return message_id, self.deliver(key, message)
+
+    def deliver(self, key: str, item: ChannelMessage | PresenceChange) -> int:
+        """Hand *item* to every hub of the process; return the sockets subscribed to *key*."""
+        current = gevent.get_hub()
+        delivered = 0
+        for hub in list(self.hubs):
+            if hub.gevent_hub is current:
+                delivered += hub.dispatch(key, [item])
+            else:
+                delivered += len(hub.mailboxes.get(key, ()))
+                hub.gevent_hub.loop.run_callback_threadsafe(hub.dispatch, key, [item])
+        return delivered
+
+    def read_history(self, channel: str, since: str | None) -> Reading:
+        return self.history.read(channel, since)
+
+    def entries(self, channel: str) -> list[Entry]:
+        return self.history.entries(channel)
+
+    def join(self, channel: str, member: dict) -> None:
+        with self._lock:
+            self._members.setdefault(channel, {})[member["conn"]] = member
+        self.deliver(self.key(channel), change("join", channel, member))
+
+    def leave(self, channel: str, conn: str) -> None:
+        with self._lock:
+            members = self._members.get(channel, {})
+            member = members.pop(conn, None)
+            if not members:
+                self._members.pop(channel, None)
+        if member is not None:
+            self.deliver(self.key(channel), change("leave", channel, member))
+
+    def members(self, channel: str) -> list[dict]:
+        with self._lock:
+            return list(self._members.get(channel, {}).values())
+
+    def describe(self) -> str:
+        return "in-process broker"

@@ -1,0 +1,74 @@
+"""django_websocket.messaging.brokers.local: publish, history and presence inside one process."""
+
+from __future__ import annotations
+
+from django_websocket.events import Join, Leave
+from django_websocket.messaging.brokers.local import LocalBroker
+from django_websocket.messaging.history import ORIGIN
+from django_websocket.messaging.hub import Hub
+from django_websocket.messaging.options import Options
+
+
+class Box:
+    """A mailbox that records what it is given."""
+
+    def __init__(self):
+        self.messages, self.presence = [], []
+
+    def put_channel_messages(self, batch):
+        self.messages.extend(batch.messages)
+
+    def put_resync(self, event):
+        raise AssertionError("the in-process broker never loses messages")
+
+    def put_presence(self, change):
+        self.presence.append(change)
+
+
+def subscribed(broker: LocalBroker, channel: str) -> Box:
+    box = Box()
+    Hub(broker).add(broker.key(channel), box)
+    return box
+
+
+def test_publish_stores_then_hands_over_the_text_as_given():
+    """The id comes from the history; the hub gets the str itself, no bytes in between."""
+    broker = LocalBroker(Options())
+    box = subscribed(broker, "room")
+    message_id, receivers = broker.publish("room", broker.key("room"), b"j", '{"a":1}')
+    assert receivers == 1 and message_id
+    (message,) = box.messages
+    assert (message.id, message.data, message.kind, message.json()) == (message_id, '{"a":1}', b"j", {"a": 1})
+    assert [entry.data for entry in broker.entries("room")] == [b'{"a":1}']
+    assert broker.read("room", None).position == message_id
+
+
+def test_without_history_there_is_no_id_and_nothing_stored():
+    """A channel whose policy keeps nothing: id "", no entry, still delivered."""
+    broker = LocalBroker(Options(history_size=0))
+    box = subscribed(broker, "room")
+    assert broker.publish("room", broker.key("room"), b"b", b"\x00") == ("", 1)
+    assert box.messages[0].id is None and box.messages[0].data == b"\x00"
+    assert broker.entries("room") == []
+
+
+def test_a_malformed_or_unknown_id_reads_as_a_gap():
+    """Broker.read() turns an id that cannot be in the history into a gap at the position."""
+    broker = LocalBroker(Options())
+    last, _ = broker.publish("room", broker.key("room"), b"t", "x")
+    reading = broker.read("room", "garbage")
+    assert reading.gap and reading.position == last
+    assert broker.read("room", "1-0").gap and not broker.read("room", ORIGIN).gap
+
+
+def test_presence_joins_and_leaves_reach_members_as_objects():
+    """join() and leave() keep the registry and hand Join and Leave events to the hub, once."""
+    broker = LocalBroker(Options())
+    box = subscribed(broker, "room")
+    member = {"conn": "h:1:1", "user": None, "name": "bo"}
+    broker.join("room", member)
+    assert broker.members("room") == [member]
+    broker.leave("room", "h:1:1")
+    broker.leave("room", "h:1:1")  # twice: one leave
+    assert broker.members("room") == []
+    assert [type(change) for change in box.presence] == [Join, Leave]

@@ -1,0 +1,82 @@
+"""django_websocket.messaging.brokers.redis against a real redis-server: streams, presence expiry."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+
+from django_websocket.exceptions import PublishError
+from django_websocket.messaging.brokers.redis import RedisBroker, safe_url
+from django_websocket.messaging.options import Options
+
+_names = itertools.count()
+
+
+def fresh() -> str:
+    return f"redis-broker-{next(_names)}-{time.monotonic_ns()}"
+
+
+def test_safe_url_hides_the_password():
+    """Passwords never reach logs or exceptions."""
+    assert safe_url("redis://:secret@h:1/0") == "redis://***@h:1/0"
+    assert safe_url("redis://user:secret@h:1/0") == "redis://***@h:1/0"
+    assert safe_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_a_stream_expires_after_the_ttl(redis_server):
+    """A channel's stream carries the policy's TTL as its expiry."""
+    broker = RedisBroker(redis_server.url, Options(history_channels=(("ttl-*", {"ttl": 30}),)))
+    channel = "ttl-" + fresh()
+    message_id, _ = broker.publish(channel, broker.options.key(channel), b"t", "x")
+    assert message_id and 0 < redis_server.client().ttl(broker.stream_key(channel)) <= 30
+
+
+def test_redis_down_raises_publish_error():
+    """Reads and publishes fail with PublishError within the timeout, password hidden."""
+    broker = RedisBroker("redis://:secret@127.0.0.1:1/0", Options(timeout=0.5))
+    with pytest.raises(PublishError) as caught:
+        broker.read("anything", None)
+    assert "secret" not in str(caught.value)
+    with pytest.raises(PublishError):
+        broker.publish("anything", broker.options.key("anything"), b"t", "x")
+
+
+def test_redis_members_of_a_dead_process_expire_with_one_leave(redis_server):
+    """Connections not refreshed within the TTL are swept by the next reader, their leave published once."""
+    channel = fresh()
+    broker = RedisBroker(redis_server.url, Options(presence_ttl=0.3))
+    subscriber = redis_server.client().pubsub()
+    subscriber.subscribe(broker.presence_keys(channel)[2])
+    broker.join(channel, {"conn": "dead:1:1", "user": None, "name": "ghost"})
+    broker.join(channel, {"conn": "live:1:1", "user": None, "name": "alive"})
+    time.sleep(0.2)
+    broker.heartbeat(channel, {"live:1:1": {"conn": "live:1:1", "user": None, "name": "alive"}})
+    time.sleep(0.2)  # ghost's TTL is over, alive's was refreshed
+    assert [m["name"] for m in broker.members(channel)] == ["alive"]
+    assert [m["name"] for m in broker.members(channel)] == ["alive"]
+    events = []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        message = subscriber.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            events.append(json.loads(message["data"][1:]))
+    kinds = [(e["ws"], e["member"]["name"]) for e in events]
+    assert kinds == [("join", "ghost"), ("join", "alive"), ("leave", "ghost")]
+    subscriber.close()
+
+
+def test_redis_heartbeat_re_adds_a_swept_connection_with_a_join(redis_server):
+    """A worker that stalled past the TTL comes back: its live connection joins again."""
+    channel = fresh()
+    member = {"conn": "slow:1:1", "user": None, "name": "slow"}
+    broker = RedisBroker(redis_server.url, Options(presence_ttl=0.1))
+    broker.join(channel, member)
+    time.sleep(0.2)
+    assert broker.members(channel) == []
+    broker.heartbeat(channel, {"slow:1:1": member})
+    assert [m["name"] for m in broker.members(channel)] == ["slow"]
+    broker.leave(channel, "slow:1:1")
+    assert broker.members(channel) == []

@@ -1,7 +1,7 @@
 # django_websocket
 #
 #   make demo   set everything up, then serve the demo on http://127.0.0.1:8000
-#   make test   set everything up, then lint, `manage.py check` and the test suite
+#   make test   set everything up, then lint, `manage.py check`, the docs, tsc and the test suite
 #
 # Both do all their own setup on a fresh Debian machine and are quick when already set up:
 #   - system packages redis-server, nginx, chromium, postgresql (scripts/system-deps.sh; installs
@@ -9,11 +9,13 @@
 #   - a virtualenv in .venv (Python 3.13 or 3.12, found on PATH or in pyenv; see scripts/venv.sh)
 #     with `pip install -r requirements.txt -e .`, redone only when requirements.txt or setup.cfg
 #     change. That is the newest supported pair, Django 6.1 on Python 3.13.
+#   - TypeScript, pinned in package.json and package-lock.json, in node_modules (`npm ci`, redone
+#     only when those change; node and npm are Debian's nodejs and npm, from system-deps.sh).
 #
 #   make test-matrix   the suite on every supported (Python, Django) pair (noxfile.py, .nox/)
 #   make test-oldest   the oldest pair only, Django 5.2 on Python 3.10 (CI runs it after make test)
 #
-# Not advertised, but handy: make lint, make bench, make autobahn, make clean.
+# Not advertised, but handy: make lint, make typecheck, make bench, make autobahn, make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,6 +24,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Inside node_modules, which `npm ci` deletes first: a failed install leaves no stamp.
+NODE_STAMP := node_modules/.installed
+TSCONFIG := docs/examples/typescript/tsconfig.json
 SETTINGS := test_project.settings
 MANAGE := $(PY) test_project/manage.py
 RUFF_PATHS := django_websocket tests test_project bench docs noxfile.py
@@ -32,11 +37,11 @@ PYTEST_ARGS ?=
 # Never let anything fetch Playwright's own browsers: the tests use /usr/bin/chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help demo test test-matrix test-oldest setup sysdeps lint check docs bench autobahn clean
+.PHONY: help demo test test-matrix test-oldest setup sysdeps lint check docs typecheck bench autobahn clean
 
 help:
 	@echo "make demo   set up, then serve the demo on http://$(HOST):$(PORT) (login demo / demo)"
-	@echo "make test   set up, then ruff, manage.py check and pytest"
+	@echo "make test   set up, then ruff, manage.py check, the docs, tsc and pytest"
 
 # ---------------------------------------------------------------- setup
 
@@ -45,6 +50,10 @@ sysdeps:
 
 $(STAMP): requirements.txt setup.cfg | sysdeps
 	@bash scripts/venv.sh $(VENV)
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json | sysdeps
+	npm ci --no-audit --no-fund
 	@touch $@
 
 setup: sysdeps $(STAMP)
@@ -61,21 +70,27 @@ check: setup
 docs: setup
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
+# websocket.js's declarations and the typed example that uses them (docs/examples/typescript),
+# with the pinned TypeScript: `npx --no` runs node_modules' tsc, never one it would download.
+typecheck: $(NODE_STAMP)
+	npx --no -- tsc --noEmit -p $(TSCONFIG)
+
 # pytest twice: the whole suite (SQLite, plus its own PostgreSQL, Redis and nginx servers),
 # then the tests that use the test database (marked db_both in tests/conftest.py: a django_db
 # mark, a db fixture or a Django TestCase) again on a throwaway PostgreSQL cluster, which
 # tests/settings.py switches to when DJANGO_POSTGRES_* are set. Exit status 5 (every test
 # deselected, say by PYTEST_ARGS=-k ...) is not a failure of the second run.
-test: lint check docs
+test: lint check docs typecheck
 	$(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 	$(PY) -m tests.postgres_server -- $(PY) -m pytest -p no:cacheprovider -ra -m db_both $(PYTEST_ARGS) \
 		|| [ $$? -eq 5 ]
 
 # Each pair in its own virtualenv under .nox/, reused between runs; PYTEST_ARGS reach pytest.
-test-matrix: setup
+# node_modules too: tests/test_typescript.py runs its tsc.
+test-matrix: setup $(NODE_STAMP)
 	$(VENV)/bin/nox -- $(PYTEST_ARGS)
 
-test-oldest: setup
+test-oldest: setup $(NODE_STAMP)
 	$(VENV)/bin/nox -t oldest -- $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- demo
@@ -115,5 +130,5 @@ autobahn: setup
 	@bash scripts/autobahn.sh
 
 clean:
-	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .ruff_cache autobahn-report .run
+	rm -rf $(VENV) node_modules .nox build dist *.egg-info .pytest_cache .ruff_cache autobahn-report .run
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

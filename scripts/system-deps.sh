@@ -5,6 +5,8 @@
 #   chromium      (/usr/bin/chromium)      - headless browser for the Playwright tests
 #   postgresql    (/usr/lib/postgresql/<version>/bin/initdb) - tests create their own clusters
 #                 (tests/postgres_server.py) on free ports
+#   nodejs, npm   (node, npm)              - TypeScript from npm checks websocket.js's declarations
+#                 (make typecheck; the version is pinned in package-lock.json)
 # plus a Python that can create a virtualenv (python3.11, else python3, with venv/ensurepip).
 #
 # Fast no-op when everything is present. As root, missing packages are installed with
@@ -33,6 +35,8 @@ have nginx /usr/sbin/nginx /usr/bin/nginx || missing+=(nginx)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Debian keeps the server binaries off PATH, one directory per major version.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 
 # Python for the virtualenv: the first of python3.11, python3 that actually runs.
 python=""

@@ -582,6 +582,16 @@ def test_hashed_static_file_is_immutable(site, static_root):
     assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
+def test_es_module_served_as_javascript(site, static_root):
+    """websocket.esm.js, plain and hashed, is JavaScript through nginx's mime.types (a module must be)."""
+    plain = "django_websocket/websocket.esm.js"
+    for name in (plain, hashed_name(static_root, plain)):
+        status, headers, body = fetch(site.nginx.url(f"/static/{name}"))
+        assert status == 200
+        assert headers["Content-Type"].startswith(JAVASCRIPT_TYPES)
+        assert body == (static_root / name).read_bytes()
+
+
 def test_missing_static_file_is_nginx_s_404(site):
     """A name not in STATIC_ROOT is nginx's 404: it is not passed on to gunicorn."""
     status, headers, _ = fetch(site.nginx.url("/static/django_websocket/missing.js"))

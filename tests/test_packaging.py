@@ -1,5 +1,6 @@
 """The distribution: `python -m build` gives an sdist and a wheel without warnings, that pass
-`twine check --strict`, carry websocket.js and py.typed, and nothing from the repository's
+`twine check --strict`, carry websocket.js (with its ES module form and TypeScript
+declarations) and py.typed, and nothing from the repository's
 tests, demo project or benchmarks.
 
 Built with --no-isolation (the virtualenv's setuptools, pinned in requirements.txt), so the
@@ -20,7 +21,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "django-websocket-views"
 VERSION = "0.1.0"
-STRAY = ("tests/", "test_project/", "bench/", "docs/", "scripts/")
+# The repository's TypeScript tooling (make typecheck) is not part of the distribution either.
+STRAY = (
+    "tests/",
+    "test_project/",
+    "bench/",
+    "docs/",
+    "scripts/",
+    "node_modules/",
+    "package.json",
+    "package-lock.json",
+)
+#: The browser client: the classic script, the ES module, the declarations of each.
+CLIENT = tuple(
+    f"django_websocket/static/django_websocket/{name}"
+    for name in ("websocket.js", "websocket.esm.js", "websocket.d.ts", "websocket.esm.d.ts")
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +92,7 @@ def test_wheel_contents(built):
     for required in (
         "django_websocket/__init__.py",
         "django_websocket/py.typed",
-        "django_websocket/static/django_websocket/websocket.js",
+        *CLIENT,
         "django_websocket/management/commands/runwebsocket.py",
         "django_websocket/management/commands/websocket_publish.py",
         "django_websocket/templatetags/websockets.py",
@@ -116,7 +132,7 @@ def test_sdist_contents(built):
         "CHANGELOG.md",
         "setup.cfg",
         "pyproject.toml",
-        "django_websocket/static/django_websocket/websocket.js",
+        *CLIENT,
     ):
         assert required in names
     assert not [n for n in names if n.startswith(STRAY)]

@@ -1,7 +1,8 @@
 """websocket.js loads, and works, under each documented way of serving a project.
 
 The page ``/websocket-js/`` (``tests/static_urls.py``) loads ``websocket.js`` with
-``{% static %}`` and echoes a message through a ``DjangoWebSocket``. It is opened in
+``{% static %}`` and echoes a message through a ``DjangoWebSocket``; ``/websocket-esm/``
+does the same through the ES module form, ``websocket.esm.js``. They are opened in
 Debian's Chromium (``tests/test_browser.py``'s fixture) under:
 
 - ``manage.py runwebsocket`` with DEBUG on, which serves static files as runserver does;
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.browser
 
 SETTINGS = "tests.static_settings"
 SCRIPT = "/static/django_websocket/websocket.js"
+MODULE = "/static/django_websocket/websocket.esm.js"
 JAVASCRIPT_TYPES = ("text/javascript", "application/javascript")
 
 
@@ -99,6 +101,24 @@ def test_page_loads_websocket_js_and_echoes(page: Page, server: Server) -> None:
     expect(page.locator("#status")).to_have_text("open", timeout=TIMEOUT_MS)
     expect(page.locator("#log li")).to_have_text([MESSAGE], timeout=TIMEOUT_MS)
     assert errors == []
+
+
+def test_page_imports_the_es_module_and_echoes(page: Page, server: Server) -> None:
+    """websocket.esm.js, imported in a module script, exports DjangoWebSocket, whose socket echoes JSON."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    scripts = {}
+    page.on("response", lambda response: scripts.setdefault(response.url, response))
+    page.goto(server.url("/websocket-esm/"))
+    expect(page.locator("#status")).to_have_text("open", timeout=TIMEOUT_MS)
+    expect(page.locator("#log li")).to_have_text([MESSAGE], timeout=TIMEOUT_MS)
+    assert errors == []
+    # Browsers run a module only if it is served as JavaScript: both files, the module and
+    # the classic script it imports, must be.
+    for path in (MODULE, SCRIPT):
+        response = scripts[server.url(path)]
+        assert response.status == 200
+        assert response.headers["content-type"].startswith(JAVASCRIPT_TYPES)
 
 
 def test_websocket_js_over_plain_http(gunicorn_server: Server) -> None:

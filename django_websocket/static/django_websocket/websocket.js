@@ -2,7 +2,17 @@
  * django_websocket's browser client: a WebSocket that reconnects, resumes where it
  * left off, and keeps track of who is in its channels.
  *
- * Plain ES2017, no build step; load it as a classic script:
+ * Plain ES2017, no build step. TypeScript declarations: websocket.d.ts (this global),
+ * websocket.esm.d.ts (the module). Load it as a classic script, which defines the
+ * global DjangoWebSocket, or import it from websocket.esm.js (an ES module that
+ * imports this file for its side effect: keep this file valid module code too, strict
+ * and reaching the global object through globalThis):
+ *
+ *   <script type="module">
+ *     import { DjangoWebSocket } from "{% static 'django_websocket/websocket.esm.js' %}";
+ *   </script>
+ *
+ * As a classic script:
  *
  *   <script src="{% static 'django_websocket/websocket.js' %}"></script>
  *   {{ since|json_script:"since" }}   <!-- {"chat:lobby": last_id("chat:lobby")}, read before the page's data -->
@@ -449,4 +459,5 @@
   DjangoWebSocket.FINAL_CODES = [1000, 1008, 4403, 4404];
 
   global.DjangoWebSocket = DjangoWebSocket;
+  // `this` is undefined when websocket.esm.js imports this file as a module: globalThis first.
 })(typeof globalThis !== "undefined" ? globalThis : this);

@@ -21,6 +21,7 @@ import gevent
 
 from . import conf
 from .messaging.brokers.base import Broker
+from .messaging.brokers.cluster import ClusterBroker
 from .messaging.brokers.local import LocalBroker
 from .messaging.brokers.redis import RedisBroker
 from .messaging.hub import Hub
@@ -83,7 +84,13 @@ class Registry:
 registry = Registry()
 
 #: The broker class for each URL scheme of ``WEBSOCKET_REDIS_URL``.
-SCHEMES: dict[str, type[RedisBroker]] = {"redis": RedisBroker, "rediss": RedisBroker, "unix": RedisBroker}
+SCHEMES: dict[str, type[RedisBroker]] = {
+    "redis": RedisBroker,
+    "rediss": RedisBroker,
+    "unix": RedisBroker,
+    "redis+cluster": ClusterBroker,
+    "rediss+cluster": ClusterBroker,
+}
 
 
 def remote_broker(url: str, options: Options) -> Broker:

@@ -110,19 +110,31 @@ def editors_group(server_db: dict[str, str], alice_pk: int) -> str:
     return "editors"
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """A real six-node Redis Cluster on 127.0.0.1 (see ``tests/redis_cluster.py``)."""
+    from tests.redis_cluster import RedisClusterGroup
+
+    with RedisClusterGroup() as running:
+        yield running
+
+
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 def broker(request):
-    """Run a test on the in-process broker, then on a real Redis (``None`` or the ``RedisServer``)."""
+    """Run a test on the in-process broker, a real Redis, then a real Redis Cluster.
+
+    Yields ``None``, the ``RedisServer`` or the ``RedisClusterGroup``.
+    """
     from django.test import override_settings
 
     if request.param == "embedded":
         with override_settings(WEBSOCKET_REDIS_URL=None), pytest.MonkeyPatch.context() as patch:
             patch.delenv("REDIS_URL", raising=False)
             yield None
-    else:
-        redis_server = request.getfixturevalue("redis_server")
-        with override_settings(WEBSOCKET_REDIS_URL=redis_server.url):
-            yield redis_server
+        return
+    server = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
+    with override_settings(WEBSOCKET_REDIS_URL=server.url):
+        yield server
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -35,6 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (bench/ does this): make ``tests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.managed import Managed
 from tests.redis_server import PORT_ATTEMPTS, free_port
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -53,7 +54,7 @@ def postgres_bin() -> Path | None:
     return max(found, key=lambda path: int(path.parent.name), default=None)
 
 
-class PostgresServer:
+class PostgresServer(Managed):
     """A throwaway PostgreSQL cluster: ``host``, ``port``, ``user``, ``dbname``, ``url``, ``env()``,
     ``backends()``, ``psql()``.
 
@@ -252,17 +253,6 @@ class PostgresServer:
             self.stop()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ helpers
 

@@ -20,9 +20,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
+
+from tests.managed import Managed
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 
@@ -30,7 +33,7 @@ REDIS_SERVER = Path("/usr/bin/redis-server")
 PORT_ATTEMPTS = 5
 
 
-class RedisServer:
+class RedisServer(Managed):
     """``redis-server`` on 127.0.0.1: ``url``, ``port``, ``client()``, ``kill()``, ``start()``, ``stop()``.
 
     ``with RedisServer() as redis_server:`` starts it and always stops it (and removes
@@ -38,9 +41,16 @@ class RedisServer:
     """
 
     def __init__(
-        self, executable: Path = REDIS_SERVER, startup_timeout: float = 10.0, persistent: bool = False
+        self,
+        executable: Path = REDIS_SERVER,
+        startup_timeout: float = 10.0,
+        persistent: bool = False,
+        extra_args: Sequence[str] = (),
+        port_picker: Callable[[], int] | None = None,
     ) -> None:
         self.executable = Path(executable)
+        self.extra_args = list(extra_args)
+        self.port_picker = port_picker or free_port
         self.persistent = persistent
         self.startup_timeout = startup_timeout
         self.port: int | None = None
@@ -86,7 +96,7 @@ class RedisServer:
             self._start_on_same_port()
             return
         for _ in range(PORT_ATTEMPTS):
-            port = free_port()
+            port = self.port_picker()
             if self._try_start(port):
                 self.port = port
                 return
@@ -116,6 +126,7 @@ class RedisServer:
                     "--dir", str(self.directory),
                     "--daemonize", "no",
                     "--databases", "1",
+                    *self.extra_args,
                 ],
                 cwd=self.directory,
                 stdout=log,
@@ -157,17 +168,6 @@ class RedisServer:
                 self.kill()
                 return
         self.process = None
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop Redis and remove its temp dir."""

@@ -243,8 +243,8 @@ class Hub:
                     self._recovering = {channel: [] for channel in channels if channel in self.positions}
                     logger.warning("reconnected to Redis; resubscribing %d channels", len(keys))
                 self._connected_before = True
-                backoff = RECONNECT_BACKOFF[0]
                 for events in subscriber.batches():
+                    backoff = RECONNECT_BACKOFF[0]  # it answered: a failure now is news, not the same one
                     self._handle(events)
             except ConnectionError as error:
                 with self._write_lock:

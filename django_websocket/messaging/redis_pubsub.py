@@ -1,4 +1,5 @@
-"""The hub's Redis connection: a minimal RESP2 pub/sub client over a gevent socket.
+"""The hub's Redis connections: a minimal RESP2 pub/sub client over a gevent socket, and a
+cluster's shards read as one connection.
 
 Why not redis-py's ``PubSub`` here: on a read error it disconnects, reconnects and
 resubscribes inside its retry callback, without telling the caller, and whatever
@@ -13,16 +14,29 @@ keepalive.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
+import gevent
 import gevent.socket
 import gevent.ssl as gevent_ssl
+from gevent.queue import Queue
 from redis.connection import parse_url
 
 #: Received pub/sub events: ("message", channel, payload) or ("subscribe"/"unsubscribe", channel, count).
 PubSubEvent = tuple[str, bytes, bytes | int]
 
 READ_SIZE = 262144
+
+
+class PubSubConnection(Protocol):
+    """What a hub reads: :class:`RedisSubscriber`, or :class:`ShardedSubscriber` for a cluster."""
+
+    def connect(self) -> None: ...
+    def subscribe(self, channels: Iterable[str]) -> None: ...
+    def unsubscribe(self, channels: Iterable[str]) -> None: ...
+    def batches(self) -> Iterator[list[PubSubEvent]]: ...
+    def close(self) -> None: ...
 
 
 def encode_command(*parts: str | bytes) -> bytes:
@@ -43,8 +57,10 @@ class RedisSubscriber:
     One greenlet reads; commands may be sent from others (serialise them).
     """
 
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
+    def __init__(self, url: str, timeout: float = 1.0, sharded: bool = False) -> None:
         params = parse_url(url)
+        #: SSUBSCRIBE/SUNSUBSCRIBE (Redis Cluster's shard channels) instead of SUBSCRIBE/UNSUBSCRIBE.
+        self.sharded = sharded
         self.path = params.get("path")  # unix:// sockets
         self.host = params.get("host", "localhost")
         self.port = int(params.get("port", 6379))
@@ -92,10 +108,10 @@ class RedisSubscriber:
         return sock
 
     def subscribe(self, channels: Iterable[str]) -> None:
-        self._send("SUBSCRIBE", channels)
+        self._send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", channels)
 
     def unsubscribe(self, channels: Iterable[str]) -> None:
-        self._send("UNSUBSCRIBE", channels)
+        self._send("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE", channels)
 
     def _send(self, command: str, channels: Iterable[str]) -> None:
         channels = list(channels)
@@ -199,3 +215,104 @@ class RespParser:
                 return None
             return bytes(buffer[start : start + length]), start + length + 2
         raise ConnectionError(f"unexpected item from Redis: {bytes(buffer[position:end])[:100]!r}")
+
+
+class ShardedSubscriber:
+    """A Redis Cluster's shard channels, read as one connection: one :class:`RedisSubscriber` per shard.
+
+    *refresh* reloads the cluster's slot map; *node_of* gives the URL of the master serving
+    a channel's slot now, and the slot. ``subscribe()`` sends ``SSUBSCRIBE`` to that master,
+    one command per slot (Redis refuses channels of several slots in one), opening the
+    master's connection the first time; ``batches()`` yields what every shard reads, as
+    ``message``/``subscribe`` events like a plain connection. Any shard's failure (the master
+    died, a ``MOVED`` reply) and a server-initiated ``sunsubscribe`` (the slot moved) end
+    ``batches()`` with ``ConnectionError``: the hub then reconnects every shard from a fresh
+    slot map, resubscribes and recovers, as after any reconnection.
+    """
+
+    def __init__(
+        self, refresh: Callable[[], None], node_of: Callable[[str], tuple[str, int]], timeout: float
+    ) -> None:
+        self.refresh = refresh
+        self.node_of = node_of
+        self.timeout = timeout
+        self.shards: dict[str, RedisSubscriber] = {}
+        self.node_by_channel: dict[str, tuple[str, int]] = {}
+        self.leaving: set[str] = set()  # channels we unsubscribed: their sunsubscribe is expected
+        self.events: Queue = Queue()
+        self.readers: list[gevent.Greenlet] = []
+
+    def connect(self) -> None:
+        try:
+            self.refresh()
+        except Exception as error:  # redis-py raises several types for an unreachable cluster
+            raise ConnectionError(f"cannot load the Redis Cluster's slot map: {error}") from error
+
+    def subscribe(self, channels: Iterable[str]) -> None:
+        by_slot: dict[tuple[str, int], list[str]] = {}
+        for channel in channels:
+            node, slot = self.node_of(channel)
+            self.node_by_channel[channel] = (node, slot)
+            self.leaving.discard(channel)
+            by_slot.setdefault((node, slot), []).append(channel)
+        for (node, _), names in by_slot.items():
+            try:
+                self._shard(node).subscribe(names)
+            except ConnectionError as error:
+                self.events.put(error)  # the reader reconnects every shard, this one included
+                raise
+
+    def unsubscribe(self, channels: Iterable[str]) -> None:
+        by_slot: dict[tuple[str, int], list[str]] = {}
+        for channel in channels:
+            where = self.node_by_channel.pop(channel, None)
+            if where is not None:
+                self.leaving.add(channel)
+                by_slot.setdefault(where, []).append(channel)
+        for (node, _), names in by_slot.items():
+            self.shards[node].unsubscribe(names)
+
+    def _shard(self, node: str) -> RedisSubscriber:
+        shard = self.shards.get(node)
+        if shard is None:
+            shard = RedisSubscriber(node, self.timeout, sharded=True)
+            shard.connect()
+            self.shards[node] = shard
+            self.readers.append(gevent.spawn(self._read, shard))
+        return shard
+
+    def _read(self, shard: RedisSubscriber) -> None:
+        try:
+            for events in shard.batches():
+                self.events.put(events)
+        except ConnectionError as error:
+            self.events.put(ConnectionError(f"{shard.address}: {error}"))
+
+    def batches(self) -> Iterator[list[PubSubEvent]]:
+        while True:
+            item = self.events.get()
+            if isinstance(item, ConnectionError):
+                raise item
+            yield self._as_plain(item)
+
+    def _as_plain(self, events: list[PubSubEvent]) -> list[PubSubEvent]:
+        """Shard events under the names of plain pub/sub; an unexpected ``sunsubscribe`` raises."""
+        plain: list[PubSubEvent] = []
+        for kind, channel, value in events:
+            if kind == "smessage":
+                plain.append(("message", channel, value))
+            elif kind == "ssubscribe":
+                plain.append(("subscribe", channel, value))
+            elif kind == "sunsubscribe":
+                name = channel.decode()
+                if name not in self.leaving:
+                    raise ConnectionError(f"Redis Cluster moved the slot of {name}")
+                self.leaving.discard(name)
+        return plain
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.kill(block=False)
+        for shard in self.shards.values():
+            shard.close()
+        self.shards.clear()

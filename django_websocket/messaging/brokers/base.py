@@ -15,7 +15,7 @@ from typing import Any
 from ...events import Data
 from ..history import Entry, Reading, is_id
 from ..options import Options
-from ..redis_pubsub import RedisSubscriber
+from ..redis_pubsub import PubSubConnection
 
 
 class Broker(ABC):
@@ -86,7 +86,7 @@ class Broker(ABC):
     def attach(self, hub: Any) -> None:  # noqa: B027 - optional: only in-process brokers track hubs
         """*hub* (a :class:`~django_websocket.messaging.hub.Hub`) of this broker was created."""
 
-    def subscriber(self) -> RedisSubscriber:
+    def subscriber(self) -> PubSubConnection:
         """A new, unconnected subscriber connection for a hub to read from (remote brokers)."""
         raise NotImplementedError(f"{type(self).__name__} delivers to hubs directly")
 

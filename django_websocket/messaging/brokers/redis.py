@@ -163,20 +163,30 @@ class RedisBroker(Broker):
     def __init__(self, url: str, options: Options) -> None:
         super().__init__(options)
         self.url = url
-        self.client = self._client(url, options.timeout)
+        self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
         #: This process's connections in presence (channel -> conn -> member): what the heartbeat refreshes.
         self._members: dict[str, dict[str, dict]] = {}
         self._heartbeat: gevent.Greenlet | None = None
 
-    @staticmethod
-    def _client(url: str, timeout: float) -> Any:
+    #: What the client raises when the server does not answer (or refuses): a ``PublishError``.
+    ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client, made at first use (no connection at start-up or import)."""
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    def make_client(self) -> Any:
         """A redis-py client with explicit timeouts and no retries."""
+        timeout = self.options.timeout
         # At most REDIS_CONNECTIONS: a thousand sockets resuming at once (after a deploy)
         # queue for a connection instead of opening a thousand.
         pool = redis.BlockingConnectionPool.from_url(
-            url,
+            self.url,
             max_connections=REDIS_CONNECTIONS,
             timeout=timeout,
             socket_timeout=timeout,
@@ -198,13 +208,21 @@ class RedisBroker(Broker):
         """Drop the pooled connections (they reconnect when next used)."""
         self.client.connection_pool.disconnect()
 
+    def publish_payload(self, key: str, payload: bytes) -> int:
+        """``PUBLISH`` *payload* on *key*; return how many subscriber connections received it."""
+        return self._call(lambda: self.client.publish(key, payload), "publish to")
+
+    def adapt(self, source: str) -> str:
+        """A Lua script as this deployment runs it (a cluster publishes to shard channels)."""
+        return source
+
     # Publish and history
 
     def publish(self, channel: str, key: str, kind: bytes, data: Data) -> tuple[str, int]:
         raw = data.encode() if isinstance(data, str) else data
         rule = self.options.policy(channel)
         if not rule.enabled:
-            return "", self._call(lambda: self.client.publish(key, kind + raw), "publish to")
+            return "", self.publish_payload(key, kind + raw)
         ttl = 0 if rule.ttl is None else rule.ttl
         script = self._script(PUBLISH_SCRIPT)
         keys, args = [self.stream_key(channel), key], [kind, raw, rule.size, ttl]
@@ -300,13 +318,13 @@ class RedisBroker(Broker):
     def _script(self, source: str) -> Any:
         script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
+            script = self._scripts[source] = self.client.register_script(self.adapt(source))
         return script
 
     def _call(self, call: Callable[[], Any], doing: str = "read from") -> Any:
         try:
             return call()
-        except redis.RedisError as error:
+        except self.ERRORS as error:
             raise PublishError(f"could not {doing} Redis ({safe_url(self.url)}): {error}") from error
 
 

@@ -1,0 +1,151 @@
+"""django_websocket.messaging.brokers.cluster: URLs and names, then a real six-node Redis Cluster."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import gevent
+import pytest
+
+from django_websocket.messaging.brokers.cluster import ClusterBroker, parse_cluster_url
+from django_websocket.messaging.hub import Hub
+from django_websocket.messaging.options import Options
+
+_names = itertools.count()
+
+
+def fresh(prefix: str = "room") -> str:
+    return f"{prefix}-{next(_names)}-{time.monotonic_ns()}"
+
+
+class Box:
+    """A mailbox that records what it is given."""
+
+    def __init__(self):
+        self.messages, self.resyncs, self.presence = [], [], []
+
+    def put_channel_messages(self, batch):
+        self.messages.extend(batch.messages)
+
+    def put_resync(self, event):
+        self.resyncs.append(event)
+
+    def put_presence(self, change):
+        self.presence.append(change)
+
+
+def until(condition, timeout: float = 10.0) -> None:
+    """Run the gevent loop (the hub's readers) until *condition()* holds."""
+    with gevent.Timeout(timeout):
+        while not condition():
+            gevent.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("redis+cluster://a:7000,b:7001", ([("a", 7000), ("b", 7001)], None, None, False)),
+        ("rediss+cluster://u:p%40ss@a:7000/0", ([("a", 7000)], "u", "p@ss", True)),
+        ("redis+cluster://:secret@a:7000/", ([("a", 7000)], None, "secret", False)),
+    ],
+)
+def test_cluster_urls(url, expected):
+    """Seed nodes, credentials (URL-quoted) and TLS come from the URL."""
+    assert parse_cluster_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://a:7000", "redis+cluster://", "redis+cluster://a", "redis+cluster://a:0", "redis+cluster://a:1/2"]
+)
+def test_bad_cluster_urls_say_what_is_wrong(url):
+    """Another scheme, no seed, no or bad port, a database other than 0: ValueError."""
+    with pytest.raises(ValueError):
+        parse_cluster_url(url)
+
+
+def test_keys_carry_the_channel_as_hash_tag():
+    """All keys of a channel share its tag; the prefix is outside it; braces in names are refused."""
+    broker = ClusterBroker("redis+cluster://127.0.0.1:1", Options())
+    assert broker.key("room:1") == "django_websocket:{room:1}"
+    assert broker.key("room:1", "@user:7") == "django_websocket:{room:1}@user:7"
+    assert broker.channel("django_websocket:{room:1}@group:a}b") == "room:1"
+    assert broker.stream_key("room:1") == "django_websocket:{room:1}~history"
+    tagged = "django_websocket:{room:1}"
+    assert broker.presence_keys("room:1") == [f"{tagged}~presence", f"{tagged}~members", tagged]
+    for bad in ["a{b", "a}b", "a@b", ""]:
+        with pytest.raises(ValueError):
+            broker.key(bad)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from tests.redis_cluster import RedisClusterGroup
+
+    with RedisClusterGroup() as running:
+        yield running
+
+
+def test_channels_spread_over_every_shard(cluster):
+    """A hundred channel names land on all three masters, none with more than half."""
+    broker = ClusterBroker(cluster.url, Options())
+    counts: dict[str, int] = {}
+    for n in range(100):
+        node, _ = broker.node_of(broker.key(f"room:{n}"))
+        counts[node] = counts.get(node, 0) + 1
+    assert len(counts) == 3 and max(counts.values()) <= 50
+
+
+def test_publish_history_and_presence_on_the_cluster(cluster):
+    """Sharded delivery to a hub, ids from the stream, presence: each channel's scripts in one slot."""
+    broker = ClusterBroker(cluster.url, Options())
+    hub = Hub(broker)
+    rooms = [fresh() for _ in range(6)]
+    boxes = {room: Box() for room in rooms}
+    for room in rooms:
+        hub.add(broker.key(room), boxes[room])
+    ids = {room: broker.publish(room, broker.key(room), b"t", f"hello {room}")[0] for room in rooms}
+    until(lambda: all(box.messages for box in boxes.values()))
+    for room in rooms:
+        assert [(m.data, m.id) for m in boxes[room].messages] == [(f"hello {room}", ids[room])]
+        assert broker.read(room, None).position == ids[room]
+    shard_channels = set()
+    for master in cluster.masters():
+        shard_channels |= {c.decode() for c in master.client().execute_command("PUBSUB", "SHARDCHANNELS")}
+        assert master.client().execute_command("PUBSUB", "CHANNELS") == []
+    assert {broker.key(room) for room in rooms} <= shard_channels
+    member = {"conn": "h:1:1", "user": None, "name": "bo"}
+    hub.add(broker.key(rooms[0]), boxes[rooms[0]])
+    broker.join(rooms[0], member)
+    assert broker.members(rooms[0]) == [member]
+    until(lambda: boxes[rooms[0]].presence)
+    broker.leave(rooms[0], "h:1:1")
+    assert broker.members(rooms[0]) == []
+    no_history = ClusterBroker(cluster.url, Options(history_size=0))
+    assert no_history.publish(rooms[1], broker.key(rooms[1]), b"t", "plain") == ("", 1)
+    until(lambda: len(boxes[rooms[1]].messages) == 2)
+
+
+def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster):
+    """SIGKILL the master of a room: the hub resubscribes on its replica and recovers from the history."""
+    broker = ClusterBroker(cluster.url, Options())
+    hub = Hub(broker)
+    room = fresh("failover")
+    box = Box()
+    hub.add(broker.key(room), box)
+    before = broker.publish(room, broker.key(room), b"t", "before")[0]
+    until(lambda: box.messages)
+    cluster.master_of(broker.key(room)).client().execute_command("WAIT", 1, 2000)
+    cluster.kill_master_of(broker.key(room))
+    deadline = time.monotonic() + 20
+    after = None
+    while after is None:
+        try:
+            after = broker.publish(room, broker.key(room), b"t", "after")[0]
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            gevent.sleep(0.2)
+    until(lambda: any(m.data == "after" for m in box.messages), timeout=20)
+    assert [m.id for m in box.messages] == [before, after]  # nothing lost, nothing twice
+    assert hub.reconnects >= 1

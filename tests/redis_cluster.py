@@ -1,0 +1,172 @@
+"""A real Redis Cluster for integration tests: six ``redis-server --cluster-enabled yes`` nodes.
+
+Three masters and three replicas on 127.0.0.1, formed with ``redis-cli --cluster create
+--cluster-replicas 1``. Each node also listens on its cluster bus port, port + 10000, so
+ports are picked below 55536 with both free. :class:`RedisClusterGroup` is a context
+manager that always stops every node it started (by PID) and removes their directories;
+:meth:`~RedisClusterGroup.kill_master_of` SIGKILLs the master serving a key and returns
+once its replica has taken over.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import time
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from tests.managed import Managed
+from tests.redis_server import RedisServer
+
+REDIS_CLI = "/usr/bin/redis-cli"
+NODES = 6
+#: Milliseconds before a silent master is failed over: short, so tests wait seconds, not tens.
+NODE_TIMEOUT_MS = 1000
+
+
+def free_cluster_port() -> int:
+    """A port on 127.0.0.1 free a moment ago whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 55000)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free pair of ports (port, port + 10000) for a cluster node")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class RedisClusterGroup(Managed):
+    """Six nodes forming one cluster: ``url`` (``redis+cluster://`` with two seeds), ``client()``."""
+
+    def __init__(self, startup_timeout: float = 30.0) -> None:
+        self.startup_timeout = startup_timeout
+        self.nodes = [
+            RedisServer(
+                extra_args=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                    # a replica takes over however long its master was away from it
+                    "--cluster-replica-validity-factor", "0",
+                ],
+                port_picker=free_cluster_port,
+            )  # fmt: skip
+            for _ in range(NODES)
+        ]
+
+    @property
+    def url(self) -> str:
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:2])
+        return f"redis+cluster://{seeds}"
+
+    def client(self) -> RedisCluster:
+        """A redis-py cluster client (explicit timeouts) for the test's own checks."""
+        startup = [ClusterNode("127.0.0.1", node.port) for node in self.nodes if node.process is not None]
+        return RedisCluster(startup_nodes=startup, socket_timeout=5.0, socket_connect_timeout=2.0)
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now."""
+        found = []
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            role = node.client().execute_command("ROLE")[0]
+            if role in (b"master", "master"):
+                found.append(node)
+        return found
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=self.startup_timeout,
+        )
+        self.wait_until_ok()
+        self.wait_until_replicated()
+
+    def wait_until_replicated(self, timeout: float | None = None) -> None:
+        """Return once every master has a replica in sync (what a failover then keeps)."""
+        timeout = timeout or self.startup_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                infos = [master.client().info("replication") for master in self.masters()]
+                if len(infos) == 3 and all(_in_sync(info) for info in infos):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replicas were not in sync within {timeout} s")
+            time.sleep(0.1)  # polling the cluster's own state, not synchronising with ours
+
+    def wait_until_ok(self, timeout: float | None = None) -> None:
+        """Return once every running node reports ``cluster_state:ok``."""
+        timeout = timeout or self.startup_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = [
+                    node.client().execute_command("CLUSTER", "INFO")
+                    for node in self.nodes
+                    if node.process is not None
+                ]
+                if all(b"cluster_state:ok" in _bytes(state) for state in states):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not become ok within {timeout} s")
+            time.sleep(0.1)  # polling the cluster's own state, not synchronising with ours
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node serving *key*'s slot now."""
+        node = self.client().get_node_from_key(key)
+        return next(server for server in self.nodes if server.port == node.port)
+
+    def kill_master_of(self, key: str, timeout: float = 30.0) -> RedisServer:
+        """SIGKILL the master serving *key*; return once another node serves its slot."""
+        master = self.master_of(key)
+        master.kill()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                survivor = next(node for node in self.nodes if node.process is not None)
+                slots = survivor.client().execute_command("CLUSTER", "SLOTS")
+                slot = self.client().keyslot(key)
+                owner = [entry for entry in slots if entry[0] <= slot <= entry[1]]
+                if owner and owner[0][2][1] != master.port:
+                    self.wait_until_ok(timeout=max(0.1, deadline - time.monotonic()))
+                    return master
+            except (redis.RedisError, RuntimeError):
+                pass
+            time.sleep(0.1)  # polling the failover, not synchronising with our own process
+        raise RuntimeError(f"no replica took over from 127.0.0.1:{master.port} within {timeout} s")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def _in_sync(info: dict) -> bool:
+    """A master's ``INFO replication``: one replica, online."""
+    replica = info.get("slave0")
+    online = isinstance(replica, dict) and replica.get("state") == "online"
+    return info.get("connected_slaves") == 1 and online
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

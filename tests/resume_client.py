@@ -1,0 +1,69 @@
+"""A client of the resume protocol (docs/topics/history.md) for integration tests.
+
+``Client`` opens ``resume-room/<room>/`` (``tests/websocket_urls.py``: ``forward=True,
+resume=True, presence=...``) on a real server and splits what arrives into messages and
+the other frames; :func:`close_clients` closes every client opened so far.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from websockets.sync.client import ClientConnection, connect
+
+from tests.servers import Server
+
+_open_clients: list[Client] = []
+
+
+def close_clients() -> None:
+    """Close every client opened since the last call."""
+    while _open_clients:
+        _open_clients.pop().close()
+
+
+class Client:
+    """A resume-protocol client: frames split into messages and the rest, with its last id per channel."""
+
+    def __init__(self, server: Server, room: str, name: str, since: str | None = None) -> None:
+        query = f"?name={name}" + (f"&since=room:{room}@{since}" if since else "")
+        self.channel = f"room:{room}"
+        url = server.ws_url(f"/resume-room/{room}/{query}")
+        self.websocket: ClientConnection = connect(url, open_timeout=10, close_timeout=2).__enter__()
+        _open_clients.append(self)
+        self.messages: list[dict] = []
+        self.other: list[dict] = []
+
+    def frame(self, timeout: float = 5.0) -> dict:
+        frame = json.loads(self.websocket.recv(timeout=timeout))
+        (self.messages if frame["ws"] == "message" else self.other).append(frame)
+        return frame
+
+    def until(self, kind: str, timeout: float = 5.0, **fields: object) -> dict:
+        """Read frames until one of *kind* matching *fields* (member name for join/leave); return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.frame(timeout=max(0.01, deadline - time.monotonic()))
+            if frame["ws"] == kind and all(_field(frame, key) == value for key, value in fields.items()):
+                return frame
+
+    def subscribed(self) -> dict:
+        return self.until("subscribed")
+
+    def close(self) -> None:
+        self.websocket.close()
+
+
+def _field(frame: dict, key: str) -> object:
+    return frame["member"].get(key) if key in ("name", "conn") and "member" in frame else frame.get(key)
+
+
+def worker_pid(client: Client, name: str) -> int:
+    """The pid of the worker serving *client*, from its presence entry (``conn`` is ``host:pid:n``)."""
+    for frame in client.other:
+        members = frame.get("members") or ([frame["member"]] if "member" in frame else [])
+        for member in members:
+            if member["name"] == name:
+                return int(member["conn"].split(":")[-2])
+    raise AssertionError(f"{name} not in presence frames {client.other}")

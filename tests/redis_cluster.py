@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -100,37 +101,22 @@ class RedisClusterGroup(Managed):
 
     def wait_until_replicated(self, timeout: float | None = None) -> None:
         """Return once every master has a replica in sync (what a failover then keeps)."""
-        timeout = timeout or self.startup_timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                infos = [master.client().info("replication") for master in self.masters()]
-                if len(infos) == 3 and all(_in_sync(info) for info in infos):
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the replicas were not in sync within {timeout} s")
-            time.sleep(0.1)  # polling the cluster's own state, not synchronising with ours
+
+        def in_sync() -> bool:
+            infos = [master.client().info("replication") for master in self.masters()]
+            return len(infos) == 3 and all(_in_sync(info) for info in infos)
+
+        _poll(in_sync, timeout or self.startup_timeout, "the replicas were not in sync")
 
     def wait_until_ok(self, timeout: float | None = None) -> None:
         """Return once every running node reports ``cluster_state:ok``."""
-        timeout = timeout or self.startup_timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                states = [
-                    node.client().execute_command("CLUSTER", "INFO")
-                    for node in self.nodes
-                    if node.process is not None
-                ]
-                if all(b"cluster_state:ok" in _bytes(state) for state in states):
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster did not become ok within {timeout} s")
-            time.sleep(0.1)  # polling the cluster's own state, not synchronising with ours
+
+        def ok() -> bool:
+            running = [node for node in self.nodes if node.process is not None]
+            states = [node.client().execute_command("CLUSTER", "INFO") for node in running]
+            return all(b"cluster_state:ok" in _bytes(state) for state in states)
+
+        _poll(ok, timeout or self.startup_timeout, "the cluster did not become ok")
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving *key*'s slot now."""
@@ -159,6 +145,20 @@ class RedisClusterGroup(Managed):
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+def _poll(condition: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Poll the cluster's own state until *condition()*; ``RuntimeError(failure)`` after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass  # a node still starting, or one just killed
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{failure} within {timeout} s")
+        time.sleep(0.1)  # polling the cluster's own state, not synchronising with ours
 
 
 def _in_sync(info: dict) -> bool:

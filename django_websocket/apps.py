@@ -12,6 +12,7 @@ class DjangoWebsocketConfig(AppConfig):
     ``connection_created`` receiver: no monkey patching, no connections opened."""
 
     name = "django_websocket"
+    default_auto_field = "django.db.models.BigAutoField"
     verbose_name = "WebSockets"
 
     def ready(self) -> None:

@@ -38,6 +38,8 @@ django_websocket.E021    ``WEBSOCKET_MESSAGE_RATE_LIMIT`` is not ``None`` or a `
                          pair of a positive integer and a positive number
 django_websocket.E022    ``WEBSOCKET_MAX_CONNECTIONS_PER_USER`` is not ``None`` or a positive
                          integer
+django_websocket.E030    ``WEBSOCKET_OUTBOX_RELAY_INTERVAL`` is not ``None`` or a positive number
+                         of seconds
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 django_websocket.W002    a PostgreSQL database without Django's pool (``OPTIONS["pool"]``)
 django_websocket.W003    a database (not SQLite) with ``CONN_MAX_AGE`` other than 0
@@ -81,6 +83,7 @@ def register_checks() -> None:
         check_compression_settings,
         check_history_settings,
         check_blocked_loop_setting,
+        check_outbox_setting,
         check_limit_settings,
         check_token_settings,
         check_templates,
@@ -309,18 +312,29 @@ def check_history_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
 
 def check_blocked_loop_setting(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """E019: ``WEBSOCKET_BLOCKED_LOOP_THRESHOLD`` is ``None`` (off) or a positive number of seconds."""
-    threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
-    if threshold is None or _is_positive(threshold, integer=False):
+    hint = (
+        "e.g. 0.5 to log code that blocks the event loop for longer than half a second; "
+        "None (the default) turns the monitor off."
+    )
+    return _none_or_seconds("WEBSOCKET_BLOCKED_LOOP_THRESHOLD", hint, "django_websocket.E019")
+
+
+def check_outbox_setting(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E030: ``WEBSOCKET_OUTBOX_RELAY_INTERVAL`` is ``None`` or a positive number of seconds."""
+    hint = (
+        "e.g. 1.0 (the default): each worker publishes the durable outbox every second; "
+        "None leaves it to `manage.py websocket_relay`."
+    )
+    return _none_or_seconds("WEBSOCKET_OUTBOX_RELAY_INTERVAL", hint, "django_websocket.E030")
+
+
+def _none_or_seconds(name: str, hint: str, error_id: str) -> list[CheckMessage]:
+    """An error *error_id* unless setting *name* is ``None`` or a positive number of seconds."""
+    value = conf.get(name)
+    if value is None or _is_positive(value, integer=False):
         return []
-    return [
-        Error(
-            "The WEBSOCKET_BLOCKED_LOOP_THRESHOLD setting must be None or a positive number of seconds, "
-            f"not {threshold!r}.",
-            hint="e.g. 0.5 to log code that blocks the event loop for longer than half a second; "
-            "None (the default) turns the monitor off.",
-            id="django_websocket.E019",
-        )
-    ]
+    message = f"The {name} setting must be None or a positive number of seconds, not {value!r}."
+    return [Error(message, hint=hint, id=error_id)]
 
 
 def check_limit_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:

@@ -60,6 +60,10 @@ THRESHOLD                                   the path and the stack) code that bl
                                             loop longer than this; ``None``: off
 WEBSOCKET_TOKEN_MAX_AGE        ``60``       seconds a token of ``websocket_token()`` opens
                                             sockets for (checked at the handshake only)
+WEBSOCKET_OUTBOX_RELAY_        ``1.0``      seconds between two relays of the durable outbox
+INTERVAL                                    (``publish(durable=True)``) in each worker of
+                                            our worker class; ``None``: not in the workers
+                                            (run ``manage.py websocket_relay`` instead)
 ============================== ============ =====================================================
 """
 
@@ -93,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_PRESENCE_TTL": 30.0,
     "WEBSOCKET_BLOCKED_LOOP_THRESHOLD": None,
     "WEBSOCKET_TOKEN_MAX_AGE": 60,
+    "WEBSOCKET_OUTBOX_RELAY_INTERVAL": 1.0,
 }
 
 

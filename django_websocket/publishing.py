@@ -43,6 +43,7 @@ def publish(
     group: Any = EVERYONE,
     session: Any = EVERYONE,
     on_commit: bool = False,
+    durable: bool = False,
     using: str | None = None,
 ) -> PublishedId | None:
     """Publish *message* to the sockets subscribed to *channel*; return its id.
@@ -67,10 +68,24 @@ def publish(
     ``on_commit`` callbacks, and the id returned. Bad arguments still raise at the call;
     a ``PublishError`` at commit time propagates from the commit (the data is committed
     by then), like an exception of any ``on_commit`` callback.
+
+    With *durable*, the message is written to the outbox table of database *using* in the
+    current transaction (:mod:`django_websocket.outbox`: the app must be installed and
+    migrated) and published after the commit, in order, exactly once, whenever the broker
+    is reachable — now, or after an outage; never if the transaction rolls back. ``None``
+    is returned (the id is assigned on delivery). Raises ``DatabaseError`` when the row
+    cannot be written, never ``PublishError``.
     """
     broker = get_broker()
     key = broker.key(channel, audience(user=user, group=group, session=session))
     kind, data = prepare(message)
+    if durable:
+        # Here, not at the top: the outbox is a model, and publish() also serves projects
+        # that do not install the app (and so have no outbox).
+        from .outbox import enqueue
+
+        enqueue(channel, key, kind, data, using)
+        return None
     if not on_commit:
         return PublishedId(*broker.publish(channel, key, kind, data))
     published: list[PublishedId] = []

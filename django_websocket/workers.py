@@ -157,6 +157,19 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
         if threshold is not None:
             blocking.start_monitor(threshold)
+        self.start_outbox_relay()
+
+    def start_outbox_relay(self) -> None:
+        """Relay the durable outbox from this worker, when the app (its table) is installed."""
+        from django.apps import apps
+
+        interval = conf.get("WEBSOCKET_OUTBOX_RELAY_INTERVAL")
+        if interval is None or not apps.is_installed("django_websocket"):
+            return
+        # Imported here: the outbox is a model, importable only once Django's apps are loaded.
+        from .outbox import start_relay
+
+        start_relay(float(interval))
 
     def count_request(self) -> None:
         """One more request or handshake; recycle the worker at ``max_requests``."""

@@ -78,16 +78,17 @@ def _check_length(name: str, value: str, maximum: int) -> None:
 
 
 def post_message(room: Room, handle: str, message: str, color: str) -> Message:
-    """Store a (validated) message and, once it is committed, publish it to the room; return it.
+    """Store a (validated) message and, with it, publish it to the room; return it.
 
-    ``on_commit=True``: the room hears of the message only when its row is committed, so a
-    page that reloads ``messages.json`` on what it hears always finds it, and a rolled-back
-    message is never announced. Raises ``PublishError`` when the broker is unreachable:
-    the message is stored then, and reaches the room's pages at their next reload.
+    ``durable=True``: the message goes to the outbox in the same transaction as its row, so
+    the room hears of it only once the row is committed (a page that reloads
+    ``messages.json`` on what it hears always finds it; a rolled-back message is never
+    announced), and exactly once even when the broker is away: then it is published as
+    soon as the broker is back (``django_websocket.outbox``).
     """
     with transaction.atomic():
         stored = Message.objects.create(room=room, handle=handle, message=message, color=color)
-        publish(channel(room.name), stored.as_event(), on_commit=True)
+        publish(channel(room.name), stored.as_event(), durable=True)
     return stored
 
 

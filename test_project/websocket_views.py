@@ -12,6 +12,7 @@ from django_websocket import publish
 from django_websocket.decorators import websocket as websocket_view
 from django_websocket.events import ClientMessage, Resync
 from django_websocket.exceptions import ConnectionClosed, PublishError
+from django_websocket.outbox import broker_unavailable
 
 from . import chat as chat_rules
 from .models import Room
@@ -19,6 +20,10 @@ from .models import Room
 logger = logging.getLogger(__name__)
 
 RESYNC = {"type": "resync"}
+#: What a broadcast's sender hears when its message could not be published (the broker is away).
+BROKER_AWAY = "[not sent: the message broker is unavailable, try again in a moment]"
+#: What a chat poster hears when its stored message waits in the outbox for the broker.
+QUEUED = "Saved. The room sees it as soon as the message broker is back."
 
 
 @websocket_view
@@ -63,7 +68,11 @@ def broadcast(request, websocket, room):
     websocket.subscribe(channel, forward=True)
     for message in websocket:
         if isinstance(message, str):
-            publish(channel, message)
+            try:
+                publish(channel, message)
+            except PublishError as error:  # the broker is away: this socket stays, its sender is told
+                logger.warning("broadcast %s: not published: %s", room, error)
+                websocket.send(BROKER_AWAY)
 
 
 @websocket_view
@@ -106,6 +115,6 @@ def _post(websocket, room, data):
         chat_rules.post_message(room, **chat_rules.parse_message(data))
     except chat_rules.InvalidMessage as error:
         websocket.send_json({"type": "error", "error": str(error)})
-    except PublishError:
-        logger.exception("chat room %s: message stored but not published", room.name)
-        websocket.send_json({"type": "error", "error": "stored, but not delivered live: reload to see it"})
+    else:
+        if broker_unavailable():
+            websocket.send_json({"type": "notice", "notice": QUEUED})

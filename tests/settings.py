@@ -35,6 +35,7 @@ for _name, _type in (
     ("WEBSOCKET_HISTORY_SIZE", int),
     ("WEBSOCKET_PRESENCE_TTL", float),
     ("WEBSOCKET_BLOCKED_LOOP_THRESHOLD", float),
+    ("WEBSOCKET_OUTBOX_RELAY_INTERVAL", float),
 ):
     if os.environ.get(_name):
         globals()[_name] = _type(os.environ[_name])

@@ -360,3 +360,23 @@ class LimitSettingsChecks(SimpleTestCase):
     def test_registered_under_the_tag(self):
         """run_checks() with the tag reports them."""
         self.assertIn("django_websocket.E022", ids(run_checks(tags=[TAG])))
+
+
+class OutboxSettingChecks(SimpleTestCase):
+    """E030: WEBSOCKET_OUTBOX_RELAY_INTERVAL."""
+
+    def test_default_none_and_positive_numbers_pass(self):
+        """The default, None and a positive number raise nothing."""
+        from django_websocket.checks import check_outbox_setting
+
+        for value in (1.0, None, 5, 0.2):
+            with self.subTest(value=value), override_settings(WEBSOCKET_OUTBOX_RELAY_INTERVAL=value):
+                self.assertEqual(check_outbox_setting(), [])
+
+    def test_bad_values_are_reported_under_the_tag(self):
+        """Zero, negative, a string: E030 naming the setting, through run_checks() with the tag."""
+        for value in (0, -1, "1"):
+            with self.subTest(value=value), override_settings(WEBSOCKET_OUTBOX_RELAY_INTERVAL=value):
+                messages = [m for m in run_checks(tags=[TAG]) if m.id == "django_websocket.E030"]
+                self.assertEqual(len(messages), 1)
+                self.assertIn("WEBSOCKET_OUTBOX_RELAY_INTERVAL", messages[0].msg)

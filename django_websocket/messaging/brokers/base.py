@@ -17,6 +17,10 @@ from ..history import Entry, Reading, is_id
 from ..options import Options
 from ..redis_pubsub import PubSubConnection
 
+#: Seconds a publish token is remembered (``publish(once=...)``): how long a relay may take to
+#: record a delivery (delete its outbox row) without the message ever going out twice.
+ONCE_TTL = 3600
+
 
 class Broker(ABC):
     """One messaging backend, configured by *options*.
@@ -42,13 +46,19 @@ class Broker(ABC):
         return self.options.channel(key)
 
     @abstractmethod
-    def publish(self, channel: str, key: str, kind: bytes, data: Data) -> tuple[str, int]:
+    def publish(
+        self, channel: str, key: str, kind: bytes, data: Data, once: str | None = None
+    ) -> tuple[str, int]:
         """Publish a message on broker channel *key* of *channel*; return ``(id, receivers)``.
 
         *kind* is the payload type (``wire.TEXT``, ``JSON``, ``BINARY``), *data* the text or
         bytes. The message is stored in *channel*'s history by its policy, and then its id
         is returned (``""`` without history). *receivers*: processes (Redis) or sockets
         (in-process) that received it.
+
+        *once*: a token unique to this message (the durable outbox's): a second publish
+        with the same token within :data:`ONCE_TTL` seconds does nothing and returns
+        ``("", -1)``, so a relay that retries after a crash never delivers a message twice.
         """
 
     def read(self, channel: str, since: str | None) -> Reading:

@@ -9,6 +9,8 @@ dict: the process's own registry is the whole truth.
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 import gevent
@@ -17,7 +19,7 @@ from ...events import ChannelMessage, Data, PresenceChange
 from ..history import Entry, LocalHistory, Reading
 from ..options import Options
 from ..presence import change
-from .base import Broker
+from .base import ONCE_TTL, Broker
 
 
 class LocalBroker(Broker):
@@ -32,12 +34,18 @@ class LocalBroker(Broker):
         self._lock = threading.Lock()
         #: channel -> conn -> member dict.
         self._members: dict[str, dict[str, dict]] = {}
+        #: Publish tokens seen (``publish(once=...)``), with their expiry, oldest first.
+        self._tokens: OrderedDict[str, float] = OrderedDict()
 
     def attach(self, hub: Any) -> None:
         with self._lock:
             self.hubs.append(hub)
 
-    def publish(self, channel: str, key: str, kind: bytes, data: Data) -> tuple[str, int]:
+    def publish(
+        self, channel: str, key: str, kind: bytes, data: Data, once: str | None = None
+    ) -> tuple[str, int]:
+        if once is not None and not self._first_time(once):
+            return "", -1
         rule = self.options.policy(channel)
         message_id = ""
         if rule.enabled:
@@ -45,6 +53,17 @@ class LocalBroker(Broker):
             message_id = self.history.append(channel, key, kind, stored, rule)
         message = ChannelMessage(channel, data, message_id or None, kind)
         return message_id, self.deliver(key, message)
+
+    def _first_time(self, token: str) -> bool:
+        """Remember *token* for ``ONCE_TTL`` seconds; False if it was already there."""
+        now = time.monotonic()
+        with self._lock:
+            while self._tokens and next(iter(self._tokens.values())) < now:
+                self._tokens.popitem(last=False)  # the oldest first: they expire in order
+            if token in self._tokens:
+                return False
+            self._tokens[token] = now + ONCE_TTL
+            return True
 
     def deliver(self, key: str, item: ChannelMessage | PresenceChange) -> int:
         """Hand *item* to every hub of the process; return the sockets subscribed to *key*."""

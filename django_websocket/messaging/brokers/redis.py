@@ -33,19 +33,22 @@ from ..history import Entry, Reading
 from ..options import Options
 from ..redis_pubsub import RedisSubscriber
 from ..wire import PRESENCE
-from .base import Broker
+from .base import ONCE_TTL, Broker
 
 logger = logging.getLogger("django_websocket")
 
 #: Connections per process for publishing and reading (the hub's subscriber has its own).
 REDIS_CONNECTIONS = 16
 HISTORY_SUFFIX = "~history"
+ONCE_SUFFIX = "~once:"
 PRESENCE_SUFFIX = "~presence"
 MEMBERS_SUFFIX = "~members"
 
-#: KEYS: stream, broker channel. ARGV: kind, data, size, ttl (0: none).
-#: Returns {id, receivers}. XADD and PUBLISH together: ids and delivery order agree.
+#: KEYS: stream, broker channel[, once marker]. ARGV: kind, data, size, ttl (0: none)[, marker ttl].
+#: Returns {id, receivers}, or {'', -1} when the marker was set already (published before).
+#: XADD and PUBLISH together: ids and delivery order agree.
 PUBLISH_SCRIPT = """
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then return {'', -1} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'k', KEYS[2], 'c', ARGV[1], 'd', ARGV[2])
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
@@ -56,6 +59,12 @@ if ttl > 0 then
 end
 local receivers = redis.call('PUBLISH', KEYS[2], string.upper(ARGV[1]) .. id .. ' ' .. ARGV[2])
 return {id, receivers}
+"""
+
+#: KEYS: broker channel, once marker. ARGV: payload, marker ttl. A PUBLISH the first time only.
+PUBLISH_ONCE_SCRIPT = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return -1 end
+return redis.call('PUBLISH', KEYS[1], ARGV[1])
 """
 
 #: KEYS: stream. ARGV: since ('' for the position only).
@@ -218,16 +227,24 @@ class RedisBroker(Broker):
 
     # Publish and history
 
-    def publish(self, channel: str, key: str, kind: bytes, data: Data) -> tuple[str, int]:
+    def publish(
+        self, channel: str, key: str, kind: bytes, data: Data, once: str | None = None
+    ) -> tuple[str, int]:
         raw = data.encode() if isinstance(data, str) else data
         rule = self.options.policy(channel)
-        if not rule.enabled:
+        marker = [] if once is None else [self.key(channel) + ONCE_SUFFIX + once]
+        if not rule.enabled and not marker:
             return "", self.publish_payload(key, kind + raw)
+        if not rule.enabled:
+            once_script = self._script(PUBLISH_ONCE_SCRIPT)
+            keys, args = [key, *marker], [kind + raw, ONCE_TTL]
+            return "", int(self._call(lambda: once_script(keys=keys, args=args), "publish to"))
         ttl = 0 if rule.ttl is None else rule.ttl
         script = self._script(PUBLISH_SCRIPT)
-        keys, args = [self.stream_key(channel), key], [kind, raw, rule.size, ttl]
+        keys = [self.stream_key(channel), key, *marker]
+        args = [kind, raw, rule.size, ttl, *([ONCE_TTL] if marker else [])]
         message_id, receivers = self._call(lambda: script(keys=keys, args=args), "publish to")
-        return message_id.decode(), int(receivers)
+        return _text(message_id), int(receivers)
 
     def read_history(self, channel: str, since: str | None) -> Reading:
         script = self._script(READ_SCRIPT)

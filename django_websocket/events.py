@@ -189,4 +189,31 @@ class Leave(PresenceChange):
     """*member* left *channel* (closed, unsubscribed, or its worker stopped heartbeating)."""
 
 
+@dataclass(eq=False)
+class PresenceDiff:
+    """The joins and leaves of *channel* during one batch window (about 0.1 s), as one frame.
+
+    Each connection (``conn``) appears at most once, with its latest change in the window.
+    Forwarding sockets receive it as
+    ``{"ws": "presence_diff", "channel", "joins": [...], "leaves": [...]}``; ``events()``
+    yields its :meth:`changes` (``Join`` and ``Leave`` events), as before batching.
+    """
+
+    channel: str
+    joins: tuple[dict, ...]
+    leaves: tuple[dict, ...]
+
+    @cached_property
+    def text(self) -> str:
+        """The resume protocol's ``presence_diff`` frame, built once for every member socket."""
+        obj = {"ws": "presence_diff", "channel": self.channel, "joins": self.joins, "leaves": self.leaves}
+        return compact_json(obj)
+
+    def changes(self) -> list[PresenceChange]:
+        """The diff as ``Leave`` then ``Join`` events."""
+        return [Leave(self.channel, member) for member in self.leaves] + [
+            Join(self.channel, member) for member in self.joins
+        ]
+
+
 Event = ClientMessage | ChannelMessage | Resync | Presence | PresenceChange

@@ -34,9 +34,16 @@ class Client:
         _open_clients.append(self)
         self.messages: list[dict] = []
         self.other: list[dict] = []
+        self.pending: list[dict] = []  # the rest of a presence_diff, one join or leave each
+        self.diffs = 0  # presence_diff frames received
 
     def frame(self, timeout: float = 5.0) -> dict:
-        frame = json.loads(self.websocket.recv(timeout=timeout))
+        """The next frame; a ``presence_diff`` is read as its leaves, then its joins, one frame each."""
+        if not self.pending:
+            received = json.loads(self.websocket.recv(timeout=timeout))
+            self.pending.extend(_expanded(received))
+            self.diffs += received["ws"] == "presence_diff"
+        frame = self.pending.pop(0)
         (self.messages if frame["ws"] == "message" else self.other).append(frame)
         return frame
 
@@ -53,6 +60,15 @@ class Client:
 
     def close(self) -> None:
         self.websocket.close()
+
+
+def _expanded(frame: dict) -> list[dict]:
+    """*frame*, or for a ``presence_diff`` one ``leave`` or ``join`` frame per member."""
+    if frame["ws"] != "presence_diff":
+        return [frame]
+    channel = frame["channel"]
+    leaves = [{"ws": "leave", "channel": channel, "member": member} for member in frame["leaves"]]
+    return leaves + [{"ws": "join", "channel": channel, "member": member} for member in frame["joins"]]
 
 
 def _field(frame: dict, key: str) -> object:

@@ -738,6 +738,28 @@ def test_js_presence_aggregates_connections_and_ignores_repeats(js: Page) -> Non
     assert js.evaluate("t.client.presence('room')") == [{"user": None, "name": "new", "connections": 1}]
 
 
+def test_js_presence_diff_applies_a_window_of_changes_with_one_callback(js: Page) -> None:
+    """presence_diff: leaves then joins, repeats ignored, one onpresence per frame that changes the list."""
+    calls = js.evaluate(
+        """() => {
+          window.t = connect();
+          const socket = created[0];
+          socket.open();
+          const ann = {conn: "h:1:1", user: null, name: "ann"};
+          socket.message(frame("presence", "room", {members: [ann]}));
+          socket.message(frame("presence_diff", "room", {
+            joins: [ann, {conn: "h:1:2", user: null, name: "bo"}, {conn: "h:1:3", user: null, name: "cy"}],
+            leaves: [{conn: "h:9:9", user: null, name: "unknown"}],
+          }));
+          socket.message(frame("presence_diff", "room", {joins: [ann], leaves: []}));  // nothing new
+          socket.message(frame("presence_diff", "room", {joins: [], leaves: [ann]}));
+          return t.log.presence.map(([channel, rows]) => rows.map((row) => row.name));
+        }"""
+    )
+    assert calls == [["ann"], ["ann", "bo", "cy"], ["bo", "cy"]]
+    assert js.evaluate("t.log.messages") == []
+
+
 def test_js_reconnect_connects_again_at_once(js: Page) -> None:
     """reconnect() closes the socket and opens a new one to the current url; the old one is forgotten."""
     js.evaluate(

@@ -36,6 +36,7 @@ from ..events import (
     Gap,
     Presence,
     PresenceChange,
+    PresenceDiff,
     Resync,
     compact_json,
 )
@@ -66,6 +67,7 @@ class _Channel:
     last: tuple[int, int] | None = None  # id of the last message delivered
     holding: list[Any] | None = None  # live batches held while the history is read
     member: dict | None = None  # this socket's presence entry
+    early_diffs: list[Any] | None = None  # presence diffs that came before the member list
 
 
 class Subscriptions:
@@ -163,7 +165,14 @@ class Subscriptions:
             self.put_channel_messages(item)
 
     def _join(self, channel: str, state: _Channel, member: dict) -> None:
+        """Join, then give the client the member list, then the diffs that came meanwhile.
+
+        A diff can reach this socket while the list is being read; it may hold changes
+        the list missed, so it goes out after the list, never before (where the list
+        would overwrite it).
+        """
         state.member = member
+        state.early_diffs = []
         self.broker.join(channel, member)
         try:
             members = tuple(sorted(self.broker.members(channel), key=lambda member: member["conn"]))
@@ -171,6 +180,9 @@ class Subscriptions:
             logger.warning("cannot read the presence of %s: %s", channel, error)
             members = (member,)
         self._put_control(state, Presence(channel, members))
+        early, state.early_diffs = state.early_diffs, None
+        for diff in early:
+            self.put_presence_diff(diff)
 
     def unsubscribe(self, channel: str) -> None:
         state = self.channels.pop(channel, None)
@@ -281,11 +293,18 @@ class Subscriptions:
         state.last = None  # after a gap, whatever comes next is new
         self._put_control(state, event)
 
-    def put_presence(self, change: PresenceChange) -> None:
-        state = self.channels.get(change.channel)
+    def put_presence_diff(self, diff: PresenceDiff) -> None:
+        state = self.channels.get(diff.channel)
         if state is None or state.member is None or self.overflowed:
             return  # only members hear joins and leaves
-        self._put_control(state, change)
+        if state.early_diffs is not None:
+            state.early_diffs.append(diff)
+            return
+        if state.forward:
+            self._forward_text(diff.text)
+            return
+        for change in diff.changes():
+            self.inbox.put(change)
 
     def _overflow(self) -> None:
         self.overflowed = True

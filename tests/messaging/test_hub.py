@@ -7,7 +7,7 @@ import gevent
 from django_websocket.events import ChannelMessage
 from django_websocket.messaging.brokers.local import LocalBroker
 from django_websocket.messaging.brokers.redis import RedisBroker
-from django_websocket.messaging.hub import Hub
+from django_websocket.messaging.hub import PRESENCE_BATCH, Hub
 from django_websocket.messaging.options import Options
 from django_websocket.messaging.wire import encode_payload
 
@@ -176,3 +176,25 @@ def test_one_read_of_several_messages_is_one_batch_per_channel():
     assert [[m.data for m in batch.messages] for batch in batches] == [["1", "2"], ["3"]]
     assert batches[0].frames == b"\x81\x011\x81\x012"
     assert [m.data for m in box_b.messages] == ["x"]
+
+
+def test_joins_and_leaves_of_a_window_reach_each_member_as_one_diff():
+    """Within PRESENCE_BATCH: many joins and leaves become one diff per mailbox, net per connection."""
+    broker = LocalBroker(OPTIONS)
+    hub = Hub(broker)
+    diffs = []
+
+    class Member(FakeMailbox):
+        def put_presence_diff(self, diff):
+            diffs.append(diff)
+
+    key = channel_key("crowd")
+    hub.add(key, Member())
+    members = [{"conn": f"h:1:{n}", "user": None, "name": f"m{n}"} for n in range(20)]
+    for member in members:
+        broker.join("crowd", member)
+    broker.leave("crowd", "h:1:0")  # joined and left in the same window: its latest change, a leave
+    gevent.sleep(PRESENCE_BATCH * 2)
+    (diff,) = diffs
+    assert diff.joins == tuple(members[1:]) and diff.leaves == (members[0],)
+    assert diff.text.startswith('{"ws":"presence_diff","channel":"crowd","joins":[{')

@@ -130,8 +130,14 @@ MEMBERS_SCRIPT = (
     + """
 for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do leave(conn, ARGV[1]) end
 local conns = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #conns == 0 then return {} end
-return redis.call('HMGET', KEYS[2], unpack(conns))
+local members = {}
+-- HMGET in chunks: unpack() of more than about 8,000 values overflows Lua's stack
+for i = 1, #conns, 1000 do
+  local chunk = {}
+  for j = i, math.min(i + 999, #conns) do chunk[#chunk + 1] = conns[j] end
+  for _, member in ipairs(redis.call('HMGET', KEYS[2], unpack(chunk))) do members[#members + 1] = member end
+end
+return members
 """
 )
 

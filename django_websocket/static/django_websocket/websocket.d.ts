@@ -34,5 +34,6 @@ declare namespace DjangoWebSocket {
   type SubscribedFrame = import("./websocket.esm.js").SubscribedFrame;
   type GapFrame = import("./websocket.esm.js").GapFrame;
   type PresenceFrame = import("./websocket.esm.js").PresenceFrame;
+  type PresenceDiffFrame = import("./websocket.esm.js").PresenceDiffFrame;
   type JoinOrLeaveFrame = import("./websocket.esm.js").JoinOrLeaveFrame;
 }

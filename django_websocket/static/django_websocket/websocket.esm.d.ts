@@ -107,12 +107,26 @@ export interface JoinOrLeaveFrame {
   member: PresenceConnection;
 }
 
+/** `{"ws": "presence_diff"}`: the connections that left and joined during one batch window. */
+export interface PresenceDiffFrame {
+  ws: "presence_diff";
+  channel: string;
+  joins: PresenceConnection[];
+  leaves: PresenceConnection[];
+}
+
 /**
  * The resume protocol's frames (docs/topics/history.md): JSON text frames with a "ws"
  * key that a view subscribed with `forward=True, resume=True` sends. The client consumes
  * them: they never reach `onmessage` as they are.
  */
-export type ProtocolFrame = MessageFrame | SubscribedFrame | GapFrame | PresenceFrame | JoinOrLeaveFrame;
+export type ProtocolFrame =
+  | MessageFrame
+  | SubscribedFrame
+  | GapFrame
+  | PresenceFrame
+  | PresenceDiffFrame
+  | JoinOrLeaveFrame;
 
 /**
  * `onmessage`: *data* is the message (see `DjangoWebSocket`'s `Data`), *event* the

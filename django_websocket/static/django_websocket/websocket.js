@@ -86,9 +86,12 @@
  * - {"ws": "gap", "channel", "id"}: the position was no longer in the history (or
  *   the server lost messages): ongap(channel, id) should reload the state some other
  *   way; id is the new position.
- * - {"ws": "presence" | "join" | "leave"}: the channel's members, one per connection
- *   ("conn"). "presence" replaces the list; a join of a listed connection and a
- *   leave of an unlisted one are ignored. After each change onpresence(channel,
+ * - {"ws": "presence" | "presence_diff" | "join" | "leave"}: the channel's members, one
+ *   per connection ("conn"). "presence" replaces the list; "presence_diff" carries the
+ *   "leaves" and "joins" of about a tenth of a second at once (the server batches them:
+ *   a room of N members costs each member a frame per window, not one per join);
+ *   a join of a listed connection and a leave of an unlisted one are ignored. After each
+ *   frame that changes the list onpresence(channel,
  *   members) gets the list aggregated by user and name: [{user, name, connections},
  *   ...] sorted by name, then user, in code point order (other fields a view adds
  *   come from the group's first connection); presence(channel) returns the same
@@ -371,9 +374,19 @@
           this._members.set(channel, new Map((frame.members || []).map((member) => [member.conn, member])));
           this._presenceChanged(channel);
           return;
+        case "presence_diff": {
+          const changed = (frame.leaves || []).map((member) => this._joinOrLeave(channel, false, member))
+            .concat((frame.joins || []).map((member) => this._joinOrLeave(channel, true, member)));
+          if (changed.includes(true)) {
+            this._presenceChanged(channel);
+          }
+          return;
+        }
         case "join":
         case "leave":
-          this._joinOrLeave(channel, frame.ws === "join", frame.member || {});
+          if (this._joinOrLeave(channel, frame.ws === "join", frame.member || {})) {
+            this._presenceChanged(channel);
+          }
           return;
         default:
           return; // a kind of frame this version does not know: not the application's either
@@ -386,20 +399,21 @@
       }
     }
 
+    /** Apply one join or leave to channel's list; true if it changed the list. */
     _joinOrLeave(channel, joined, member) {
       if (!this._members.has(channel)) {
         this._members.set(channel, new Map());
       }
       const connections = this._members.get(channel);
       if (joined === connections.has(member.conn)) {
-        return; // a join of a listed connection, or a leave of an unlisted one
+        return false; // a join of a listed connection, or a leave of an unlisted one
       }
       if (joined) {
         connections.set(member.conn, member);
       } else {
         connections.delete(member.conn);
       }
-      this._presenceChanged(channel);
+      return true;
     }
 
     _presenceChanged(channel) {

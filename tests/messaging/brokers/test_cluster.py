@@ -31,8 +31,8 @@ class Box:
     def put_resync(self, event):
         self.resyncs.append(event)
 
-    def put_presence(self, change):
-        self.presence.append(change)
+    def put_presence_diff(self, diff):
+        self.presence.append(diff)
 
 
 def until(condition, timeout: float = 10.0) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gevent
+
 from django_websocket.events import Join, Leave
 from django_websocket.messaging.brokers.local import LocalBroker
 from django_websocket.messaging.history import ORIGIN
-from django_websocket.messaging.hub import Hub
+from django_websocket.messaging.hub import PRESENCE_BATCH, Hub
 from django_websocket.messaging.options import Options
 
 
@@ -21,8 +23,8 @@ class Box:
     def put_resync(self, event):
         raise AssertionError("the in-process broker never loses messages")
 
-    def put_presence(self, change):
-        self.presence.append(change)
+    def put_presence_diff(self, diff):
+        self.presence.append(diff)
 
 
 def subscribed(broker: LocalBroker, channel: str) -> Box:
@@ -62,13 +64,16 @@ def test_a_malformed_or_unknown_id_reads_as_a_gap():
 
 
 def test_presence_joins_and_leaves_reach_members_as_objects():
-    """join() and leave() keep the registry and hand Join and Leave events to the hub, once."""
+    """join() and leave() keep the registry and reach the hub as objects, batched into diffs."""
     broker = LocalBroker(Options())
     box = subscribed(broker, "room")
     member = {"conn": "h:1:1", "user": None, "name": "bo"}
     broker.join("room", member)
     assert broker.members("room") == [member]
+    gevent.sleep(PRESENCE_BATCH * 2)
     broker.leave("room", "h:1:1")
     broker.leave("room", "h:1:1")  # twice: one leave
     assert broker.members("room") == []
-    assert [type(change) for change in box.presence] == [Join, Leave]
+    gevent.sleep(PRESENCE_BATCH * 2)
+    assert [(diff.joins, diff.leaves) for diff in box.presence] == [((member,), ()), ((), (member,))]
+    assert [type(change) for diff in box.presence for change in diff.changes()] == [Join, Leave]

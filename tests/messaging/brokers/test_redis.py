@@ -66,6 +66,8 @@ def test_redis_members_of_a_dead_process_expire_with_one_leave(redis_server):
     kinds = [(e["ws"], e["member"]["name"]) for e in events]
     assert kinds == [("join", "ghost"), ("join", "alive"), ("leave", "ghost")]
     subscriber.close()
+    for conn in ("dead:1:1", "live:1:1"):
+        broker.leave(channel, conn)  # this process's heartbeat stops with its last member
 
 
 def test_redis_heartbeat_re_adds_a_swept_connection_with_a_join(redis_server):
@@ -80,3 +82,16 @@ def test_redis_heartbeat_re_adds_a_swept_connection_with_a_join(redis_server):
     assert [m["name"] for m in broker.members(channel)] == ["slow"]
     broker.leave(channel, "slow:1:1")
     assert broker.members(channel) == []
+
+
+def test_presence_of_a_10000_member_room_answers_in_milliseconds(redis_server):
+    """members() of 10,000 connections: one script, a few milliseconds (guard: under a second)."""
+    broker = RedisBroker(redis_server.url, Options(presence_ttl=60))
+    channel = fresh()
+    members = {f"h:1:{n}": {"conn": f"h:1:{n}", "user": n, "name": f"user{n}"} for n in range(10_000)}
+    broker.heartbeat(channel, members)  # all of them in one call
+    started = time.perf_counter()
+    listed = broker.members(channel)
+    elapsed = time.perf_counter() - started
+    print(f"presence of 10,000 members read in {elapsed * 1000:.1f} ms")
+    assert len(listed) == 10_000 and elapsed < 1.0

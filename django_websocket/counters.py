@@ -2,9 +2,10 @@
 
 Why plain integers and not ``prometheus_client`` metrics where things happen: counting a
 message must cost the per-message path nothing measurable. An attribute increment on a
-module global is a few tens of nanoseconds; a ``prometheus_client`` counter in multiprocess
-mode takes a lock, checks the pid and writes an mmap'ed file on every ``inc()`` (about a
-microsecond, more than the rest of a small echo's bookkeeping). So the connection layer
+module global takes about 70 ns; a ``prometheus_client`` counter in multiprocess mode takes a
+lock, checks the pid and writes an mmap'ed file on every ``inc()``: about 1.7 µs, 3.7 µs with
+a label (measured on the 2-vCPU development machine), against about 10 µs for a whole small
+echo through ``receive()`` and ``send()``. So the connection layer
 only adds to the integers here, and the metrics layer pushes the differences into
 ``prometheus_client`` once a second and before each scrape (:func:`~django_websocket.metrics.sync`).
 

@@ -268,12 +268,21 @@ def start_worker(workers: int = 1) -> bool:
     Does nothing (``False``) without ``prometheus_client``: then the project does not export
     metrics, and the integers cost nothing. In multiprocess mode, first removes the gauge files
     of processes that no longer exist (a worker killed without the ``child_exit`` hook).
+    A metrics setup that fails (``prometheus_client`` imported before ``PROMETHEUS_MULTIPROC_DIR``
+    was set, a directory that does not exist) is logged as an error and the worker serves on
+    without metrics: the view then raises the same error, sockets are not refused for it.
     """
+    from django.core.exceptions import ImproperlyConfigured
+
     global worker_count
     if not available():
         return False
     worker_count = workers
-    setup()
+    try:
+        setup()
+    except (ImproperlyConfigured, OSError) as error:
+        logger.error("websocket metrics are off in this worker: %s", error)
+        return False
     if multiprocess_dir():
         remove_dead_gauges()
     import gevent

@@ -403,8 +403,34 @@ def test_plain_requests_count_only_as_426(db):
     from django_websocket.handler import WebSocketHandler
 
     handler, before, statuses = WebSocketHandler(), snapshot(), []
+
+    def start_response(status: str, headers: list) -> None:
+        statuses.append(status)
+
     for path in ("/echo/", "/nope/"):
-        response = handler(RequestFactory().get(path).environ, lambda status, headers: statuses.append(status))
-        response.close()
+        handler(RequestFactory().get(path).environ, start_response).close()
     assert [status.split()[0] for status in statuses] == ["426", "404"]
     assert gained(before, "handshakes", 426) == 1 and gained(before, "handshakes", 404) == 0
+
+
+def test_prometheus_client_is_the_metrics_extra_and_pinned():
+    """setup.cfg's "metrics" extra requires prometheus_client; requirements.txt pins the tested version."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    assert "prometheus_client" in setup["options.extras_require"]["metrics"]
+    from importlib.metadata import version
+
+    pins = (ROOT / "requirements.txt").read_text().splitlines()
+    assert f"prometheus_client=={version('prometheus_client')}" in pins
+
+
+def test_start_worker_with_a_broken_setup_logs_and_serves_on(monkeypatch, tmp_path, caplog):
+    """A metrics setup that fails at worker start is an error in the log, not a worker that cannot boot."""
+    monkeypatch.setattr(metrics, "_exporter", None)
+    monkeypatch.setattr(metrics, "worker_count", metrics.worker_count)
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))  # after prometheus_client's import
+    with caplog.at_level("ERROR", logger="django_websocket"):
+        assert metrics.start_worker(2) is False
+    assert "websocket metrics are off in this worker" in caplog.text and "imported before" in caplog.text

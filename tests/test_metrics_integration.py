@@ -206,3 +206,7 @@ def test_without_the_hook_a_replacement_worker_removes_the_dead_workers_gauge(me
         server.wait_for_log(rf"Booting worker with pid: (?!({victim}|{survivor})\b)\d+", timeout=20)
         wait_for_values(server, {key("django_websocket_connections"): len(by_pid[survivor])})
         assert f"gauge_livesum_{victim}.db" not in os.listdir(metrics_env["PROMETHEUS_MULTIPROC_DIR"])
+    # Stopped (SIGTERM), the workers remove their own live gauge files on the way out.
+    left = os.listdir(metrics_env["PROMETHEUS_MULTIPROC_DIR"])
+    assert not [name for name in left if name.startswith("gauge_live")], left
+    assert [name for name in left if name.startswith("counter_")]  # the totals stay

@@ -4,7 +4,7 @@ gunicorn with ``-w 2`` and our worker serves ``test_project.wsgi:application`` (
 sockets on one port) with ``PROMETHEUS_MULTIPROC_DIR`` in a temporary directory and the
 shipped ``test_project/deploy/gunicorn.conf.py`` (its ``child_exit`` hook). Real clients
 open sockets on both workers, send messages, get refused (400, 403, 404, 429), close with
-codes, flood past the rate limit; each scrape is parsed with ``prometheus_client``'s own
+codes, flood past the rate limit, share a room through a real Redis; each scrape is parsed with ``prometheus_client``'s own
 parser and compared with exact values. Then a worker is killed (SIGKILL, by the pid gunicorn
 logged) and the connections gauge drops to the sockets of the worker that is left.
 """
@@ -70,8 +70,12 @@ def key(name: str, **labels: str) -> tuple[str, tuple]:
     return (name, tuple(sorted(labels.items())))
 
 
-def open_on_both_workers(stack: ExitStack, server: Server, at_least: int) -> dict[int, list]:
-    """Open ``notify/`` sockets until both workers hold one and *at_least* are open; by worker pid.
+def open_on_both_workers(
+    stack: ExitStack, server: Server, at_least: int, path: str = "/notify/"
+) -> dict[int, list]:
+    """Open *path* sockets until both workers hold one and *at_least* are open; by worker pid.
+
+    *path*: a view of ``tests/websocket_urls.py`` whose first message names its worker's pid.
 
     Which worker accepts is the kernel's choice (and a worker still loading Django accepts
     nothing): keep opening, for up to 30 s or 300 sockets, all kept open so counts stay exact.
@@ -79,7 +83,7 @@ def open_on_both_workers(stack: ExitStack, server: Server, at_least: int) -> dic
     by_pid: dict[int, list[ClientConnection]] = {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and sum(map(len, by_pid.values())) < 300:
-        websocket = stack.enter_context(connect(server.ws_url("/notify/"), open_timeout=10, close_timeout=2))
+        websocket = stack.enter_context(connect(server.ws_url(path), open_timeout=10, close_timeout=2))
         hello = json.loads(websocket.recv(timeout=10))
         by_pid.setdefault(hello["pid"], []).append(websocket)
         if len(by_pid) == 2 and sum(map(len, by_pid.values())) >= at_least:
@@ -210,3 +214,33 @@ def test_without_the_hook_a_replacement_worker_removes_the_dead_workers_gauge(me
     left = os.listdir(metrics_env["PROMETHEUS_MULTIPROC_DIR"])
     assert not [name for name in left if name.startswith("gauge_live")], left
     assert [name for name in left if name.startswith("counter_")]  # the totals stay
+
+
+def test_channel_deliveries_and_broker_reconnects_add_up_over_both_workers(redis_server, metrics_env):
+    """Real Redis: a room message on both workers, one delivery per socket; an outage counts reconnects."""
+    env = {**metrics_env, "REDIS_URL": redis_server.url}
+    with gunicorn(APP, workers=2, env=env) as server, ExitStack() as stack:
+        by_pid = open_on_both_workers(stack, server, at_least=4, path="/room/metrics/")
+        sockets = [websocket for group in by_pid.values() for websocket in group]
+        sockets[0].send("to everyone")  # the room view publishes what a client sends
+        for websocket in sockets:
+            assert websocket.recv(timeout=10) == "to everyone"
+        wait_for_values(
+            server,
+            {
+                key("django_websocket_channel_deliveries_total"): len(sockets),
+                key("django_websocket_messages_received_total"): 1,
+                key("django_websocket_messages_sent_total"): 2 * len(sockets),  # hello + the message
+                key("django_websocket_broker_reconnects_total"): 0,
+                key("django_websocket_connections"): len(sockets),
+            },
+        )
+        redis_server.kill()
+        try:
+            deadline = time.monotonic() + 15
+            # Each worker's subscriber fails at least once: 2 or more in the sum.
+            while value(scrape(server), "django_websocket_broker_reconnects_total") < 2:
+                assert time.monotonic() < deadline, "the workers' reconnection attempts were not counted"
+                time.sleep(0.1)
+        finally:
+            redis_server.start()

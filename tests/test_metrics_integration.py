@@ -4,9 +4,10 @@ gunicorn with ``-w 2`` and our worker serves ``test_project.wsgi:application`` (
 sockets on one port) with ``PROMETHEUS_MULTIPROC_DIR`` in a temporary directory and the
 shipped ``test_project/deploy/gunicorn.conf.py`` (its ``child_exit`` hook). Real clients
 open sockets on both workers, send messages, get refused (400, 403, 404, 429), close with
-codes, flood past the rate limit, share a room through a real Redis; each scrape is parsed with ``prometheus_client``'s own
-parser and compared with exact values. Then a worker is killed (SIGKILL, by the pid gunicorn
-logged) and the connections gauge drops to the sockets of the worker that is left.
+codes, flood past the rate limit, share a room through a real Redis; each scrape is parsed
+with ``prometheus_client``'s own parser and compared with exact values. Then a worker is
+killed (SIGKILL, by the pid gunicorn logged) and the connections gauge drops to the sockets
+of the worker that is left.
 """
 
 from __future__ import annotations

@@ -434,3 +434,13 @@ def test_start_worker_with_a_broken_setup_logs_and_serves_on(monkeypatch, tmp_pa
     with caplog.at_level("ERROR", logger="django_websocket"):
         assert metrics.start_worker(2) is False
     assert "websocket metrics are off in this worker" in caplog.text and "imported before" in caplog.text
+
+
+def test_every_shipped_nginx_layout_denies_metrics():
+    """Each nginx-*.conf with a proxied "location /" denies "location = /metrics" before it."""
+    for path in sorted((ROOT / "test_project" / "deploy").glob("nginx-*.conf")):
+        text = path.read_text()
+        if "\n    location / {" not in text:
+            continue
+        denied = text.find("    location = /metrics {\n        deny all;\n    }")
+        assert 0 < denied < text.index("\n    location / {"), path.name

@@ -7,7 +7,7 @@ open sockets on both workers, send messages, get refused (400, 403, 404, 429), c
 codes, flood past the rate limit, share a room through a real Redis; each scrape is parsed
 with ``prometheus_client``'s own parser and compared with exact values. Then a worker is
 killed (SIGKILL, by the pid gunicorn logged) and the connections gauge drops to the sockets
-of the worker that is left.
+of the worker that is left. Last, the shipped nginx layout keeps ``/metrics`` from the public.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import time
 import urllib.request
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
@@ -245,3 +246,19 @@ def test_channel_deliveries_and_broker_reconnects_add_up_over_both_workers(redis
                 time.sleep(0.1)
         finally:
             redis_server.start()
+
+
+def test_shipped_nginx_layout_denies_metrics_to_the_public(server_db, tmp_path):
+    """Through nginx-single-upstream.conf /metrics is 403; gunicorn's own port serves it to Prometheus."""
+    from tests.test_nginx import NGINX, get, nginx
+
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed")
+    values = {"PROXY_READ_TIMEOUT": "60s", "STATIC_ROOT": str(tmp_path)}
+    with gunicorn(APP, env={"DJANGO_DB_PATH": server_db["path"]}) as app:
+        values["UPSTREAM"] = f"127.0.0.1:{app.port}"
+        with nginx(tmp_path, "nginx-single-upstream.conf", values) as proxy:
+            assert get(proxy.url("/metrics"))[0] == 403
+            assert get(proxy.url("/metrics/"))[0] != 200  # no other spelling reaches the view
+            status, _, body = get(app.url("/metrics"))
+            assert status == 200 and "django_websocket_connections " in body

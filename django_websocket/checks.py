@@ -38,8 +38,9 @@ django_websocket.E021    ``WEBSOCKET_MESSAGE_RATE_LIMIT`` is not ``None`` or a `
                          pair of a positive integer and a positive number
 django_websocket.E022    ``WEBSOCKET_MAX_CONNECTIONS_PER_USER`` is not ``None`` or a positive
                          integer
-django_websocket.E023    ``ROOT_URLCONF`` routes ``django_websocket.metrics.metrics_view`` but
-                         ``prometheus_client`` is not installed
+django_websocket.E023    ``ROOT_URLCONF`` or ``WEBSOCKET_URLCONF`` routes
+                         ``django_websocket.metrics.metrics_view`` but ``prometheus_client``
+                         is not installed
 django_websocket.E024    ``PROMETHEUS_MULTIPROC_DIR`` is set but is not a writable directory
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 django_websocket.W002    a PostgreSQL database without Django's pool (``OPTIONS["pool"]``)
@@ -406,7 +407,7 @@ def check_metrics(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> li
     if not metrics.available():
         return [
             Error(
-                "ROOT_URLCONF routes django_websocket.metrics.metrics_view, "
+                "The URLconf routes django_websocket.metrics.metrics_view, "
                 "but prometheus_client is not installed.",
                 hint="pip install 'django-websocket-views[metrics]'.",
                 id="django_websocket.E023",

@@ -163,6 +163,7 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         metrics.start_worker(self.cfg.workers)
 
     def run(self) -> None:
+        """Serve until told to stop; then the metrics get their last push and the live gauge file goes."""
         try:
             super().run()
         finally:

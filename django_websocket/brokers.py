@@ -128,6 +128,11 @@ def get_hub() -> Hub:
     return registry.hub()
 
 
+def hubs() -> list[Hub]:
+    """Every hub this process has made (for metrics: reading them never makes one)."""
+    return list(registry.hubs.values())
+
+
 def reset(*, setting: str = "", **kwargs: Any) -> None:
     """Read the settings again at the next use (a ``setting_changed`` receiver; no argument: always)."""
     if not setting or setting in SETTINGS:

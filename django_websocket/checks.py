@@ -38,6 +38,10 @@ django_websocket.E021    ``WEBSOCKET_MESSAGE_RATE_LIMIT`` is not ``None`` or a `
                          pair of a positive integer and a positive number
 django_websocket.E022    ``WEBSOCKET_MAX_CONNECTIONS_PER_USER`` is not ``None`` or a positive
                          integer
+django_websocket.E023    ``ROOT_URLCONF`` or ``WEBSOCKET_URLCONF`` routes
+                         ``django_websocket.metrics.metrics_view`` but ``prometheus_client``
+                         is not installed
+django_websocket.E024    ``PROMETHEUS_MULTIPROC_DIR`` is set but is not a writable directory
 django_websocket.E030    ``WEBSOCKET_OUTBOX_RELAY_INTERVAL`` is not ``None`` or a positive number
                          of seconds
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
@@ -47,6 +51,9 @@ django_websocket.W004    a database driver that blocks the gevent worker (psycop
                          psycogreen, mysqlclient, psycopg older than 3.1.14)
 django_websocket.W005    ``WebSocketTokenMiddleware`` comes before ``AuthenticationMiddleware``
                          in ``MIDDLEWARE`` (which would replace the token's user)
+django_websocket.W006    (``--deploy`` only) the metrics view is routed but
+                         ``PROMETHEUS_MULTIPROC_DIR`` is not set: under several gunicorn
+                         workers a scrape sees only the worker that answered it
 ======================== ==========================================================
 
 The websocket URLconf is imported only inside :func:`check_urlconf`, never when
@@ -63,7 +70,7 @@ from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from django_websocket import conf, drivers
+from django_websocket import conf, drivers, metrics
 from django_websocket.urls import split_server
 
 TAG = "django_websocket"
@@ -88,8 +95,10 @@ def register_checks() -> None:
         check_token_settings,
         check_templates,
         check_databases,
+        check_metrics,
     ):
         register(check, TAG)
+    register(check_metrics_deploy, TAG, deploy=True)
 
 
 def _setting(name: str) -> Any:
@@ -403,6 +412,75 @@ def check_token_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any
             )
         )
     return messages
+
+
+def check_metrics(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E023: the metrics view routed, no ``prometheus_client``; E024: a bad ``PROMETHEUS_MULTIPROC_DIR``."""
+    if not _routes_metrics_view():
+        return []
+    if not metrics.available():
+        return [
+            Error(
+                "The URLconf routes django_websocket.metrics.metrics_view, "
+                "but prometheus_client is not installed.",
+                hint="pip install 'django-websocket-views[metrics]'.",
+                id="django_websocket.E023",
+            )
+        ]
+    import os
+
+    path = metrics.multiprocess_dir()
+    if path is not None and not (os.path.isdir(path) and os.access(path, os.W_OK)):
+        return [
+            Error(
+                f"{metrics.MULTIPROC_ENV}={path!r} is not a writable directory.",
+                hint="Create it for this gunicorn alone (gunicorn.conf.py's on_starting hook empties it).",
+                id="django_websocket.E024",
+            )
+        ]
+    return []
+
+
+def check_metrics_deploy(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W006 (``manage.py check --deploy``): the metrics view routed without ``PROMETHEUS_MULTIPROC_DIR``."""
+    if metrics.multiprocess_dir() is not None or not _routes_metrics_view():
+        return []
+    return [
+        Warning(
+            f"The metrics view is routed but {metrics.MULTIPROC_ENV} is not set: under several gunicorn "
+            "workers each scrape sees only the worker that answered it.",
+            hint=f"Set {metrics.MULTIPROC_ENV} in gunicorn's environment (docs/howto/metrics.md); "
+            "ignore this with a single worker process.",
+            id="django_websocket.W006",
+        )
+    ]
+
+
+def _routes_metrics_view() -> bool:
+    """Whether ``ROOT_URLCONF`` or ``WEBSOCKET_URLCONF`` routes ``metrics_view`` (or a wrapper of it)."""
+    from django.urls import URLResolver, get_resolver
+
+    def routes(patterns: Any) -> bool:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                if routes(pattern.url_patterns):
+                    return True
+                continue
+            view = pattern.callback
+            while view is not None:
+                if view is metrics.metrics_view:
+                    return True
+                view = getattr(view, "__wrapped__", None)
+        return False
+
+    websocket_urlconf = _setting("WEBSOCKET_URLCONF")
+    for urlconf in (None, websocket_urlconf) if websocket_urlconf is not _MISSING else (None,):
+        try:
+            if routes(get_resolver(urlconf).url_patterns):
+                return True
+        except Exception:  # an URLconf that does not import is reported by its own check
+            continue
+    return False
 
 
 def _history_policy_problems(size: Any, ttl: Any, size_name: str, ttl_name: str) -> list[str]:

@@ -37,6 +37,7 @@ from websockets.frames import Opcode
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
 from .compression import allows_plain_frames, plain_frame_limit
+from .counters import counters, messages_in
 from .events import ChannelMessage
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, connection_closed
 from .frames import frame_header
@@ -287,6 +288,7 @@ class WebSocket(MessageMixin):
                 self.on_wait()
             while not self._messages:
                 self._receive_more()
+        counters.messages_received += 1  # metrics: a plain int, see django_websocket.counters
         return self._messages.popleft()
 
     def _receive_more(self) -> None:
@@ -301,6 +303,7 @@ class WebSocket(MessageMixin):
             except OSError:
                 data = b""
             if data:
+                counters.bytes_received += len(data)
                 self.protocol.receive_data(data)
             else:
                 self.protocol.receive_eof()
@@ -435,6 +438,7 @@ class WebSocket(MessageMixin):
                 # Hot path: a server frame is unmasked and, without extensions, only a header
                 # and the payload — the same bytes Frame.serialize() builds, without its overhead.
                 self._write(frame_header(0x81 if text else 0x82, len(data)), data)
+            counters.messages_sent += 1
 
     def _forward(self, message: ChannelMessage) -> None:
         """Send a channel message with the frame it shares with every other recipient.
@@ -461,6 +465,7 @@ class WebSocket(MessageMixin):
                 except OSError:
                     self._abort()
                     raise self._closed_error() from None
+            counters.messages_sent += 1
 
     def send_frames_nowait(self, frames: bytes) -> bool:
         """Write complete server *frames* only if that needs no waiting; used by the hub's fan-out.
@@ -483,6 +488,8 @@ class WebSocket(MessageMixin):
         except OSError:
             self._abort()
             return True  # the connection is gone: nothing left to deliver to
+        counters.messages_sent += messages_in(frames)  # parsed once per batch, not per socket
+        counters.bytes_sent += len(frames)  # the rest of a partial write included
         if sent < len(frames):
             self._write_lock.acquire()  # free (checked above) and released by the helper
             gevent.spawn(self._finish_write, memoryview(frames)[sent:])
@@ -513,6 +520,7 @@ class WebSocket(MessageMixin):
     def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         # A non-blocking send completes at once for most frames and costs a third of
         # gevent's sendall(); only what the kernel did not take waits, for a bounded time.
+        counters.bytes_sent += len(data)
         try:
             sent = self._raw.send(data)
         except BlockingIOError:
@@ -710,6 +718,7 @@ class WebSocket(MessageMixin):
         if not self._closed.is_set():
             self._closed.set()
             open_connections.discard(self)
+            counters.count_close(self._close_exc.code)  # once per socket: its final code
             if self._ping_timer is not None:
                 self._ping_timer.close()  # it holds this connection until it fires
             # shutdown() first: close() alone leaves the connection up while pywsgi's

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,7 @@ from . import conf
 from .brokers import get_hub
 from .compression import negotiate
 from .connection import WebSocket, open_connections
+from .counters import counters
 from .database import (
     DATABASE_UNAVAILABLE,
     close_code_for,
@@ -93,9 +95,16 @@ class WebSocketHandler(WSGIHandler):
         return self.respond(environ, start_response)
 
     def respond(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        """Answer one request (``request_started`` sent): HTTP, or the accepted websocket run to its end."""
+        """Answer one request (``request_started`` sent): HTTP, or the accepted websocket run to its end.
+
+        Handshakes are counted in ``counters.handshakes`` by status (the metrics' handshakes):
+        101 once the upgrade is sent, else the HTTP status of the refusal; a plain request is
+        counted only when it is a 426 (it reached a websocket view without upgrading).
+        """
+        started = time.perf_counter()
         set_script_prefix(get_script_name(environ))
-        if is_upgrade_request(environ):
+        upgrade = is_upgrade_request(environ)
+        if upgrade:
             # A handshake has no body, and the connection is read through the upgrade: the
             # request must not keep the server's buffered reader (and its buffer) alive.
             environ["wsgi.input"] = io.BytesIO()
@@ -103,7 +112,9 @@ class WebSocketHandler(WSGIHandler):
         response = self.get_response(request)
         response._handler_class = self.__class__
         if isinstance(response, AcceptWebSocket):
-            return self.run_websocket(request, response, environ, start_response)
+            return self.run_websocket(request, response, environ, start_response, started)
+        if upgrade or response.status_code == 426:
+            counters.count_handshake(response.status_code)
         if environ.get("wsgi.websocket") is not None:
             return self.refuse_stock_websocket(response, environ)
         if response.status_code >= 500 and not response.streaming:
@@ -166,13 +177,19 @@ class WebSocketHandler(WSGIHandler):
         return None
 
     def run_websocket(
-        self, request: HttpRequest, accept: AcceptWebSocket, environ: dict, start_response: StartResponse
+        self,
+        request: HttpRequest,
+        accept: AcceptWebSocket,
+        environ: dict,
+        start_response: StartResponse,
+        started: float | None = None,
     ) -> Iterable[bytes]:
         """Accept the handshake, run the view on the socket, close it; return the finished response.
 
         The returned response's ``close()`` — called by the WSGI server, or here under the
         stock worker, which never calls it — fires ``request_finished``. Nothing after the
-        101 is written as HTTP.
+        101 is written as HTTP. *started* (``time.perf_counter()`` when the request reached
+        the handler): the 101's latency goes to ``counters.observe_handshake`` if it is set.
         """
         try:
             owner = connection_owner(request) if conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER") else None
@@ -184,13 +201,19 @@ class WebSocketHandler(WSGIHandler):
             if owner is not None and not owner_connections.reserve(owner):
                 refusal = _per_user_refusal(request, accept)
         if refusal is not None:
+            counters.count_handshake(refusal.status_code)
             if environ.get("wsgi.websocket") is not None:
                 return self.refuse_stock_websocket(refusal, environ)
             return _send_http(refusal, start_response)
         try:
             websocket = self.accept(request, accept, environ)
             if websocket is None:
+                counters.count_handshake(501)
                 return _send_http(_no_upgrade_support(request), start_response)
+            counters.count_handshake(101)
+            observe = counters.observe_handshake
+            if observe is not None and started is not None:
+                observe(time.perf_counter() - started)
             websocket.request = request
             websocket.hub = get_hub()
             websocket.user_id = _known_user_id(request)

@@ -19,7 +19,9 @@ gunicorn's own gevent worker (``gevent.pywsgi`` underneath) with these changes:
   worker ignores it — counting requests and handshakes; the recycled worker closes its
   websockets with 1012 (service restart);
 - unless ``WEBSOCKET_MAX_CONNECTIONS`` is set, handshakes past 90 % of
-  ``--worker-connections`` get a fast 503, leaving room to answer them.
+  ``--worker-connections`` get a fast 503, leaving room to answer them;
+- with ``prometheus_client`` installed, each worker pushes its counters into it every second
+  and removes its live gauge file when it exits (``django_websocket.metrics``).
 
 gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 """
@@ -34,7 +36,7 @@ import gevent
 from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from . import blocking, conf, drivers, server
+from . import blocking, conf, drivers, metrics, server
 from .server import UpgradeHandler
 
 #: Share of ``--worker-connections`` websockets may take by default.
@@ -142,7 +144,8 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
     def after_load(self) -> None:
         """Once per worker, after gevent patched and the application (so Django's settings) loaded.
 
-        Where the database layer is made safe for greenlets and the blocked-loop monitor starts.
+        Where the database layer is made safe for greenlets, the blocked-loop monitor starts,
+        and so does the metrics' sync (with ``prometheus_client`` installed).
         """
         # Here, not in init_process(): with --preload the application (psycopg, Django's
         # connection handler) was loaded in the master before the patch; load_wsgi() runs in
@@ -157,6 +160,7 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
         if threshold is not None:
             blocking.start_monitor(threshold)
+        metrics.start_worker(self.cfg.workers)
         self.start_outbox_relay()
 
     def start_outbox_relay(self) -> None:
@@ -170,6 +174,13 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         from .outbox import start_relay
 
         start_relay(float(interval))
+
+    def run(self) -> None:
+        """Serve until told to stop; then the metrics get their last push and the live gauge file goes."""
+        try:
+            super().run()
+        finally:
+            metrics.stop_worker()
 
     def count_request(self) -> None:
         """One more request or handshake; recycle the worker at ``max_requests``."""

@@ -7,6 +7,8 @@ the single-port application routes a request by its ``Upgrade`` header.
 from django.contrib import admin
 from django.urls import include, path
 
+from django_websocket.metrics import metrics_view
+
 from . import (
     converters,  # noqa: F401  (registers <room:...>)
     notifications,
@@ -27,4 +29,8 @@ urlpatterns = [
     path("socket-token/", views.socket_token, name="socket-token"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    # Prometheus metrics of every worker (docs/howto/metrics.md). It checks no permission: in
+    # production, deny it at the proxy (the guide's nginx "location = /metrics") or scrape
+    # gunicorn's port on a private address.
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -22,7 +22,8 @@ django_websocket.E011    ``WEBSOCKET_CHANNEL_QUEUE_SIZE`` is not a positive inte
 django_websocket.E012    ``WEBSOCKET_REDIS_TIMEOUT`` is not a positive number of seconds
 django_websocket.E013    ``WEBSOCKET_PING_INTERVAL``, ``WEBSOCKET_SEND_TIMEOUT`` or
                          ``WEBSOCKET_MAX_CONNECTIONS`` is not ``None`` or a positive number;
-                         ``WEBSOCKET_PING_TIMEOUT`` or ``WEBSOCKET_HANDSHAKE_TIMEOUT`` is not a
+                         ``WEBSOCKET_PING_TIMEOUT``, ``WEBSOCKET_HANDSHAKE_TIMEOUT``,
+                         ``WEBSOCKET_DRAIN_WINDOW`` or ``WEBSOCKET_DRAIN_TIMEOUT`` is not a
                          positive number
 django_websocket.E014    ``WEBSOCKET_COMPRESSION`` is not a bool
 django_websocket.E015    ``WEBSOCKET_COMPRESSION_THRESHOLD`` is not an integer >= 0
@@ -239,6 +240,8 @@ def check_channel_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
         ("WEBSOCKET_HANDSHAKE_TIMEOUT", False, False, "django_websocket.E013"),
         ("WEBSOCKET_SEND_TIMEOUT", False, True, "django_websocket.E013"),
         ("WEBSOCKET_MAX_CONNECTIONS", True, True, "django_websocket.E013"),
+        ("WEBSOCKET_DRAIN_WINDOW", False, False, "django_websocket.E013"),
+        ("WEBSOCKET_DRAIN_TIMEOUT", False, False, "django_websocket.E013"),
     ):
         value = conf.get(name)
         if not (optional and value is None) and not _is_positive(value, integer):

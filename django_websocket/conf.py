@@ -60,6 +60,10 @@ THRESHOLD                                   the path and the stack) code that bl
                                             loop longer than this; ``None``: off
 WEBSOCKET_TOKEN_MAX_AGE        ``60``       seconds a token of ``websocket_token()`` opens
                                             sockets for (checked at the handshake only)
+WEBSOCKET_DRAIN_WINDOW         ``1.0``      seconds over which a stopping worker closes its
+                                            sockets, in batches (reconnections spread out)
+WEBSOCKET_DRAIN_TIMEOUT        ``10.0``     seconds an old worker waits, on a reload, for the
+                                            new workers to load before closing its sockets
 WEBSOCKET_OUTBOX_RELAY_        ``1.0``      seconds between two relays of the durable outbox
 INTERVAL                                    (``publish(durable=True)``) in each worker of
                                             our worker class; ``None``: not in the workers
@@ -98,6 +102,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_BLOCKED_LOOP_THRESHOLD": None,
     "WEBSOCKET_TOKEN_MAX_AGE": 60,
     "WEBSOCKET_OUTBOX_RELAY_INTERVAL": 1.0,
+    "WEBSOCKET_DRAIN_WINDOW": 1.0,
+    "WEBSOCKET_DRAIN_TIMEOUT": 10.0,
 }
 
 

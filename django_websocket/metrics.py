@@ -49,6 +49,7 @@ import threading
 from typing import Any
 
 from .counters import counters
+from .processes import is_alive
 
 logger = logging.getLogger("django_websocket")
 
@@ -333,21 +334,11 @@ def remove_dead_gauges(path: str | None = None) -> list[int]:
             pid = int(os.path.basename(name)[: -len(".db")].rsplit("_", 1)[1])
         except ValueError:
             continue
-        if pid != os.getpid() and not _is_alive(pid):
+        if pid != os.getpid() and not is_alive(pid):
             dead.add(pid)
     for pid in dead:
         multiprocess.mark_process_dead(pid, path)
     return sorted(dead)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def metrics_view(request: Any) -> Any:

@@ -5,11 +5,14 @@ gunicorn's own gevent worker (``gevent.pywsgi`` underneath) with these changes:
 - requests are handled by :class:`~django_websocket.server.UpgradeHandler`, so the
   application decides whether to switch protocols after Django's middleware ran, and
   the access log (gunicorn's logger) shows 101, 403, 404… per handshake;
-- on SIGTERM, SIGINT or SIGQUIT every open websocket is closed with 1001 within about a
-  second, so views end, their subscriptions are dropped, and the worker exits long
-  before ``--graceful-timeout`` (gunicorn's own worker would leave sockets silent until
-  that timeout, then drop them without a close frame). A reload (SIGHUP to the master)
-  reaches old workers as SIGTERM: their clients get 1001 too;
+- on SIGTERM every open websocket is closed, in batches spread over
+  ``WEBSOCKET_DRAIN_WINDOW`` (a second), so views end, their subscriptions are dropped, and
+  the worker exits long before ``--graceful-timeout`` (gunicorn's own worker would leave
+  sockets silent until that timeout, then drop them without a close frame). A reload
+  (SIGHUP to the master) reaches old workers as SIGTERM while the new ones still load the
+  application: an old worker first waits (up to ``WEBSOCKET_DRAIN_TIMEOUT``) until they
+  are ready, then closes with 1012 (service restart) instead of 1001
+  (``django_websocket.drain``). SIGINT and SIGQUIT close everything with 1001 at once;
 - on those signals it also stops accepting at once (gunicorn would for up to a second
   more, so a client reconnecting after its 1001 could land on the dying worker and sit
   there until ``--graceful-timeout``) and closes idle keep-alive HTTP connections (which
@@ -36,11 +39,22 @@ import gevent
 from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from . import blocking, conf, drivers, metrics, server
+from . import blocking, conf, drain, drivers, metrics, server
 from .server import UpgradeHandler
 
 #: Share of ``--worker-connections`` websockets may take by default.
 CONNECTION_SHARE = 0.9
+
+
+def open_sockets() -> list[Any]:
+    """This process's open websockets."""
+    from .connection import open_connections
+
+    return list(open_connections)
+
+
+def close_socket(websocket: Any, code: int, reason: str) -> None:
+    websocket.shutdown(code, reason)
 
 
 def close_all(code: int, reason: str, wait: float = 2.0) -> None:
@@ -162,6 +176,7 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
             blocking.start_monitor(threshold)
         metrics.start_worker(self.cfg.workers)
         self.start_outbox_relay()
+        self.ready_marker = drain.mark_ready(self.ppid, self.pid)  # a reloading sibling waits for it
 
     def start_outbox_relay(self) -> None:
         """Relay the durable outbox from this worker, when the app (its table) is installed."""
@@ -181,6 +196,8 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
             super().run()
         finally:
             metrics.stop_worker()
+            if self.ready_marker is not None:
+                self.ready_marker.unlink(missing_ok=True)
 
     def count_request(self) -> None:
         """One more request or handshake; recycle the worker at ``max_requests``."""
@@ -190,10 +207,14 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
             self.alive = False
             gevent.spawn(close_all, 1012, "service restart")
 
+    ready_marker: Any = None
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         gevent.spawn(stop_serving)
-        gevent.spawn(close_all, 1001, "server shutting down")
+        window = float(conf.get("WEBSOCKET_DRAIN_WINDOW"))
+        timeout = float(conf.get("WEBSOCKET_DRAIN_TIMEOUT"))
+        gevent.spawn(drain.drain, self.ppid, self.pid, open_sockets, close_socket, window, timeout)
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         gevent.spawn(self._close_then_quit, sig, frame)

@@ -336,8 +336,9 @@ KEEP_AWAY = """() => {
 def _restart(server: Server) -> tuple[str, str]:
     """Reload *server* as a deployment would: SIGHUP to its master (our own child process).
 
-    gunicorn boots a new worker, then stops the old one with SIGTERM (our worker closes its
-    sockets with 1001). Returns the old and the new worker's pid, once the old one has exited.
+    gunicorn boots a new worker, then stops the old one with SIGTERM (our worker waits for the
+    new one, then closes its sockets with 1012: a service restart). Returns the old and the
+    new worker's pid, once the old one has exited.
     """
     old = server.wait_for_log(r"Booting worker with pid: (\d+)").group(1)
     os.kill(server.process.pid, signal.SIGHUP)
@@ -371,7 +372,7 @@ def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
         assert old_pid != new_pid
         for page in (alice, bob):
             page.wait_for_function("window.refused >= 1")
-            assert page.evaluate("window.closeCodes") == [1001]  # going away: closed by the old worker
+            assert page.evaluate("window.closeCodes") == [1012]  # service restart: closed by the old worker
         _let_connect(bob)
         expect(bob.locator("#presence li")).to_have_text(["bob"])  # alice left with the old worker
 
@@ -530,6 +531,14 @@ def test_js_reconnects_after(js: Page, code: int) -> None:
     js.evaluate("created[1].open()")
     assert js.evaluate("[t.client.status, t.log.opens, t.log.closes]") == ["open", 2, [[code, True]]]
     assert js.evaluate("t.log.statuses")[1:3] == ["open", "reconnecting in 1s"]
+
+
+def test_js_comes_back_within_250_ms_of_a_service_restart(js: Page) -> None:
+    """1012 (a reload; the server spread its closes): jitter below 250 ms, earlier failures forgotten."""
+    js.evaluate("Math.random = () => 0.99; window.t = connect(); created[0].drop(1006)")
+    js.evaluate("flushTimers(); created[1].drop(1006)")
+    js.evaluate("flushTimers(); created[2].drop(1012)")
+    assert js.evaluate("delays") == [495, 990, 247]
 
 
 @pytest.mark.parametrize("code", [1000, 1008, 4403, 4404])

@@ -223,12 +223,15 @@ urlpatterns.append(path("flood/", flood, name="flood"))
 def resume_room(request, ws, name):
     """Forward room:<name> in the resume protocol, in presence as ``?name=`` (else the user).
 
+    ``?presence=off``: not in presence.
+
     The client's ``since`` query parameter resumes; ``publish:<text>`` from the client publishes.
     """
     from django_websocket import publish
 
     handle = request.GET.get("name")
-    ws.subscribe(f"room:{name}", forward=True, resume=True, presence={"name": handle} if handle else True)
+    presence = None if request.GET.get("presence") == "off" else {"name": handle} if handle else True
+    ws.subscribe(f"room:{name}", forward=True, resume=True, presence=presence)
     for message in ws:
         if isinstance(message, str) and message.startswith("publish:"):
             publish(f"room:{name}", message.removeprefix("publish:"))

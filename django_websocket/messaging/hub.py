@@ -52,6 +52,22 @@ class Mailbox(Protocol):
     def put_presence_diff(self, diff: PresenceDiff) -> None: ...
 
 
+class MirrorLoad:
+    """A channel's member list being read: the changes that arrive meanwhile, and who waits."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.changes: list[PresenceChange] = []
+        self.ready = Event()
+
+
+def _apply(mirror: dict[str, dict], change: PresenceChange) -> None:
+    if isinstance(change, Join):
+        mirror[change.member["conn"]] = change.member
+    else:
+        mirror.pop(change.member.get("conn"), None)
+
+
 class Hub:
     """Channel subscriptions of the sockets of one process (one gevent hub), fed by *broker*.
 
@@ -86,6 +102,10 @@ class Hub:
         self._channel_keys: dict[str, int] = {}  # broker channel names in use per channel
         #: Joins and leaves waiting for their batch window, per broker channel: conn -> change.
         self._presence: dict[str, dict[str, PresenceChange]] = {}
+        #: Presence of channels with members here, kept from their events (remote brokers).
+        self._mirrors: dict[str, dict[str, dict]] = {}
+        self._loading: dict[str, MirrorLoad] = {}
+        self._epoch = 0  # a lost subscriber connection (events may be missed) starts a new one
         broker.attach(self)
 
     def channel_name(self, key: str) -> str:
@@ -134,6 +154,7 @@ class Hub:
             self._channel_keys[channel] -= 1
             if not self._channel_keys[channel]:
                 del self._channel_keys[channel]
+                self._mirrors.pop(channel, None)  # no socket here hears its joins and leaves any more
                 self.positions.pop(channel, None)  # a later subscriber starts afresh
             self._confirmations.pop(key, None)
             self._unconfirmed.discard(key)
@@ -204,8 +225,47 @@ class Hub:
             self.positions[channel] = messages[-1].id
         return len(mailboxes)
 
+    def members(self, channel: str) -> list[dict]:
+        """*channel*'s presence: read from the broker once per worker, then kept from its events.
+
+        A reconnection storm of N members would otherwise read the N-member list N times
+        (N² in all) from Redis. The in-process broker's list is local already. Raises
+        ``PublishError`` when the broker does not answer.
+        """
+        if not self.remote:
+            return self.broker.members(channel)
+        mirror = self._mirrors.get(channel)
+        if mirror is not None:
+            return list(mirror.values())
+        loading = self._loading.get(channel)
+        if loading is not None:  # another socket of this worker is reading it: wait for that
+            loading.ready.wait()
+            return self.members(channel) if channel in self._mirrors else self.broker.members(channel)
+        loading = self._loading[channel] = MirrorLoad(self._epoch)
+        try:
+            listed = self.broker.members(channel)
+            mirror = {member["conn"]: member for member in listed}
+            for change in loading.changes:  # what arrived while the list was read, in order
+                _apply(mirror, change)
+            if loading.epoch == self._epoch and channel in self._channel_keys:
+                self._mirrors[channel] = mirror
+            return listed if not loading.changes else list(mirror.values())
+        finally:
+            del self._loading[channel]
+            loading.ready.set()
+
+    def _observe(self, channel: str, change: PresenceChange) -> None:
+        """Keep the channel's mirror (or the list being read) up to date with *change*."""
+        mirror = self._mirrors.get(channel)
+        if mirror is not None:
+            _apply(mirror, change)
+        loading = self._loading.get(channel)
+        if loading is not None:
+            loading.changes.append(change)
+
     def _gather_presence(self, key: str, change: PresenceChange) -> None:
         """Keep *change* for *key*'s next diff: the net change per connection within the window."""
+        self._observe(change.channel, change)
         pending = self._presence.get(key)
         if pending is None:
             pending = self._presence[key] = {}
@@ -273,6 +333,8 @@ class Hub:
                     backoff = RECONNECT_BACKOFF[0]  # it answered: a failure now is news, not the same one
                     self._handle(events)
             except ConnectionError as error:
+                self._mirrors.clear()  # joins and leaves may be lost meanwhile: read them again
+                self._epoch += 1
                 with self._write_lock:
                     self._subscriber = None
                 subscriber.close()

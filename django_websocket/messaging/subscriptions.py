@@ -175,10 +175,12 @@ class Subscriptions:
         state.early_diffs = []
         self.broker.join(channel, member)
         try:
-            members = tuple(sorted(self.broker.members(channel), key=lambda member: member["conn"]))
+            listed = {other["conn"]: other for other in self.hub.members(channel)}
         except PublishError as error:
             logger.warning("cannot read the presence of %s: %s", channel, error)
-            members = (member,)
+            listed = {}
+        listed.setdefault(member["conn"], member)  # its own join may not have come back yet
+        members = tuple(sorted(listed.values(), key=lambda other: other["conn"]))
         self._put_control(state, Presence(channel, members))
         early, state.early_diffs = state.early_diffs, None
         for diff in early:

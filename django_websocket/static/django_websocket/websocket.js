@@ -44,7 +44,9 @@
  * raised PermissionDenied) and 4404 (Http404); see DjangoWebSocket.FINAL_CODES.
  * Everything else reconnects: 1001 (going away), 1006 (dropped, or a handshake the
  * server refused with an HTTP status: browsers cannot tell those apart), 1011
- * (server error), 1012 (restart), 1013 (slow consumer: try again later).
+ * (server error), 1012 (restart), 1013 (slow consumer: try again later). After 1012
+ * (a reload: the server closes only once its new workers are ready, spread over a
+ * second) the client comes back within RESTART_DELAY (250 ms), attempts reset.
  *
  * Tokens (docs/howto/authentication.md): a client without the session cookie
  * authenticates with a token from django_websocket.tokens.websocket_token(). The
@@ -103,6 +105,9 @@
   "use strict";
 
   const BASE_DELAY = 500;
+  /** Close code of a server restart (a reload), and the ceiling of the delay after it, in ms. */
+  const SERVICE_RESTART = 1012;
+  const RESTART_DELAY = 250;
   /** The subprotocol offered beside a token ("django-websocket.token.<token>"), selected by the server. */
   const TOKEN_PROTOCOL = "django-websocket";
 
@@ -450,12 +455,21 @@
         this._setStatus("closed");
         return;
       }
+      if (event.code === SERVICE_RESTART) {
+        // A reload: the server waited for its new workers and spreads its closes over a
+        // second, so come back promptly, jitter only, whatever failed before.
+        this._attempt = 0;
+        this._retry(RESTART_DELAY);
+        return;
+      }
       this._retry();
     }
 
-    /** Schedule the next connection attempt after the backoff delay. */
-    _retry() {
-      const delay = DjangoWebSocket.delay(this._attempt, this.maxDelay);
+    /** Schedule the next connection attempt after the backoff delay (or a random one below *ceiling* ms). */
+    _retry(ceiling) {
+      const delay = ceiling === undefined
+        ? DjangoWebSocket.delay(this._attempt, this.maxDelay)
+        : Math.floor(Math.random() * ceiling);
       this._attempt += 1;
       this._setStatus("reconnecting in " + Math.ceil(delay / 1000) + "s");
       this._timer = setTimeout(() => this._connect(), delay);

@@ -142,7 +142,8 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
     def after_load(self) -> None:
         """Once per worker, after gevent patched and the application (so Django's settings) loaded.
 
-        Where the database layer is made safe for greenlets and the blocked-loop monitor starts.
+        Where the database layer is made safe for greenlets, the blocked-loop monitor starts, and
+        the messaging configuration is probed once (:func:`~django_websocket.brokers.report_problems`).
         """
         # Here, not in init_process(): with --preload the application (psycopg, Django's
         # connection handler) was loaded in the master before the patch; load_wsgi() runs in
@@ -157,6 +158,12 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
         if threshold is not None:
             blocking.start_monitor(threshold)
+        # A malformed WEBSOCKET_REDIS_URL or a Sentinel service nobody monitors: one log line
+        # per worker now, rather than a failure per socket later. In a greenlet: servers that do
+        # not answer cost up to a timeout each, and must not delay the boot.
+        from .brokers import report_problems
+
+        gevent.spawn(report_problems, self.log)
 
     def count_request(self) -> None:
         """One more request or handshake; recycle the worker at ``max_requests``."""

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -30,7 +31,28 @@ REDIS_SERVER = Path("/usr/bin/redis-server")
 PORT_ATTEMPTS = 5
 
 
-class RedisServer:
+class Started:
+    """A context manager of test servers: ``start()`` on entry, ``close()`` on exit (also if start fails)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RedisServer(Started):
     """``redis-server`` on 127.0.0.1: ``url``, ``port``, ``client()``, ``kill()``, ``start()``, ``stop()``.
 
     ``with RedisServer() as redis_server:`` starts it and always stops it (and removes
@@ -38,9 +60,15 @@ class RedisServer:
     """
 
     def __init__(
-        self, executable: Path = REDIS_SERVER, startup_timeout: float = 10.0, persistent: bool = False
+        self,
+        executable: Path = REDIS_SERVER,
+        startup_timeout: float = 10.0,
+        persistent: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.executable = Path(executable)
+        #: More ``redis-server`` options, e.g. ``("--replicaof", "127.0.0.1", "6379")``.
+        self.extra_args = extra_args
         self.persistent = persistent
         self.startup_timeout = startup_timeout
         self.port: int | None = None
@@ -116,6 +144,7 @@ class RedisServer:
                     "--dir", str(self.directory),
                     "--daemonize", "no",
                     "--databases", "1",
+                    *self.extra_args,
                 ],
                 cwd=self.directory,
                 stdout=log,
@@ -157,17 +186,6 @@ class RedisServer:
                 self.kill()
                 return
         self.process = None
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop Redis and remove its temp dir."""

@@ -1,0 +1,150 @@
+"""The Redis Sentinel broker: the Redis broker, following whichever server the sentinels call primary.
+
+Everything the Redis broker does (publish, history, presence) goes through a redis-py
+client whose pool asks the sentinels for the primary each time it opens a connection
+(``redis.sentinel.SentinelConnectionPool``), still bounded (a blocking pool), with explicit
+timeouts and no retries: during an election a publish raises ``PublishError`` instead of
+waiting for a new primary behind the caller's back.
+
+The hub follows the primary through :meth:`SentinelBroker.subscriber`: the hub asks for a
+new subscriber on every (re)connection, and a :class:`SentinelSubscriber` asks the sentinels
+where the primary is when it connects. When the primary dies, the hub's connection drops,
+its reconnection attempts fail until the sentinels have promoted a replica, then it
+subscribes there and recovers each channel from its history; what asynchronous replication
+lost becomes a gap (:mod:`~django_websocket.messaging.hub`), never silence.
+
+Each question to the sentinels tries them in turn (the one that answered moves to the
+front), each within the timeout; the answer counts only from a sentinel that sees the
+primary up (not subjectively or objectively down).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from ...exceptions import PublishError
+from ..options import Options
+from ..redis_pubsub import RedisSubscriber
+from .redis import REDIS_CONNECTIONS, RedisBroker
+from .sentinel_url import SentinelURL, parse_sentinel_url
+
+
+class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel pool, bounded: past ``max_connections`` callers wait (up to ``timeout``)."""
+
+
+class SentinelSubscriber(RedisSubscriber):
+    """A subscriber connection to the primary that *locate* names when it connects.
+
+    *locate* returns ``(host, port)`` or raises ``redis.RedisError``; either way
+    :meth:`connect` keeps the subscriber contract: it raises ``ConnectionError`` only.
+    """
+
+    def __init__(self, locate: Callable[[], tuple[str, int]], timeout: float, **server: Any) -> None:
+        super().__init__(None, timeout, **server)
+        self.locate = locate
+
+    def connect(self) -> None:
+        try:
+            self.host, self.port = self.locate()
+        except redis.RedisError as error:
+            raise ConnectionError(f"no primary from the sentinels: {error}") from error
+        super().connect()
+
+
+class SentinelBroker(RedisBroker):
+    """The primary of the Sentinel service named by *url* (``redis+sentinel://``, ``rediss+sentinel://``)."""
+
+    @classmethod
+    def validate_url(cls, url: str) -> None:
+        parse_sentinel_url(url)
+
+    def __init__(self, url: str, options: Options) -> None:
+        self.location: SentinelURL = parse_sentinel_url(url)
+        super().__init__(url, options)
+
+    def _client(self, url: str, timeout: float) -> Any:  # type: ignore[override]
+        """A redis-py client of the primary, through a Sentinel-managed pool: timeouts, no retries."""
+        location = self.location
+        no_retry = {"retry": Retry(NoBackoff(), 0), "retry_on_error": []}
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "username": location.sentinel_username,
+            "password": location.sentinel_password,
+            **no_retry,
+        }
+        if location.sentinel_tls:
+            sentinel_kwargs.update(ssl=True, ssl_cert_reqs="required" if location.verify else "none")
+        self.sentinels = Sentinel(location.sentinels, sentinel_kwargs=sentinel_kwargs)
+        primary_kwargs: dict[str, Any] = {}
+        if location.tls:
+            primary_kwargs.update(ssl=True, ssl_cert_reqs="required" if location.verify else "none")
+        return self.sentinels.master_for(
+            location.service,
+            connection_pool_class=SentinelBlockingConnectionPool,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            db=location.db,
+            username=location.username,
+            password=location.password,
+            health_check_interval=0,
+            **no_retry,
+            **primary_kwargs,
+        )
+
+    def primary(self) -> tuple[str, int]:
+        """``(host, port)`` of the current primary, from the first sentinel that sees it up.
+
+        Raises ``redis.sentinel.MasterNotFoundError`` (a ``redis.ConnectionError``) when none does.
+        """
+        return self.sentinels.discover_master(self.location.service)
+
+    def subscriber(self) -> RedisSubscriber:
+        location = self.location
+        return SentinelSubscriber(
+            self.primary,
+            self.options.timeout,
+            username=location.username,
+            password=location.password,
+            tls=location.tls,
+            verify=location.verify,
+        )
+
+    def probe(self) -> str | None:
+        """Ask every sentinel once which services it monitors: is ours among them?
+
+        ``None`` when a sentinel knows the service; a line naming the services they do know
+        when none does; ``PublishError`` when no sentinel answers.
+        """
+        known: set[str] = set()
+        answered = False
+        errors: list[str] = []
+        for client in self.sentinels.sentinels:
+            try:
+                masters = client.sentinel_masters()
+            except redis.RedisError as error:
+                kwargs = client.connection_pool.connection_kwargs
+                errors.append(f"{kwargs['host']}:{kwargs['port']}: {error}")
+                continue
+            if self.location.service in masters:
+                return None
+            answered = True
+            known.update(masters)
+        if not answered:
+            raise PublishError(f"no sentinel of {self.describe()} answered ({'; '.join(errors)})")
+        return (
+            f"no sentinel of {self.describe()} monitors a service named {self.location.service!r} "
+            f"(they monitor: {', '.join(sorted(known)) or 'nothing'})"
+        )
+
+    def describe(self) -> str:
+        return f"Redis Sentinel ({self.location.describe()})"

@@ -110,19 +110,39 @@ def editors_group(server_db: dict[str, str], alice_pk: int) -> str:
     return "editors"
 
 
+@pytest.fixture(scope="module")
+def sentinel_group():
+    """A real Sentinel group: primary, replica, three sentinels (see ``tests/redis_sentinel.py``)."""
+    from tests.redis_sentinel import SentinelGroup
+
+    with SentinelGroup() as running:
+        yield running
+
+
+#: Parametrize a test using ``broker`` on Sentinel too (a few representative ones: it starts a group).
+ALSO_ON_SENTINEL = pytest.mark.parametrize("broker", ["embedded", "redis", "sentinel"], indirect=True)
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def broker(request):
-    """Run a test on the in-process broker, then on a real Redis (``None`` or the ``RedisServer``)."""
+    """Run a test on the in-process broker, then on a real Redis (``None`` or the ``RedisServer``).
+
+    ``ALSO_ON_SENTINEL`` adds a third run on a Sentinel group's primary (the ``SentinelGroup``).
+    """
     from django.test import override_settings
 
     if request.param == "embedded":
         with override_settings(WEBSOCKET_REDIS_URL=None), pytest.MonkeyPatch.context() as patch:
             patch.delenv("REDIS_URL", raising=False)
             yield None
-    else:
+    elif request.param == "redis":
         redis_server = request.getfixturevalue("redis_server")
         with override_settings(WEBSOCKET_REDIS_URL=redis_server.url):
             yield redis_server
+    else:
+        group = request.getfixturevalue("sentinel_group")
+        with override_settings(WEBSOCKET_REDIS_URL=group.url()):
+            yield group
 
 
 # ---------------------------------------------------------------- PostgreSQL

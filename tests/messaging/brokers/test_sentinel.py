@@ -1,0 +1,163 @@
+"""django_websocket.messaging.brokers.sentinel (and its URLs): parsing, and a real Sentinel group."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from django_websocket.exceptions import PublishError
+from django_websocket.messaging.brokers.redis import RedisBroker
+from django_websocket.messaging.brokers.sentinel import SentinelBroker, SentinelSubscriber
+from django_websocket.messaging.brokers.sentinel_url import SentinelURL, parse_sentinel_url
+from django_websocket.messaging.options import Options
+
+# ---------------------------------------------------------------- URLs
+
+
+def test_the_documented_form_with_every_part():
+    """Hosts, service, db, the primary's credentials and the sentinels' password, percent-decoded."""
+    url = "redis+sentinel://app:p%40ss@s1:26379,s2:26380,[::1]:26381/mymaster/2?sentinel_password=sp"
+    assert parse_sentinel_url(url) == SentinelURL(
+        sentinels=(("s1", 26379), ("s2", 26380), ("::1", 26381)),
+        service="mymaster",
+        db=2,
+        username="app",
+        password="p@ss",
+        sentinel_password="sp",
+    )
+
+
+def test_defaults_port_26379_db_0_no_password():
+    """A bare host gets the Sentinel port; no db means 0; no userinfo means no AUTH."""
+    parsed = parse_sentinel_url("redis+sentinel://sentinel/cache")
+    assert (parsed.sentinels, parsed.service, parsed.db) == ((("sentinel", 26379),), "cache", 0)
+    assert (parsed.username, parsed.password, parsed.tls, parsed.sentinel_tls) == (None, None, False, False)
+
+
+def test_rediss_is_tls_to_the_primary_and_the_sentinels_unless_told():
+    """rediss+sentinel:// speaks TLS to both; sentinel_ssl=false keeps the sentinels in clear."""
+    both = parse_sentinel_url("rediss+sentinel://:pw@s1:26379/m")
+    assert (both.tls, both.sentinel_tls, both.verify, both.password) == (True, True, True, "pw")
+    primary_only = parse_sentinel_url("rediss+sentinel://s1/m?sentinel_ssl=false&ssl_cert_reqs=none")
+    assert (primary_only.tls, primary_only.sentinel_tls, primary_only.verify) == (True, False, False)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel:///mymaster", "no sentinel host"),
+        ("redis+sentinel://:pw@/mymaster", "no sentinel host"),
+        ("redis+sentinel://s1:26379,,s2/mymaster", "empty sentinel host"),
+        ("redis+sentinel://s1:port/mymaster", "bad port"),
+        ("redis+sentinel://s1:70000/mymaster", "bad port"),
+        ("redis+sentinel://[::1/mymaster", "malformed IPv6"),
+        ("redis+sentinel://s1:26379", "no service name"),
+        ("redis+sentinel://s1:26379/", "no service name"),
+        ("redis+sentinel://s1/mymaster/zero", "bad database number"),
+        ("redis+sentinel://s1/mymaster/0/extra", "/service or /service/db"),
+        ("redis+sentinel://s1/mymaster?sentinel_pasword=x", "unknown option 'sentinel_pasword'"),
+        ("redis+sentinel://s1/mymaster?sentinel_ssl=maybe", "sentinel_ssl is true or false"),
+        ("redis+sentinel://s1/mymaster?ssl_cert_reqs=always", "ssl_cert_reqs is one of"),
+        ("redis://s1/mymaster", "starts with redis.sentinel://"),
+    ],
+)
+def test_malformed_urls_say_what_is_wrong(url, message):
+    """Each malformed URL is a ValueError naming its problem."""
+    with pytest.raises(ValueError, match=message):
+        parse_sentinel_url(url)
+    with pytest.raises(ValueError, match=message):
+        SentinelBroker.validate_url(url)
+
+
+def test_no_secret_in_errors_describe_or_repr():
+    """Neither password reaches an error message, describe() or the parsed URL's repr."""
+    with pytest.raises(ValueError) as caught:
+        parse_sentinel_url("redis+sentinel://:secret1@s1:bad/m?sentinel_password=secret2")
+    parsed = parse_sentinel_url("redis+sentinel://u:secret1@s1,s2:1/m/3?sentinel_password=secret2")
+    broker = SentinelBroker("redis+sentinel://u:secret1@s1,s2:1/m/3?sentinel_password=secret2", Options())
+    for text in (str(caught.value), parsed.describe(), repr(parsed), broker.describe(), repr(broker)):
+        assert "secret" not in text
+    assert broker.describe() == "Redis Sentinel (redis+sentinel://s1:26379,s2:1/m/3)"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h:port/0", "Port could not be cast"),
+        ("redis://h:6379/mymaster", "a database number"),
+        ("redis://h:6379/0?socket_timeout=soon", "socket_timeout"),
+        ("http://h:6379/0", "scheme"),
+    ],
+)
+def test_plain_redis_urls_are_validated_too(url, message):
+    """RedisBroker.validate_url: a bad port, a service name where the db goes, a bad option."""
+    with pytest.raises(ValueError, match=message):
+        RedisBroker.validate_url(url)
+
+
+def test_plain_redis_urls_that_work_pass():
+    """The forms redis-py accepts pass validation."""
+    for url in (
+        "redis://127.0.0.1:6379/0",
+        "rediss://:pw@h:6380",
+        "unix:///run/redis.sock?db=1",
+        "redis://h",
+    ):
+        RedisBroker.validate_url(url)
+
+
+# ---------------------------------------------------------------- a real group
+
+
+def test_publish_history_and_presence_go_to_the_primary(sentinel_group):
+    """What the broker writes is on the server the sentinels call primary, not on the replica's own."""
+    broker = SentinelBroker(sentinel_group.url(), Options())
+    message_id, _ = broker.publish("s-room", broker.key("s-room"), b"t", "hello")
+    assert broker.primary() == ("127.0.0.1", sentinel_group.primary.port)
+    with sentinel_group.primary.client() as redis:
+        assert redis.xrange(broker.stream_key("s-room"))[-1][0].decode() == message_id
+    broker.join("s-room", {"conn": "h:1:1", "name": "ann"})
+    assert broker.members("s-room") == [{"conn": "h:1:1", "name": "ann"}]
+    broker.leave("s-room", "h:1:1")
+    assert broker.probe() is None
+
+
+def test_the_subscriber_connects_to_the_primary(sentinel_group):
+    """subscriber() asks the sentinels when it connects, and subscribes on the primary."""
+    broker = SentinelBroker(sentinel_group.url(), Options())
+    subscriber = broker.subscriber()
+    assert isinstance(subscriber, SentinelSubscriber)
+    try:
+        subscriber.connect()
+        assert subscriber.port == sentinel_group.primary.port
+        subscriber.subscribe([broker.key("s-sub")])
+        assert next(subscriber.batches()) == [("subscribe", broker.key("s-sub").encode(), 1)]
+    finally:
+        subscriber.close()
+
+
+def test_an_unknown_service_is_named_by_the_probe(sentinel_group):
+    """probe() answers with the services the sentinels do monitor; publish raises PublishError."""
+    broker = SentinelBroker(sentinel_group.url().replace("/mymaster/", "/other/"), Options(timeout=0.5))
+    assert broker.probe() == (
+        f"no sentinel of {broker.describe()} monitors a service named 'other' (they monitor: mymaster)"
+    )
+    with pytest.raises(PublishError, match="No master found for 'other'"):
+        broker.publish("x", broker.key("x"), b"t", "lost")
+    with pytest.raises(ConnectionError, match="no primary from the sentinels"):
+        broker.subscriber().connect()
+
+
+def test_no_sentinel_answering_fails_within_the_timeouts():
+    """Sentinels that are not there: PublishError from publish and probe, ConnectionError from connect."""
+    broker = SentinelBroker("redis+sentinel://:secret@127.0.0.1:1,127.0.0.1:2/m", Options(timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(PublishError) as caught:
+        broker.publish("x", broker.key("x"), b"t", "lost")
+    assert "secret" not in str(caught.value)
+    with pytest.raises(PublishError, match="no sentinel of .* answered"):
+        broker.probe()
+    with pytest.raises(ConnectionError):
+        broker.subscriber().connect()
+    assert time.monotonic() - started < 3 * 2 * 0.5  # one timeout per sentinel, per call, at most

@@ -4,14 +4,15 @@ The message's path, one module per step (the Django edge, ``django_websocket.pub
 and ``django_websocket.brokers``, reads the settings once into :class:`~.options.Options`
 and picks the broker; nothing below imports ``django.conf``):
 
-``wire``            the payload format on the broker and the broker channel names (audiences);
-``history``         message ids, stored entries, what a read after an id finds;
-``brokers``         one interface (``brokers.base.Broker``), one module per backend:
-                    ``brokers.local`` (in-process) and ``brokers.redis``;
-``redis_pubsub``    the Redis subscriber connection a hub reads from;
-``hub``             one per worker: broker channel → the mailboxes of subscribed sockets;
-``presence``        who is connected to a channel: member dicts and their events;
-``subscriptions``   one per socket: its channels and its single stream of events.
+- ``wire``: the payload format on the broker and the broker channel names (audiences);
+- ``history``: message ids, stored entries, what a read after an id finds;
+- ``brokers``: one interface (``brokers.base.Broker``), one module per backend:
+  ``brokers.local`` (in-process), ``brokers.redis`` and ``brokers.sentinel`` (Redis
+  Sentinel, its URLs parsed by ``brokers.sentinel_url``);
+- ``redis_pubsub``: the Redis subscriber connection a hub reads from;
+- ``hub``: one per worker: broker channel → the mailboxes of subscribed sockets;
+- ``presence``: who is connected to a channel: member dicts and their events;
+- ``subscriptions``: one per socket: its channels and its single stream of events.
 
 Layers import downward only: this package imports ``django_websocket.events`` (values),
 ``django_websocket.frames`` (protocol) and ``django_websocket.exceptions``, never the socket

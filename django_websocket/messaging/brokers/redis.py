@@ -182,9 +182,8 @@ class RedisBroker(Broker):
         self._members: dict[str, dict[str, dict]] = {}
         self._heartbeat: gevent.Greenlet | None = None
 
-    @staticmethod
-    def _client(url: str, timeout: float) -> Any:
-        """A redis-py client with explicit timeouts and no retries."""
+    def _client(self, url: str, timeout: float) -> Any:
+        """A redis-py client with explicit timeouts and no retries (subclasses find the server otherwise)."""
         # At most REDIS_CONNECTIONS: a thousand sockets resuming at once (after a deploy)
         # queue for a connection instead of opening a thousand.
         pool = redis.BlockingConnectionPool.from_url(

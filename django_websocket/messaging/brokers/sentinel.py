@@ -69,7 +69,7 @@ class SentinelBroker(RedisBroker):
         self.location: SentinelURL = parse_sentinel_url(url)
         super().__init__(url, options)
 
-    def _client(self, url: str, timeout: float) -> Any:  # type: ignore[override]
+    def _client(self, url: str, timeout: float) -> Any:
         """A redis-py client of the primary, through a Sentinel-managed pool: timeouts, no retries."""
         location = self.location
         no_retry = {"retry": Retry(NoBackoff(), 0), "retry_on_error": []}

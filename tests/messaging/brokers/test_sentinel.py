@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 
+import gevent
 import pytest
 
 from django_websocket.exceptions import PublishError
 from django_websocket.messaging.brokers.redis import RedisBroker
 from django_websocket.messaging.brokers.sentinel import SentinelBroker, SentinelSubscriber
 from django_websocket.messaging.brokers.sentinel_url import SentinelURL, parse_sentinel_url
+from django_websocket.messaging.hub import Hub
 from django_websocket.messaging.options import Options
+from tests.messaging.test_hub import FakeMailbox
+from tests.redis_sentinel import SentinelGroup
 
 # ---------------------------------------------------------------- URLs
 
@@ -161,3 +165,37 @@ def test_no_sentinel_answering_fails_within_the_timeouts():
     with pytest.raises(ConnectionError):
         broker.subscriber().connect()
     assert time.monotonic() - started < 3 * 2 * 0.5  # one timeout per sentinel, per call, at most
+
+
+def test_a_hub_follows_the_primary_through_a_failover():
+    """SIGKILL the primary: the hub subscribes on the promoted replica; what it missed comes once."""
+    with SentinelGroup() as group:
+        broker = SentinelBroker(group.url(), Options())
+        hub, box, key = Hub(broker), FakeMailbox(), broker.key("follow")
+        try:
+            hub.add(key, box)
+            hub.track("follow")
+            broker.publish("follow", key, b"t", "before")
+            wait_in_gevent(lambda: box.messages)
+            group.kill_primary()
+            group.wait_for_failover()  # blocks this thread's loop: the hub sees the loss only after
+            published = None
+            while published is None:  # the first publish may still find the dead primary's connection
+                try:
+                    published = broker.publish("follow", key, b"t", "after")
+                except PublishError:
+                    gevent.sleep(0.05)
+            wait_in_gevent(lambda: len(box.messages) >= 2)
+            gevent.sleep(0.2)  # a duplicate would arrive now
+            assert [message.data for message in box.messages] == ["before", "after"]
+            assert hub.reconnects >= 1 and hub._subscriber.port == group.primary.port
+        finally:
+            if hub._reader is not None:
+                hub._reader.kill()
+
+
+def wait_in_gevent(condition, timeout: float = 15.0) -> None:
+    """Yield to the hub's greenlets until *condition()*; fail after *timeout* seconds."""
+    with gevent.Timeout(timeout):
+        while not condition():
+            gevent.sleep(0.01)

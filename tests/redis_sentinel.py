@@ -9,6 +9,11 @@ sentinel rewrites its file, so it must be writable). The service is ``mymaster``
 :class:`SentinelGroup` is a context manager that returns once the sentinels see each other
 and the replica, and the replica is in sync; it always stops every process it started (by
 PID, never by name) and removes its files on exit, even when the test failed.
+
+``SentinelGroup(tls=directory)`` (a directory with ``ca.crt``, ``redis.crt`` and ``redis.key``, see
+:func:`make_certificates`) adds a TLS port to every process, replicates and monitors over TLS
+(``tls-replication yes``): the sentinels then name TLS ports, and ``url("rediss+sentinel")`` lists
+the sentinels' TLS ports. Plain ports stay open for the group's own checks.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ sentinel monitor {service} 127.0.0.1 {primary} 2
 sentinel down-after-milliseconds {service} {down_after}
 sentinel failover-timeout {service} {failover_timeout}
 sentinel parallel-syncs {service} 1
-"""
+{tls}"""
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -54,19 +59,59 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> 
         time.sleep(interval)
 
 
-class SentinelProcess:
-    """One ``redis-server <conf> --sentinel`` on 127.0.0.1, monitoring *primary_port*."""
+def tls_options(tls: Path, port: int) -> list[tuple[str, str]]:
+    """The options of a server (or sentinel) with a TLS *port*, replicating and monitoring over TLS."""
+    return [
+        ("tls-port", str(port)),
+        ("tls-cert-file", str(tls / "redis.crt")),
+        ("tls-key-file", str(tls / "redis.key")),
+        ("tls-ca-cert-file", str(tls / "ca.crt")),
+        ("tls-replication", "yes"),
+        ("tls-auth-clients", "no"),
+    ]
 
-    def __init__(self, directory: Path, primary_port: int) -> None:
+
+def make_certificates(directory: Path) -> Path:
+    """A throwaway CA (``ca.crt``) and a certificate for 127.0.0.1 signed by it, in *directory*."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    # The extensions Python 3.13's strict verification (VERIFY_X509_STRICT) requires.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "1", "-subj", "/CN=django-websocket test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key", "-out", "redis.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "san.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "redis.crt", "-days", "1", "-extfile", "san.cnf")  # fmt: skip
+    return directory
+
+
+class SentinelProcess:
+    """One ``redis-server <conf> --sentinel`` on 127.0.0.1 monitoring *primary_port* (TLS with *tls*)."""
+
+    def __init__(self, directory: Path, primary_port: int, tls: Path | None = None) -> None:
         self.directory = directory
         self.primary_port = primary_port
+        self.tls = tls
         self.port: int | None = None
+        self.tls_port: int | None = None
         self.process: subprocess.Popen | None = None
 
     def start(self, startup_timeout: float = 10.0) -> None:
         for _ in range(PORT_ATTEMPTS):
             port = free_port()
             conf = self.directory / f"sentinel-{port}.conf"
+            tls = ""
+            if self.tls is not None:
+                self.tls_port = free_port()
+                tls = "".join(f"{name} {value}\n" for name, value in tls_options(self.tls, self.tls_port))
             conf.write_text(
                 SENTINEL_CONF.format(
                     port=port,
@@ -75,6 +120,7 @@ class SentinelProcess:
                     primary=self.primary_port,
                     down_after=DOWN_AFTER_MS,
                     failover_timeout=FAILOVER_TIMEOUT_MS,
+                    tls=tls,
                 )
             )
             log = open(self.directory / f"sentinel-{port}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -122,10 +168,14 @@ class SentinelGroup(Started):
     """A started group: ``primary``, ``replica`` (RedisServer), ``sentinels``, ``url()``,
     ``kill_primary()``, ``wait_for_failover()``."""
 
-    def __init__(self, startup_timeout: float = 30.0) -> None:
+    def __init__(self, startup_timeout: float = 30.0, tls: Path | None = None) -> None:
         self.startup_timeout = startup_timeout
+        self.tls = tls
+        #: The port the sentinels name for a data node (its TLS port with ``tls``), by its plain port.
+        self.announced: dict[int, int] = {}
+        self._next_tls_port = 0
         self.directory = Path(tempfile.mkdtemp(prefix="redis-sentinel-test-"))
-        self.primary = RedisServer()
+        self.primary = RedisServer(extra_args=self._tls_args())
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelProcess] = []
         #: Data nodes this group started and killed (kept so close() can remove their files).
@@ -133,15 +183,37 @@ class SentinelGroup(Started):
 
     def url(self, scheme: str = "redis+sentinel", db: int = 0) -> str:
         """``redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/mymaster/0``."""
-        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        tls = scheme.startswith("rediss")
+        hosts = ",".join(f"127.0.0.1:{s.tls_port if tls else s.port}" for s in self.sentinels)
         return f"{scheme}://{hosts}/{SERVICE}/{db}"
+
+    def _tls_args(self) -> tuple[str, ...]:
+        """``redis-server`` arguments for a TLS port (remembered for :meth:`_started`), or none."""
+        if self.tls is None:
+            return ()
+        self._next_tls_port = free_port()
+        options = tls_options(self.tls, self._next_tls_port)
+        return tuple(arg for name, value in options for arg in (f"--{name}", value))
+
+    def _started(self, server: RedisServer) -> None:
+        """Record the port the sentinels will name for *server* (just started)."""
+        assert server.port is not None
+        self.announced[server.port] = self._next_tls_port if self.tls is not None else server.port
+
+    def sentinel_port(self, server: RedisServer) -> int:
+        """The port the sentinels name for *server*."""
+        assert server.port is not None
+        return self.announced[server.port]
 
     def start(self) -> None:
         self.primary.start()
-        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.primary.port)))
+        self._started(self.primary)
+        primary = str(self.sentinel_port(self.primary))
+        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", primary, *self._tls_args()))
         self.replica.start()
+        self._started(self.replica)
         for _ in range(3):
-            sentinel = SentinelProcess(self.directory, self.primary.port)  # type: ignore[arg-type]
+            sentinel = SentinelProcess(self.directory, self.sentinel_port(self.primary), self.tls)
             self.sentinels.append(sentinel)
             sentinel.start()
         wait_until(self._ready, self.startup_timeout, "sentinels agreeing on the primary and its replica")
@@ -182,7 +254,7 @@ class SentinelGroup(Started):
 
         def promoted() -> bool:
             names = {_address(s.client().sentinel_get_master_addr_by_name(SERVICE)) for s in self.sentinels}
-            if names != {("127.0.0.1", replica.port)}:
+            if names != {("127.0.0.1", self.sentinel_port(replica))}:
                 return False
             return replica.client().info("replication")["role"] == "master"
 

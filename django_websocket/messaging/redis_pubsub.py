@@ -42,8 +42,9 @@ class RedisSubscriber:
     pub/sub events until the connection fails, then raises ``ConnectionError``.
     One greenlet reads; commands may be sent from others (serialise them).
 
-    Without *url*, *host*, *port*, *username*, *password*, *tls* and *verify* name the
-    server (a Sentinel subscriber fills in host and port when it connects).
+    Without *url*, *host*, *port*, *username*, *password*, *tls*, *verify* and *ca_certs*
+    (a CA bundle file; else the system's) name the server (a Sentinel subscriber fills in
+    host and port when it connects).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class RedisSubscriber:
         password: str | None = None,
         tls: bool = False,
         verify: bool = True,
+        ca_certs: str | None = None,
     ) -> None:
         params = parse_url(url) if url is not None else {}
         self.path = params.get("path")  # unix:// sockets
@@ -67,6 +69,7 @@ class RedisSubscriber:
         self.tls = url.startswith("rediss://") if url is not None else tls
         cert_reqs = params.get("ssl_cert_reqs")
         self.verify = verify if cert_reqs is None else cert_reqs not in ("none", "optional")
+        self.ca_certs = params.get("ssl_ca_certs", ca_certs)
         self.timeout = timeout
         self.sock: socket.socket | None = None
 
@@ -99,7 +102,7 @@ class RedisSubscriber:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _enable_keepalive(sock)
         if self.tls:
-            context = gevent_ssl.create_default_context()
+            context = gevent_ssl.create_default_context(cafile=self.ca_certs)
             if not self.verify:
                 context.check_hostname = False
                 context.verify_mode = gevent_ssl.CERT_NONE

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from ...exceptions import PublishError
 from ..options import Options
@@ -37,6 +37,35 @@ from .sentinel_url import SentinelURL, parse_sentinel_url
 
 class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     """redis-py's Sentinel pool, bounded: past ``max_connections`` callers wait (up to ``timeout``)."""
+
+
+class Sentinels(Sentinel):
+    """redis-py's ``Sentinel``, its ``discover_master`` errors naming each sentinel by address.
+
+    (redis-py's own name each by the client's repr, hundreds of characters: log lines must stay
+    readable.) The same rule: the first sentinel that sees the service's primary up (not
+    subjectively or objectively down) answers, and moves to the front of the list.
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors: list[str] = []
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                state = sentinel.sentinel_masters().get(service_name)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                errors.append(f"{address(sentinel)}: {error}")
+                continue
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            errors.append(f"{address(sentinel)}: {'down' if state else 'unknown service'}")
+        raise MasterNotFoundError(f"no primary for {service_name!r} ({'; '.join(errors)})")
+
+
+def address(client: redis.Redis) -> str:
+    """``host:port`` of a redis-py client."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
 
 
 class SentinelSubscriber(RedisSubscriber):
@@ -80,12 +109,15 @@ class SentinelBroker(RedisBroker):
             "password": location.sentinel_password,
             **no_retry,
         }
+        tls = {
+            "ssl": True,
+            "ssl_cert_reqs": "required" if location.verify else "none",
+            "ssl_ca_certs": location.ca_certs,
+        }
         if location.sentinel_tls:
-            sentinel_kwargs.update(ssl=True, ssl_cert_reqs="required" if location.verify else "none")
-        self.sentinels = Sentinel(location.sentinels, sentinel_kwargs=sentinel_kwargs)
-        primary_kwargs: dict[str, Any] = {}
-        if location.tls:
-            primary_kwargs.update(ssl=True, ssl_cert_reqs="required" if location.verify else "none")
+            sentinel_kwargs.update(tls)
+        self.sentinels = Sentinels(location.sentinels, sentinel_kwargs=sentinel_kwargs)
+        primary_kwargs: dict[str, Any] = tls if location.tls else {}
         return self.sentinels.master_for(
             location.service,
             connection_pool_class=SentinelBlockingConnectionPool,
@@ -117,6 +149,7 @@ class SentinelBroker(RedisBroker):
             password=location.password,
             tls=location.tls,
             verify=location.verify,
+            ca_certs=location.ca_certs,
         )
 
     def probe(self) -> str | None:
@@ -132,8 +165,7 @@ class SentinelBroker(RedisBroker):
             try:
                 masters = client.sentinel_masters()
             except redis.RedisError as error:
-                kwargs = client.connection_pool.connection_kwargs
-                errors.append(f"{kwargs['host']}:{kwargs['port']}: {error}")
+                errors.append(f"{address(client)}: {error}")
                 continue
             if self.location.service in masters:
                 return None

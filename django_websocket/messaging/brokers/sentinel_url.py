@@ -10,8 +10,9 @@ no service name, an unknown option...). It never connects to anything.
   The sentinels' own password, if they have one (``requirepass`` in sentinel.conf), is the
   ``sentinel_password`` option (and ``sentinel_username``): the two are often different.
 - ``rediss+sentinel://`` speaks TLS to the primary, and to the sentinels too unless
-  ``sentinel_ssl=false`` (sentinels without a ``tls-port``); ``ssl_cert_reqs=none``
-  (or ``optional``) skips certificate verification, for both.
+  ``sentinel_ssl=false`` (sentinels without a ``tls-port``); ``ssl_ca_certs=/path/ca.crt``
+  trusts a private CA, ``ssl_cert_reqs=none`` (or ``optional``) skips certificate
+  verification; both options apply to the sentinels and the primary.
 - Percent-encode ``@``, ``:``, ``/``, ``,`` in passwords, as in any URL.
 """
 
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl, unquote
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 DEFAULT_SENTINEL_PORT = 26379
 #: Query options a Sentinel URL accepts.
-OPTIONS = ("sentinel_password", "sentinel_username", "sentinel_ssl", "ssl_cert_reqs")
+OPTIONS = ("sentinel_password", "sentinel_username", "sentinel_ssl", "ssl_cert_reqs", "ssl_ca_certs")
 EXAMPLE = "redis+sentinel://:password@sentinel1:26379,sentinel2:26379,sentinel3:26379/mymaster/0"
 
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -44,6 +45,8 @@ class SentinelURL:
     tls: bool = False
     sentinel_tls: bool = False
     verify: bool = True
+    #: A CA bundle file to verify certificates with (else the system's).
+    ca_certs: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
 
@@ -84,6 +87,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         tls=tls,
         sentinel_tls=_boolean(options["sentinel_ssl"]) if "sentinel_ssl" in options else tls,
         verify=cert_reqs == "required",
+        ca_certs=options.get("ssl_ca_certs") or None,
         sentinel_username=options.get("sentinel_username") or None,
         sentinel_password=options.get("sentinel_password") or None,
     )

@@ -14,7 +14,7 @@ from django_websocket.messaging.brokers.sentinel_url import SentinelURL, parse_s
 from django_websocket.messaging.hub import Hub
 from django_websocket.messaging.options import Options
 from tests.messaging.test_hub import FakeMailbox
-from tests.redis_sentinel import SentinelGroup
+from tests.redis_sentinel import SentinelGroup, make_certificates
 
 # ---------------------------------------------------------------- URLs
 
@@ -45,6 +45,8 @@ def test_rediss_is_tls_to_the_primary_and_the_sentinels_unless_told():
     assert (both.tls, both.sentinel_tls, both.verify, both.password) == (True, True, True, "pw")
     primary_only = parse_sentinel_url("rediss+sentinel://s1/m?sentinel_ssl=false&ssl_cert_reqs=none")
     assert (primary_only.tls, primary_only.sentinel_tls, primary_only.verify) == (True, False, False)
+    private_ca = parse_sentinel_url("rediss+sentinel://s1/m?ssl_ca_certs=/etc/redis/ca.crt")
+    assert (private_ca.verify, private_ca.ca_certs) == (True, "/etc/redis/ca.crt")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +149,7 @@ def test_an_unknown_service_is_named_by_the_probe(sentinel_group):
     assert broker.probe() == (
         f"no sentinel of {broker.describe()} monitors a service named 'other' (they monitor: mymaster)"
     )
-    with pytest.raises(PublishError, match="No master found for 'other'"):
+    with pytest.raises(PublishError, match=r"no primary for 'other' \(127\.0\.0\.1:\d+: unknown service;"):
         broker.publish("x", broker.key("x"), b"t", "lost")
     with pytest.raises(ConnectionError, match="no primary from the sentinels"):
         broker.subscriber().connect()
@@ -165,6 +167,24 @@ def test_no_sentinel_answering_fails_within_the_timeouts():
     with pytest.raises(ConnectionError):
         broker.subscriber().connect()
     assert time.monotonic() - started < 3 * 2 * 0.5  # one timeout per sentinel, per call, at most
+
+
+def test_tls_to_the_sentinels_and_the_primary(tmp_path):
+    """rediss+sentinel:// trusting the group's CA: all over TLS; without it, verification refuses."""
+    with SentinelGroup(tls=make_certificates(tmp_path)) as group:
+        broker = SentinelBroker(group.url("rediss+sentinel") + f"?ssl_ca_certs={tmp_path}/ca.crt", Options())
+        message_id, _ = broker.publish("tls", broker.key("tls"), b"t", "private")
+        assert broker.entries("tls")[-1].id == message_id and broker.probe() is None
+        subscriber = broker.subscriber()
+        try:
+            subscriber.connect()
+            assert subscriber.sock.version().startswith("TLS")  # type: ignore[union-attr]
+            assert subscriber.port == group.sentinel_port(group.primary)
+        finally:
+            subscriber.close()
+        untrusted = SentinelBroker(group.url("rediss+sentinel"), Options(timeout=0.5))
+        with pytest.raises(PublishError, match="(?i)certificate verify failed"):
+            untrusted.publish("tls", broker.key("tls"), b"t", "refused")
 
 
 def test_a_hub_follows_the_primary_through_a_failover():

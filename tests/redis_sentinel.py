@@ -243,6 +243,14 @@ class SentinelGroup(Started):
         self.killed.append(killed)
         return killed
 
+    def switch_roles(self, timeout: float = 30.0) -> None:
+        """``SENTINEL FAILOVER``: the replica becomes primary, the primary a replica, both alive."""
+        assert self.replica is not None
+        old = self.primary
+        self.sentinels[0].client().sentinel_failover(SERVICE)
+        self.wait_for_failover(timeout)
+        self.replica = old
+
     def wait_for_failover(self, timeout: float = 30.0) -> float:
         """Wait until every sentinel names the replica as primary and it says so; return the seconds waited.
 

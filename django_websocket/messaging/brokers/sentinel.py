@@ -13,6 +13,15 @@ its reconnection attempts fail until the sentinels have promoted a replica, then
 subscribes there and recovers each channel from its history; what asynchronous replication
 lost becomes a gap (:mod:`~django_websocket.messaging.hub`), never silence.
 
+A primary can also lose its role without dying. After a manual ``SENTINEL FAILOVER`` the
+sentinels reconfigure it and close its pub/sub clients themselves (``CLIENT KILL TYPE
+pubsub``), so the hub moves at once. But a primary cut off from the sentinels and not from
+a worker (a partition) keeps its subscribers until the sentinels reach it again, and what is
+published on the new primary meanwhile would not reach them. So while it reads, a
+:class:`SentinelSubscriber` asks the sentinels every ``watch_every`` seconds whether they
+still name its server, and when they name another it closes its connection: the hub
+reconnects to the new primary and recovers (or signals a gap) as after a crash.
+
 Each question to the sentinels tries them in turn (the one that answered moves to the
 front), each within the timeout; the answer counts only from a sentinel that sees the
 primary up (not subjectively or objectively down).
@@ -20,9 +29,12 @@ primary up (not subjectively or objectively down).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import gevent
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -30,7 +42,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from ...exceptions import PublishError
 from ..options import Options
-from ..redis_pubsub import RedisSubscriber
+from ..redis_pubsub import PubSubEvent, RedisSubscriber
 from .redis import REDIS_CONNECTIONS, RedisBroker
 from .sentinel_url import SentinelURL, parse_sentinel_url
 
@@ -69,15 +81,22 @@ def address(client: redis.Redis) -> str:
 
 
 class SentinelSubscriber(RedisSubscriber):
-    """A subscriber connection to the primary that *locate* names when it connects.
+    """A subscriber connection to the primary that *locate* names when it connects, and while it reads.
 
     *locate* returns ``(host, port)`` or raises ``redis.RedisError``; either way
-    :meth:`connect` keeps the subscriber contract: it raises ``ConnectionError`` only.
+    :meth:`connect` keeps the subscriber contract: it raises ``ConnectionError`` only. While
+    :meth:`batches` runs, a greenlet calls *locate* every *watch_every* seconds; when it names
+    another server, the connection is closed and :meth:`batches` raises ``ConnectionError``
+    saying so. When the sentinels cannot answer, it keeps reading.
     """
 
-    def __init__(self, locate: Callable[[], tuple[str, int]], timeout: float, **server: Any) -> None:
+    def __init__(
+        self, locate: Callable[[], tuple[str, int]], timeout: float, watch_every: float = 1.0, **server: Any
+    ) -> None:
         super().__init__(None, timeout, **server)
         self.locate = locate
+        self.watch_every = watch_every
+        self.moved_to: tuple[str, int] | None = None
 
     def connect(self) -> None:
         try:
@@ -85,6 +104,33 @@ class SentinelSubscriber(RedisSubscriber):
         except redis.RedisError as error:
             raise ConnectionError(f"no primary from the sentinels: {error}") from error
         super().connect()
+
+    def batches(self) -> Iterator[list[PubSubEvent]]:
+        watcher = gevent.spawn(self._watch)
+        try:
+            yield from super().batches()
+        except ConnectionError as error:
+            if self.moved_to is None:
+                raise
+            host, port = self.moved_to
+            raise ConnectionError(f"the sentinels now name {host}:{port} as the primary") from error
+        finally:
+            watcher.kill(block=False)
+
+    def _watch(self) -> None:
+        """Close the connection once the sentinels name another primary than the one it reads."""
+        while self.sock is not None:
+            gevent.sleep(self.watch_every)
+            try:
+                primary = self.locate()
+            except redis.RedisError:
+                continue  # no answer (an election, a partition): what it reads is all there is
+            sock = self.sock
+            if primary != (self.host, self.port) and sock is not None:
+                self.moved_to = primary
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # its recv() returns: batches() raises
+                return
 
 
 class SentinelBroker(RedisBroker):

@@ -219,3 +219,34 @@ def wait_in_gevent(condition, timeout: float = 15.0) -> None:
     with gevent.Timeout(timeout):
         while not condition():
             gevent.sleep(0.01)
+
+
+def test_a_primary_demoted_alive_loses_the_hub_within_seconds():
+    """SENTINEL FAILOVER keeps the old primary running: the hub moves to the new one all the same."""
+    with SentinelGroup() as group:
+        broker = SentinelBroker(group.url(), Options())
+        hub, box, key = Hub(broker), FakeMailbox(), broker.key("demoted")
+        try:
+            hub.add(key, box)
+            old = group.primary
+            assert hub._subscriber.port == old.port
+            group.switch_roles()
+            wait_in_gevent(lambda: hub._subscriber is not None and hub._subscriber.port == group.primary.port)
+            assert hub.reconnects == 1 and group.primary is not old
+        finally:
+            if hub._reader is not None:
+                hub._reader.kill()
+
+
+def test_the_subscriber_leaves_a_server_the_sentinels_no_longer_name(redis_server):
+    """A server still up but no longer primary (a partition): the subscriber closes and says why."""
+    answers = iter([("127.0.0.1", redis_server.port), ("127.0.0.1", 1)])
+    subscriber = SentinelSubscriber(lambda: next(answers), timeout=1.0, watch_every=0.05)
+    subscriber.connect()
+    try:
+        subscriber.subscribe(["watched"])
+        with gevent.Timeout(5), pytest.raises(ConnectionError, match="now name 127.0.0.1:1 as the primary"):
+            for _ in subscriber.batches():
+                pass
+    finally:
+        subscriber.close()

@@ -14,6 +14,8 @@ PID, never by name) and removes its files on exit, even when the test failed.
 :func:`make_certificates`) adds a TLS port to every process, replicates and monitors over TLS
 (``tls-replication yes``): the sentinels then name TLS ports, and ``url("rediss+sentinel")`` lists
 the sentinels' TLS ports. Plain ports stay open for the group's own checks.
+``password`` (the data nodes' ``requirepass``, which the sentinels and the replica use) and
+``sentinel_password`` (the sentinels' own ``requirepass``) go into :meth:`SentinelGroup.url`.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ sentinel monitor {service} 127.0.0.1 {primary} 2
 sentinel down-after-milliseconds {service} {down_after}
 sentinel failover-timeout {service} {failover_timeout}
 sentinel parallel-syncs {service} 1
-{tls}"""
+{extra}"""
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -96,10 +98,19 @@ def make_certificates(directory: Path) -> Path:
 class SentinelProcess:
     """One ``redis-server <conf> --sentinel`` on 127.0.0.1 monitoring *primary_port* (TLS with *tls*)."""
 
-    def __init__(self, directory: Path, primary_port: int, tls: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        primary_port: int,
+        tls: Path | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.directory = directory
         self.primary_port = primary_port
         self.tls = tls
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.port: int | None = None
         self.tls_port: int | None = None
         self.process: subprocess.Popen | None = None
@@ -108,10 +119,18 @@ class SentinelProcess:
         for _ in range(PORT_ATTEMPTS):
             port = free_port()
             conf = self.directory / f"sentinel-{port}.conf"
-            tls = ""
+            options: list[tuple[str, str]] = []
             if self.tls is not None:
                 self.tls_port = free_port()
-                tls = "".join(f"{name} {value}\n" for name, value in tls_options(self.tls, self.tls_port))
+                options += tls_options(self.tls, self.tls_port)
+            if self.password:
+                options.append(("sentinel auth-pass", f"{SERVICE} {self.password}"))
+            if self.sentinel_password:
+                options += [
+                    ("requirepass", self.sentinel_password),
+                    ("sentinel sentinel-pass", self.sentinel_password),
+                ]
+            extra = "".join(f"{name} {value}\n" for name, value in options)
             conf.write_text(
                 SENTINEL_CONF.format(
                     port=port,
@@ -120,7 +139,7 @@ class SentinelProcess:
                     primary=self.primary_port,
                     down_after=DOWN_AFTER_MS,
                     failover_timeout=FAILOVER_TIMEOUT_MS,
-                    tls=tls,
+                    extra=extra,
                 )
             )
             log = open(self.directory / f"sentinel-{port}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -148,7 +167,13 @@ class SentinelProcess:
         return bool(self.client().ping())
 
     def client(self) -> redis.Redis:
-        return redis.Redis("127.0.0.1", self.port, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return redis.Redis(
+            "127.0.0.1",
+            self.port,
+            password=self.sentinel_password,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+        )
 
     def stop(self) -> None:
         """SIGTERM this sentinel (SIGKILL after a grace period); nothing if it is not running."""
@@ -168,14 +193,22 @@ class SentinelGroup(Started):
     """A started group: ``primary``, ``replica`` (RedisServer), ``sentinels``, ``url()``,
     ``kill_primary()``, ``wait_for_failover()``."""
 
-    def __init__(self, startup_timeout: float = 30.0, tls: Path | None = None) -> None:
+    def __init__(
+        self,
+        startup_timeout: float = 30.0,
+        tls: Path | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.startup_timeout = startup_timeout
         self.tls = tls
+        self.password = password
+        self.sentinel_password = sentinel_password
         #: The port the sentinels name for a data node (its TLS port with ``tls``), by its plain port.
         self.announced: dict[int, int] = {}
         self._next_tls_port = 0
         self.directory = Path(tempfile.mkdtemp(prefix="redis-sentinel-test-"))
-        self.primary = RedisServer(extra_args=self._tls_args())
+        self.primary = RedisServer(extra_args=self._node_args())
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelProcess] = []
         #: Data nodes this group started and killed (kept so close() can remove their files).
@@ -185,14 +218,22 @@ class SentinelGroup(Started):
         """``redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/mymaster/0``."""
         tls = scheme.startswith("rediss")
         hosts = ",".join(f"127.0.0.1:{s.tls_port if tls else s.port}" for s in self.sentinels)
-        return f"{scheme}://{hosts}/{SERVICE}/{db}"
+        userinfo = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"{scheme}://{userinfo}{hosts}/{SERVICE}/{db}{query}"
 
-    def _tls_args(self) -> tuple[str, ...]:
-        """``redis-server`` arguments for a TLS port (remembered for :meth:`_started`), or none."""
-        if self.tls is None:
-            return ()
-        self._next_tls_port = free_port()
-        options = tls_options(self.tls, self._next_tls_port)
+    def client(self, server: RedisServer) -> redis.Redis:
+        """A redis-py client of data node *server* (with the group's password)."""
+        return server.client(password=self.password)
+
+    def _node_args(self) -> tuple[str, ...]:
+        """A data node's ``redis-server`` arguments: a TLS port (see :meth:`_started`), a password."""
+        options: list[tuple[str, str]] = []
+        if self.tls is not None:
+            self._next_tls_port = free_port()
+            options += tls_options(self.tls, self._next_tls_port)
+        if self.password:
+            options += [("requirepass", self.password), ("masterauth", self.password)]
         return tuple(arg for name, value in options for arg in (f"--{name}", value))
 
     def _started(self, server: RedisServer) -> None:
@@ -209,11 +250,17 @@ class SentinelGroup(Started):
         self.primary.start()
         self._started(self.primary)
         primary = str(self.sentinel_port(self.primary))
-        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", primary, *self._tls_args()))
+        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", primary, *self._node_args()))
         self.replica.start()
         self._started(self.replica)
         for _ in range(3):
-            sentinel = SentinelProcess(self.directory, self.sentinel_port(self.primary), self.tls)
+            sentinel = SentinelProcess(
+                self.directory,
+                self.sentinel_port(self.primary),
+                self.tls,
+                self.password,
+                self.sentinel_password,
+            )
             self.sentinels.append(sentinel)
             sentinel.start()
         wait_until(self._ready, self.startup_timeout, "sentinels agreeing on the primary and its replica")
@@ -225,7 +272,7 @@ class SentinelGroup(Started):
             state = sentinel.client().sentinel_master(SERVICE)
             if state["num-other-sentinels"] < 2 or state["num-slaves"] < 1:
                 return False
-        return self.replica.client().info("replication")["master_link_status"] == "up"
+        return self.client(self.replica).info("replication")["master_link_status"] == "up"
 
     def primary_address(self) -> tuple[str, int]:
         """The primary's address as the first sentinel that answers names it."""
@@ -264,7 +311,7 @@ class SentinelGroup(Started):
             names = {_address(s.client().sentinel_get_master_addr_by_name(SERVICE)) for s in self.sentinels}
             if names != {("127.0.0.1", self.sentinel_port(replica))}:
                 return False
-            return replica.client().info("replication")["role"] == "master"
+            return self.client(replica).info("replication")["role"] == "master"
 
         wait_until(promoted, timeout, "a failover to the replica")
         self.primary, self.replica = replica, None

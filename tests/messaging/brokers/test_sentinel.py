@@ -250,3 +250,34 @@ def test_the_subscriber_leaves_a_server_the_sentinels_no_longer_name(redis_serve
                 pass
     finally:
         subscriber.close()
+
+
+def test_the_primary_password_and_the_sentinels_password_each_go_where_they_belong():
+    """The URL's password goes to the primary, ?sentinel_password= to the sentinels; without: refused."""
+    with SentinelGroup(password="primary-pw", sentinel_password="sentinel-pw") as group:
+        url = group.url()
+        broker = SentinelBroker(url, Options())
+        message_id, _ = broker.publish("auth", broker.key("auth"), b"t", "ok")
+        assert broker.entries("auth")[-1].id == message_id and broker.probe() is None
+        subscriber = broker.subscriber()
+        try:
+            subscriber.connect()
+            subscriber.subscribe(["auth"])
+            assert next(subscriber.batches()) == [("subscribe", b"auth", 1)]
+        finally:
+            subscriber.close()
+        no_sentinel_password = SentinelBroker(url.partition("?")[0], Options(timeout=0.5))
+        with pytest.raises(PublishError, match="(?i)auth"):
+            no_sentinel_password.probe()
+        no_primary_password = SentinelBroker(url.replace(":primary-pw@", ""), Options(timeout=0.5))
+        with pytest.raises(PublishError, match="(?i)auth") as caught:
+            no_primary_password.publish("auth", broker.key("auth"), b"t", "refused")
+        assert "pw" not in str(caught.value)
+        refused = no_primary_password.subscriber()
+        try:
+            refused.connect()  # no AUTH to send: Redis refuses the first command
+            refused.subscribe(["auth"])
+            with pytest.raises(ConnectionError, match="NOAUTH"):
+                next(refused.batches())
+        finally:
+            refused.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,6 +46,12 @@ from ..options import Options
 from ..redis_pubsub import PubSubEvent, RedisSubscriber
 from .redis import REDIS_CONNECTIONS, RedisBroker
 from .sentinel_url import SentinelURL, parse_sentinel_url
+
+#: How long a subscriber's connect() keeps asking the sentinels (every ``ELECTION_POLL`` s)
+#: while they name no primary (an election): the hub subscribes as soon as the new primary is
+#: named, not at its next backoff step (up to 1 s later).
+ELECTION_WAIT = 1.0
+ELECTION_POLL = 0.05
 
 
 class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -84,7 +91,8 @@ class SentinelSubscriber(RedisSubscriber):
     """A subscriber connection to the primary that *locate* names when it connects, and while it reads.
 
     *locate* returns ``(host, port)`` or raises ``redis.RedisError``; either way
-    :meth:`connect` keeps the subscriber contract: it raises ``ConnectionError`` only. While
+    :meth:`connect` keeps the subscriber contract: it raises ``ConnectionError`` only (after
+    asking again for up to ``ELECTION_WAIT`` s while the sentinels name no primary). While
     :meth:`batches` runs, a greenlet calls *locate* every *watch_every* seconds; when it names
     another server, the connection is closed and :meth:`batches` raises ``ConnectionError``
     saying so. When the sentinels cannot answer, it keeps reading.
@@ -99,10 +107,17 @@ class SentinelSubscriber(RedisSubscriber):
         self.moved_to: tuple[str, int] | None = None
 
     def connect(self) -> None:
-        try:
-            self.host, self.port = self.locate()
-        except redis.RedisError as error:
-            raise ConnectionError(f"no primary from the sentinels: {error}") from error
+        deadline = time.monotonic() + ELECTION_WAIT
+        while True:
+            try:
+                self.host, self.port = self.locate()
+                break
+            except MasterNotFoundError as error:
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"no primary from the sentinels: {error}") from error
+                gevent.sleep(ELECTION_POLL)
+            except redis.RedisError as error:
+                raise ConnectionError(f"no primary from the sentinels: {error}") from error
         super().connect()
 
     def batches(self) -> Iterator[list[PubSubEvent]]:

@@ -70,6 +70,10 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         raise ValueError(
             f"a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://, e.g. {EXAMPLE}"
         )
+    authority_end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    if "@" in rest[authority_end:]:
+        # A password with an unencoded "/" or "?": the rest of it would be echoed in errors below.
+        raise ValueError("an '@' after the hosts: percent-encode '@', '/' and '?' in passwords")
     rest, _, query = rest.partition("?")
     location, _, path = rest.partition("/")
     userinfo, _, hostlist = location.rpartition("@")

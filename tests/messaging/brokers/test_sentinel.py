@@ -80,6 +80,10 @@ def test_no_secret_in_errors_describe_or_repr():
     """Neither password reaches an error message, describe() or the parsed URL's repr."""
     with pytest.raises(ValueError) as caught:
         parse_sentinel_url("redis+sentinel://:secret1@s1:bad/m?sentinel_password=secret2")
+    for unencoded in ("redis+sentinel://:sec/ret@s1/m", "redis+sentinel://:sec?ret@s1/m"):
+        with pytest.raises(ValueError, match="percent-encode") as unencoded_error:
+            parse_sentinel_url(unencoded)
+        assert "ret" not in str(unencoded_error.value)
     parsed = parse_sentinel_url("redis+sentinel://u:secret1@s1,s2:1/m/3?sentinel_password=secret2")
     broker = SentinelBroker("redis+sentinel://u:secret1@s1,s2:1/m/3?sentinel_password=secret2", Options())
     for text in (str(caught.value), parsed.describe(), repr(parsed), broker.describe(), repr(broker)):

@@ -3,7 +3,9 @@
 :func:`get_broker` reads the ``WEBSOCKET_*`` settings into one frozen
 :class:`~django_websocket.messaging.options.Options` and picks the backend from
 ``WEBSOCKET_REDIS_URL`` (else the ``REDIS_URL`` environment variable): none, the
-in-process broker; ``redis://``, ``rediss://`` or ``unix://``, Redis. Both are kept until
+in-process broker; ``redis://``, ``rediss://`` or ``unix://``, Redis;
+``redis+sentinel://`` or ``rediss+sentinel://``, the primary of a Redis Sentinel service
+(:data:`SCHEMES`, which ``manage.py check`` also validates against). Each is kept until
 a setting changes (Django's ``setting_changed`` signal, as ``override_settings`` sends it,
 calls :func:`reset`; the app connects it), so nothing on the per-message path reads a
 setting.
@@ -14,16 +16,19 @@ and presence survive a settings change, and a Redis broker is reused for the sam
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import gevent
 
 from . import conf
+from .exceptions import PublishError
 from .messaging.brokers.base import Broker
 from .messaging.brokers.cluster import ClusterBroker
 from .messaging.brokers.local import LocalBroker
 from .messaging.brokers.redis import RedisBroker
+from .messaging.brokers.sentinel import SentinelBroker
 from .messaging.hub import Hub
 from .messaging.options import Options
 
@@ -83,25 +88,36 @@ class Registry:
 
 registry = Registry()
 
-#: The broker class for each URL scheme of ``WEBSOCKET_REDIS_URL``.
+#: The broker class for each URL scheme of ``WEBSOCKET_REDIS_URL``: the one list of the schemes
+#: that work (``manage.py check`` accepts exactly these).
 SCHEMES: dict[str, type[RedisBroker]] = {
     "redis": RedisBroker,
     "rediss": RedisBroker,
     "unix": RedisBroker,
     "redis+cluster": ClusterBroker,
     "rediss+cluster": ClusterBroker,
+    "redis+sentinel": SentinelBroker,
+    "rediss+sentinel": SentinelBroker,
 }
 
 
-def remote_broker(url: str, options: Options) -> Broker:
-    """The broker for *url*, by its scheme; ``ValueError`` for a scheme none serves."""
+def broker_class(url: str) -> type[RedisBroker]:
+    """The broker class serving *url*, its URL validated (no I/O); ``ValueError`` says what is wrong."""
     scheme = url.partition("://")[0].lower()
-    broker_class = SCHEMES.get(scheme)
-    if broker_class is None:
-        raise ValueError(
-            f"WEBSOCKET_REDIS_URL: no broker for {scheme!r} URLs (known: {', '.join(sorted(SCHEMES))})"
-        )
-    return broker_class(url, options)
+    found = SCHEMES.get(scheme) if "://" in url else None
+    if found is None:
+        raise ValueError(f"no broker for {scheme!r} URLs (known: {', '.join(sorted(SCHEMES))})")
+    found.validate_url(url)
+    return found
+
+
+def remote_broker(url: str, options: Options) -> Broker:
+    """The broker for *url*, by its scheme; ``ValueError`` for a scheme none serves or a malformed URL."""
+    try:
+        found = broker_class(url)
+    except ValueError as error:
+        raise ValueError(f"WEBSOCKET_REDIS_URL: {error}") from None
+    return found(url, options)
 
 
 def read_options() -> Options:
@@ -137,6 +153,27 @@ def reset(*, setting: str = "", **kwargs: Any) -> None:
     """Read the settings again at the next use (a ``setting_changed`` receiver; no argument: always)."""
     if not setting or setting in SETTINGS:
         registry.current = None
+
+
+def report_problems(log: logging.Logger) -> None:
+    """At worker start: build the broker the settings name and ask its servers once; log what is wrong.
+
+    One line per problem (a malformed URL, a Sentinel service nobody monitors, servers that do not
+    answer), never an exception: the worker keeps serving (and publishing raises
+    ``PublishError`` until the servers answer) rather than crash-looping at boot.
+    """
+    try:
+        broker = get_broker()
+    except ValueError as error:
+        log.error("%s: publish and subscribe will fail until it is fixed", error)
+        return
+    try:
+        problem = broker.probe()
+    except PublishError as error:
+        log.warning("WEBSOCKET_REDIS_URL: %s (at worker start; the hub keeps trying)", error)
+        return
+    if problem is not None:
+        log.error("WEBSOCKET_REDIS_URL: %s: publish and subscribe will fail until it is fixed", problem)
 
 
 def disconnect() -> None:

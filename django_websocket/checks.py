@@ -15,8 +15,9 @@ django_websocket.E005    ``WEBSOCKET_ALLOWED_ORIGINS`` is not ``None`` or a list
 django_websocket.E006    ``WEBSOCKET_ALLOW_MISSING_ORIGIN`` is not a bool
 django_websocket.E007    ``WEBSOCKET_SERVER`` is not ``None`` or ``host``, ``host:port``, ``:port``
 django_websocket.E008    ``WEBSOCKET_CLOSE_TIMEOUT`` is not a positive number of seconds
-django_websocket.E009    ``WEBSOCKET_REDIS_URL`` is not ``None`` or a ``redis://``, ``rediss://``
-                         or ``unix://`` URL
+django_websocket.E009    ``WEBSOCKET_REDIS_URL`` is not ``None`` or a well-formed URL of a scheme
+                         in ``django_websocket.brokers.SCHEMES`` (``redis://``, ``rediss://``,
+                         ``unix://``, ``redis+sentinel://``, ``rediss+sentinel://``)
 django_websocket.E010    ``WEBSOCKET_CHANNEL_PREFIX`` is not a string
 django_websocket.E011    ``WEBSOCKET_CHANNEL_QUEUE_SIZE`` is not a positive integer
 django_websocket.E012    ``WEBSOCKET_REDIS_TIMEOUT`` is not a positive number of seconds
@@ -45,6 +46,8 @@ django_websocket.E023    ``ROOT_URLCONF`` or ``WEBSOCKET_URLCONF`` routes
 django_websocket.E024    ``PROMETHEUS_MULTIPROC_DIR`` is set but is not a writable directory
 django_websocket.E030    ``WEBSOCKET_OUTBOX_RELAY_INTERVAL`` is not ``None`` or a positive number
                          of seconds
+django_websocket.E031    (``check --deploy`` only) the servers of ``WEBSOCKET_REDIS_URL``
+                         answered, but cannot serve it: no sentinel monitors its service name
 django_websocket.W001    no DjangoTemplates backend has the ``request`` context processor
 django_websocket.W002    a PostgreSQL database without Django's pool (``OPTIONS["pool"]``)
 django_websocket.W003    a database (not SQLite) with ``CONN_MAX_AGE`` other than 0
@@ -55,7 +58,13 @@ django_websocket.W005    ``WebSocketTokenMiddleware`` comes before ``Authenticat
 django_websocket.W006    (``--deploy`` only) the metrics view is routed but
                          ``PROMETHEUS_MULTIPROC_DIR`` is not set: under several gunicorn
                          workers a scrape sees only the worker that answered it
+django_websocket.W007    (``check --deploy`` only) no server of ``WEBSOCKET_REDIS_URL`` answered
 ======================== ==========================================================
+
+Only the two ``--deploy`` checks use the network: ``manage.py check`` (and ``runserver``,
+``migrate``, tests) never waits for Redis; ``manage.py check --deploy``, run where the
+servers are reachable, asks them once. A server that does not answer is a warning (a CI
+job without Redis still passes), a service nobody monitors an error.
 
 The websocket URLconf is imported only inside :func:`check_urlconf`, never when
 this module is imported; its patterns then get Django's own URL checks.
@@ -71,7 +80,10 @@ from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from django_websocket import conf, drivers, metrics
+from django_websocket import brokers, conf, drivers, metrics
+from django_websocket.exceptions import PublishError
+from django_websocket.messaging.brokers.redis import safe_url
+from django_websocket.messaging.brokers.sentinel_url import EXAMPLE as SENTINEL_EXAMPLE
 from django_websocket.urls import split_server
 
 TAG = "django_websocket"
@@ -79,7 +91,6 @@ REQUEST_CONTEXT_PROCESSOR = "django.template.context_processors.request"
 DJANGO_TEMPLATES = "django.template.backends.django.DjangoTemplates"
 
 _MISSING = object()
-REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 
 def register_checks() -> None:
@@ -100,6 +111,7 @@ def register_checks() -> None:
     ):
         register(check, TAG)
     register(check_metrics_deploy, TAG, deploy=True)
+    register(check_broker_servers, TAG, deploy=True)
 
 
 def _setting(name: str) -> Any:
@@ -215,12 +227,13 @@ def check_channel_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
     """E009-E012: the publish/subscribe settings."""
     errors: list[CheckMessage] = []
     url = conf.get("WEBSOCKET_REDIS_URL")
-    if url is not None and (not isinstance(url, str) or urlsplit(url).scheme not in REDIS_SCHEMES):
+    problem = _redis_url_problem(url)
+    if problem is not None:
         errors.append(
             Error(
-                f"The WEBSOCKET_REDIS_URL setting must be None or a Redis URL, not {url!r}.",
-                hint="e.g. 'redis://127.0.0.1:6379/0'; None uses the REDIS_URL environment variable, "
-                "or the in-process broker without it.",
+                f"The WEBSOCKET_REDIS_URL setting must be None or a Redis URL: {problem}.",
+                hint=f"e.g. 'redis://127.0.0.1:6379/0', or with Sentinel '{SENTINEL_EXAMPLE}'; "
+                "None uses the REDIS_URL environment variable, or the in-process broker without it.",
                 id="django_websocket.E009",
             )
         )
@@ -254,6 +267,40 @@ def check_channel_settings(app_configs: Sequence[Any] | None = None, **kwargs: A
                 )
             )
     return errors
+
+
+def _redis_url_problem(url: Any) -> str | None:
+    """What is wrong with *url* as ``WEBSOCKET_REDIS_URL`` (``None``: nothing), without its password."""
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        return f"not {type(url).__name__} {url!r}"
+    try:
+        brokers.broker_class(url)
+    except ValueError as error:
+        return f"{safe_url(url.partition('?')[0])} cannot be used: {error}"
+    return None
+
+
+def check_broker_servers(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E031, W007 (``check --deploy``): the servers of the broker the settings name, asked once."""
+    url = conf.redis_url()
+    if url is None or _redis_url_problem(url) is not None:
+        return []  # the in-process broker has no server; E009 reports a malformed URL
+    broker = brokers.get_broker()
+    try:
+        problem = broker.probe()
+    except PublishError as error:
+        return [
+            Warning(
+                f"WEBSOCKET_REDIS_URL: {error}.",
+                hint="Run `manage.py check --deploy` where the servers are reachable to check them.",
+                id="django_websocket.W007",
+            )
+        ]
+    if problem is None:
+        return []
+    return [Error(f"WEBSOCKET_REDIS_URL: {problem}.", id="django_websocket.E031")]
 
 
 def check_compression_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:

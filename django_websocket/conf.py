@@ -21,7 +21,10 @@ WEBSOCKET_CLOSE_TIMEOUT        ``5.0``      seconds to wait for the peer's close
 WEBSOCKET_REDIS_URL            ``None``     Redis for publish/subscribe across processes; ``None``
                                             falls back to the ``REDIS_URL`` environment variable,
                                             and without either an in-process broker serves one
-                                            process
+                                            process; ``redis+sentinel://s1:26379,s2:26379/
+                                            mymaster/0`` follows a Sentinel service's primary
+                                            (``rediss+sentinel://`` for TLS, the sentinels'
+                                            password as ``?sentinel_password=``)
 WEBSOCKET_CHANNEL_PREFIX       ``"django_   prefix of every Redis channel name
                                websocket:"``
 WEBSOCKET_CHANNEL_QUEUE_SIZE   ``1000``     channel messages waiting per socket; past it the

@@ -158,8 +158,10 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
     def after_load(self) -> None:
         """Once per worker, after gevent patched and the application (so Django's settings) loaded.
 
-        Where the database layer is made safe for greenlets, the blocked-loop monitor starts,
-        and so does the metrics' sync (with ``prometheus_client`` installed).
+        Where the database layer is made safe for greenlets, the blocked-loop monitor starts, so
+        do the metrics' sync (with ``prometheus_client`` installed) and the outbox relay, the
+        messaging configuration is probed once (:func:`~django_websocket.brokers.report_problems`),
+        and the worker says it is ready (:func:`~django_websocket.drain.mark_ready`).
         """
         # Here, not in init_process(): with --preload the application (psycopg, Django's
         # connection handler) was loaded in the master before the patch; load_wsgi() runs in
@@ -174,6 +176,12 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
         if threshold is not None:
             blocking.start_monitor(threshold)
+        # A malformed WEBSOCKET_REDIS_URL or a Sentinel service nobody monitors: one log line
+        # per worker now, rather than a failure per socket later. In a greenlet: servers that do
+        # not answer cost up to a timeout each, and must not delay the boot.
+        from .brokers import report_problems
+
+        gevent.spawn(report_problems, self.log)
         metrics.start_worker(self.cfg.workers)
         self.start_outbox_relay()
         self.ready_marker = drain.mark_ready(self.ppid, self.pid)  # a reloading sibling waits for it

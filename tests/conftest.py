@@ -119,11 +119,27 @@ def redis_cluster():
         yield running
 
 
+@pytest.fixture(scope="module")
+def sentinel_group():
+    """A real Sentinel group: primary, replica, three sentinels (see ``tests/redis_sentinel.py``)."""
+    from tests.redis_sentinel import SentinelGroup
+
+    with SentinelGroup() as running:
+        yield running
+
+
+#: Parametrize a test using ``broker`` on Sentinel too (a few representative ones: it starts a group).
+ALSO_ON_SENTINEL = pytest.mark.parametrize(
+    "broker", ["embedded", "redis", "cluster", "sentinel"], indirect=True
+)
+
+
 @pytest.fixture(params=["embedded", "redis", "cluster"])
 def broker(request):
     """Run a test on the in-process broker, a real Redis, then a real Redis Cluster.
 
-    Yields ``None``, the ``RedisServer`` or the ``RedisClusterGroup``.
+    Yields ``None``, the ``RedisServer`` or the ``RedisClusterGroup``; ``ALSO_ON_SENTINEL`` adds
+    a run on a Sentinel group's primary (the ``SentinelGroup``).
     """
     from django.test import override_settings
 
@@ -131,6 +147,11 @@ def broker(request):
         with override_settings(WEBSOCKET_REDIS_URL=None), pytest.MonkeyPatch.context() as patch:
             patch.delenv("REDIS_URL", raising=False)
             yield None
+        return
+    if request.param == "sentinel":
+        group = request.getfixturevalue("sentinel_group")
+        with override_settings(WEBSOCKET_REDIS_URL=group.url()):
+            yield group
         return
     server = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
     with override_settings(WEBSOCKET_REDIS_URL=server.url):

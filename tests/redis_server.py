@@ -49,6 +49,7 @@ class RedisServer(Managed):
         port_picker: Callable[[], int] | None = None,
     ) -> None:
         self.executable = Path(executable)
+        #: More ``redis-server`` options, e.g. ``("--replicaof", "127.0.0.1", "6379")``.
         self.extra_args = list(extra_args)
         self.port_picker = port_picker or free_port
         self.persistent = persistent

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.test import override_settings
 
-from django_websocket.brokers import get_broker, get_hub, remote_broker, reset
+from django_websocket.brokers import get_broker, get_hub, remote_broker, report_problems, reset
 from django_websocket.messaging.brokers.local import LocalBroker
 from django_websocket.messaging.brokers.redis import RedisBroker
+from django_websocket.messaging.brokers.sentinel import SentinelBroker
 from django_websocket.messaging.options import Options
 
 
@@ -61,3 +64,25 @@ def test_an_unknown_scheme_names_the_known_ones():
     """A URL no broker serves is a ValueError naming the schemes that work (checks report it first)."""
     with pytest.raises(ValueError, match="'memcached'.*redis"):
         remote_broker("memcached://127.0.0.1:1", Options())
+
+
+def test_sentinel_urls_pick_the_sentinel_broker():
+    """Both Sentinel schemes are served by SentinelBroker; a malformed one names the setting."""
+    for url in ("redis+sentinel://127.0.0.1:1/mymaster/0", "rediss+sentinel://127.0.0.1:1/mymaster"):
+        assert isinstance(remote_broker(url, Options()), SentinelBroker)
+    with pytest.raises(ValueError, match="WEBSOCKET_REDIS_URL: no service name"):
+        remote_broker("redis+sentinel://127.0.0.1:1", Options())
+
+
+def test_worker_start_reports_a_bad_url_and_silent_servers_in_one_line_each():
+    """report_problems() logs, never raises: a malformed URL is an error, no answer a warning."""
+    log = mock.Mock()
+    with override_settings(WEBSOCKET_REDIS_URL="redis+sentinel://:secret@127.0.0.1:1"):
+        report_problems(log)
+    (call,) = log.error.call_args_list
+    assert "no service name" in call.args[1].args[0] and "secret" not in str(call)
+    log = mock.Mock()
+    with override_settings(WEBSOCKET_REDIS_URL="redis+sentinel://127.0.0.1:1/m", WEBSOCKET_REDIS_TIMEOUT=0.5):
+        report_problems(log)
+    (call,) = log.warning.call_args_list
+    assert "no sentinel of" in str(call.args[1]) and not log.error.called

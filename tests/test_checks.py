@@ -21,6 +21,7 @@ from django_websocket.checks import (
     check_templates,
     check_urlconf,
 )
+from django_websocket.messaging.brokers.redis import RedisBroker
 
 
 def never_called(request):
@@ -313,6 +314,93 @@ class ChannelSettingsChecks(SimpleTestCase):
         for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@host:6380", "unix:///run/redis.sock"):
             with self.subTest(url=url), override_settings(WEBSOCKET_REDIS_URL=url):
                 self.assertEqual(self.ids(), [])
+
+    def test_sentinel_urls_pass(self):
+        """redis+sentinel:// and rediss+sentinel:// URLs, with passwords and options, are accepted."""
+        for url in (
+            "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0",
+            "rediss+sentinel://:pw@s1/mymaster?sentinel_password=spw&sentinel_ssl=false",
+        ):
+            with self.subTest(url=url), override_settings(WEBSOCKET_REDIS_URL=url):
+                self.assertEqual(self.ids(), [])
+
+    def test_a_malformed_url_is_named_with_the_setting_and_the_sentinel_form(self):
+        """The error names the setting and the problem, hints at the Sentinel form, hides the password."""
+        from django_websocket.checks import check_channel_settings
+
+        for url, problem in (
+            ("redis+sentinel://:secret@s1:26379", "no service name"),
+            ("redis+sentinel://:secret@s1:port/mymaster", "bad port"),
+            ("redis+sentinel://:secret@/mymaster", "no sentinel host"),
+            ("redis://:secret@h:6379/mymaster", "database number"),
+            ("sentinel://:secret@s1/mymaster", "no broker for 'sentinel' URLs"),
+        ):
+            with self.subTest(url=url), override_settings(WEBSOCKET_REDIS_URL=url):
+                (error,) = check_channel_settings()
+                self.assertEqual(error.id, "django_websocket.E009")
+                self.assertIn("WEBSOCKET_REDIS_URL", error.msg)
+                self.assertIn(problem, error.msg)
+                self.assertIn("redis+sentinel://", error.hint)
+                self.assertNotIn("secret", error.msg + error.hint)
+
+    def test_the_accepted_schemes_are_brokers_schemes(self):
+        """E009 accepts exactly the schemes of django_websocket.brokers.SCHEMES (one list, not two)."""
+        from django_websocket import brokers
+
+        class ClusterBroker(RedisBroker):
+            @classmethod
+            def validate_url(cls, url: str) -> None:
+                pass
+
+        url = "redis+cluster://n1:7000,n2:7001/0"
+        with override_settings(WEBSOCKET_REDIS_URL=url):
+            self.assertEqual(self.ids(), ["django_websocket.E009"])
+            with mock.patch.dict(brokers.SCHEMES, {"redis+cluster": ClusterBroker}):
+                self.assertEqual(self.ids(), [])
+            with mock.patch.dict(brokers.SCHEMES, clear=True):
+                self.assertEqual(self.ids(), ["django_websocket.E009"])
+
+
+class BrokerServersCheck(SimpleTestCase):
+    """E031, W007: the broker's servers, asked only by ``check --deploy``."""
+
+    def messages(self):
+        from django_websocket.checks import check_broker_servers
+
+        return [(message.id, message.msg) for message in check_broker_servers()]
+
+    @override_settings(WEBSOCKET_REDIS_URL=None)
+    def test_the_in_process_broker_has_nothing_to_ask(self):
+        """Without a URL (and REDIS_URL) there is no server to probe."""
+        with mock.patch.dict("os.environ", clear=False) as environ:
+            environ.pop("REDIS_URL", None)
+            self.assertEqual(self.messages(), [])
+
+    @override_settings(
+        WEBSOCKET_REDIS_URL="redis+sentinel://127.0.0.1:1/mymaster", WEBSOCKET_REDIS_TIMEOUT=0.5
+    )
+    def test_servers_that_do_not_answer_are_a_warning_only_with_deploy(self):
+        """No sentinel answers: W007 (a CI job without Redis passes); plain `check` never asks."""
+        ((message_id, message),) = self.messages()
+        self.assertEqual(message_id, "django_websocket.W007")
+        self.assertIn(
+            "no sentinel of Redis Sentinel (redis+sentinel://127.0.0.1:1/mymaster/0) answered", message
+        )
+        self.assertNotIn("django_websocket.W007", ids(run_checks(tags=[TAG])))
+        self.assertIn("django_websocket.W007", ids(run_checks(tags=[TAG], include_deployment_checks=True)))
+
+
+def test_a_service_nobody_monitors_is_e023_with_deploy(sentinel_group):
+    """check --deploy asks the sentinels: a service name they do not monitor is an error naming theirs."""
+    from django_websocket.checks import check_broker_servers
+
+    url = sentinel_group.url().replace("/mymaster/", "/mymastr/")
+    with override_settings(WEBSOCKET_REDIS_URL=url):
+        (error,) = check_broker_servers()
+        assert error.id == "django_websocket.E031"
+        assert "a service named 'mymastr' (they monitor: mymaster)" in error.msg
+    with override_settings(WEBSOCKET_REDIS_URL=sentinel_group.url()):
+        assert check_broker_servers() == []
 
 
 class LimitSettingsChecks(SimpleTestCase):

@@ -16,6 +16,7 @@ from django_websocket.brokers import get_broker
 from django_websocket.exceptions import PublishError
 from django_websocket.messaging.history import ORIGIN, Reading, parse_id
 from django_websocket.publishing import connections, history, presence
+from tests.conftest import ALSO_ON_SENTINEL
 
 _names = itertools.count()
 
@@ -105,6 +106,7 @@ def test_on_commit_checks_its_arguments_at_the_call():
 
 
 @pytest.mark.django_db
+@ALSO_ON_SENTINEL
 def test_ids_increase_and_history_keeps_them_in_order(broker):
     channel = fresh()
     assert last_id(channel) == ORIGIN
@@ -133,6 +135,7 @@ def test_history_keeps_text_binary_and_audiences(broker):
 
 
 @pytest.mark.django_db
+@ALSO_ON_SENTINEL
 def test_read_after_an_id_returns_what_followed_without_gap(broker):
     channel = fresh()
     first, second, third = (publish(channel, str(n)) for n in range(3))
@@ -158,6 +161,7 @@ def test_a_trimmed_id_is_a_gap(broker):
 
 
 @pytest.mark.django_db
+@ALSO_ON_SENTINEL
 def test_unknown_or_malformed_ids_are_gaps(broker):
     channel = fresh()
     assert read(channel, "123-0").gap  # a channel without history cannot hold it
@@ -178,6 +182,7 @@ def test_size_zero_turns_ids_and_history_off(broker):
     assert history(channel) == []
 
 
+@ALSO_ON_SENTINEL
 def test_join_leave_and_aggregation(broker):
     channel = fresh()
     get_broker().join(channel, {"conn": "h:1:1", "user": 1, "name": "alice"})

@@ -8,7 +8,8 @@ imports ``django.conf``):
 - ``wire``: the payload format on the broker and the broker channel names (audiences);
 - ``history``: message ids, stored entries, what a read after an id finds;
 - ``brokers``: one interface (``brokers.base.Broker``), one module per backend:
-  ``brokers.local`` (in-process), ``brokers.redis``, ``brokers.cluster`` (Redis Cluster);
+  ``brokers.local`` (in-process), ``brokers.redis``, ``brokers.sentinel`` (Redis Sentinel,
+  its URLs parsed by ``brokers.sentinel_url``) and ``brokers.cluster`` (Redis Cluster);
 - ``redis_pubsub``: the Redis subscriber connections a hub reads;
 - ``hub``: one per worker: broker channel → the mailboxes of subscribed sockets;
 - ``presence``: who is connected to a channel: member dicts and their events;

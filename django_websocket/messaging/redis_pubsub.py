@@ -49,25 +49,44 @@ def encode_command(*parts: str | bytes) -> bytes:
 
 
 class RedisSubscriber:
-    """One subscriber connection to the Redis at *url*.
+    """One subscriber connection to the Redis at *url*, or at the server given by keywords.
 
     ``connect()`` opens and authenticates it (raises ``ConnectionError`` within
     *timeout*); ``subscribe()``/``unsubscribe()`` send commands; ``events()`` yields
     pub/sub events until the connection fails, then raises ``ConnectionError``.
     One greenlet reads; commands may be sent from others (serialise them).
+
+    Without *url*, *host*, *port*, *username*, *password*, *tls*, *verify* and *ca_certs*
+    (a CA bundle file; else the system's) name the server (a Sentinel subscriber fills in
+    host and port when it connects).
     """
 
-    def __init__(self, url: str, timeout: float = 1.0, sharded: bool = False) -> None:
-        params = parse_url(url)
+    def __init__(
+        self,
+        url: str | None = None,
+        timeout: float = 1.0,
+        *,
+        sharded: bool = False,
+        host: str = "localhost",
+        port: int = 6379,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        verify: bool = True,
+        ca_certs: str | None = None,
+    ) -> None:
+        params = parse_url(url) if url is not None else {}
         #: SSUBSCRIBE/SUNSUBSCRIBE (Redis Cluster's shard channels) instead of SUBSCRIBE/UNSUBSCRIBE.
         self.sharded = sharded
         self.path = params.get("path")  # unix:// sockets
-        self.host = params.get("host", "localhost")
-        self.port = int(params.get("port", 6379))
-        self.username = params.get("username")
-        self.password = params.get("password")
-        self.tls = url.startswith("rediss://")
-        self.verify = params.get("ssl_cert_reqs", "required") not in ("none", "optional")
+        self.host = params.get("host", host)
+        self.port = int(params.get("port", port))
+        self.username = params.get("username", username)
+        self.password = params.get("password", password)
+        self.tls = url.startswith("rediss://") if url is not None else tls
+        cert_reqs = params.get("ssl_cert_reqs")
+        self.verify = verify if cert_reqs is None else cert_reqs not in ("none", "optional")
+        self.ca_certs = params.get("ssl_ca_certs", ca_certs)
         self.timeout = timeout
         self.sock: socket.socket | None = None
 
@@ -100,7 +119,7 @@ class RedisSubscriber:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _enable_keepalive(sock)
         if self.tls:
-            context = gevent_ssl.create_default_context()
+            context = gevent_ssl.create_default_context(cafile=self.ca_certs)
             if not self.verify:
                 context.check_hostname = False
                 context.verify_mode = gevent_ssl.CERT_NONE

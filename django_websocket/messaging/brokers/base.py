@@ -100,6 +100,18 @@ class Broker(ABC):
         """A new, unconnected subscriber connection for a hub to read from (remote brokers)."""
         raise NotImplementedError(f"{type(self).__name__} delivers to hubs directly")
 
+    @classmethod  # noqa: B027 - optional: a broker without a URL accepts any
+    def validate_url(cls, url: str) -> None:
+        """Raise ``ValueError`` when *url* is not a URL this broker serves (remote brokers); no I/O."""
+
+    def probe(self) -> str | None:
+        """Ask the servers once whether this configuration can work (worker start, ``check --deploy``).
+
+        Returns ``None`` when it can, or a line saying what the servers answered that is wrong
+        (a Sentinel service they do not know); raises ``PublishError`` when none answers.
+        """
+        return None
+
     def describe(self) -> str:
         """The broker for log lines and errors, without secrets."""
         return type(self).__name__

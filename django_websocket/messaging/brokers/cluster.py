@@ -67,6 +67,26 @@ class ClusterBroker(RedisBroker):
         self.seeds, self.username, self.password, self.tls = parse_cluster_url(url)
         super().__init__(url, options)
 
+    @classmethod
+    def validate_url(cls, url: str) -> None:
+        parse_cluster_url(url)
+
+    def probe(self) -> str | None:
+        """Ask every master its version once: sharded pub/sub needs Redis 7.0 or later.
+
+        ``None`` when all have it; a line naming the masters that do not; ``PublishError``
+        when the cluster does not answer.
+        """
+        old = []
+        for node in self._call(self.client.get_primaries, "reach"):
+            version = self._call(lambda node=node: self.client.info("server", target_nodes=node), "reach")
+            release = str(version.get("redis_version", "0"))
+            if int(release.split(".")[0]) < 7:
+                old.append(f"{node.host}:{node.port} runs Redis {release}")
+        if not old:
+            return None
+        return "sharded pub/sub needs Redis 7.0 or later on every master: " + ", ".join(old)
+
     def make_client(self) -> Any:
         """A cluster client; it reads the slot map from the seeds now (``PublishError`` if none answers)."""
         timeout = self.options.timeout

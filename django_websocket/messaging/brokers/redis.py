@@ -25,6 +25,7 @@ from typing import Any
 import gevent
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from ...events import Data, compact_json
@@ -175,6 +176,17 @@ def safe_url(url: str) -> str:
 class RedisBroker(Broker):
     """The Redis at *url* (``redis://``, ``rediss://`` or ``unix://``), shared by every process."""
 
+    @classmethod
+    def validate_url(cls, url: str) -> None:
+        """Raise ``ValueError`` saying what is wrong with *url* (without its password); connect to nothing."""
+        params = parse_url(url)  # the scheme, the port and every option's value
+        path = url.partition("?")[0].partition("://")[2].partition("/")[2]
+        if "path" not in params and path and not path.isdigit():
+            raise ValueError(
+                f"the path of a redis:// URL is a database number, not /{path} "
+                "(a Sentinel service name goes in a redis+sentinel:// URL)"
+            )
+
     def __init__(self, url: str, options: Options) -> None:
         super().__init__(options)
         self.url = url
@@ -196,7 +208,7 @@ class RedisBroker(Broker):
         return self._client
 
     def make_client(self) -> Any:
-        """A redis-py client with explicit timeouts and no retries."""
+        """A redis-py client with explicit timeouts and no retries (subclasses find the server otherwise)."""
         timeout = self.options.timeout
         # At most REDIS_CONNECTIONS: a thousand sockets resuming at once (after a deploy)
         # queue for a connection instead of opening a thousand.
@@ -218,6 +230,11 @@ class RedisBroker(Broker):
 
     def subscriber(self) -> RedisSubscriber:
         return RedisSubscriber(self.url, self.options.timeout)
+
+    def probe(self) -> str | None:
+        """``PING`` Redis once: ``None``, or ``PublishError`` when it does not answer."""
+        self._call(self.client.ping, "reach")
+        return None
 
     def disconnect(self) -> None:
         """Drop the pooled connections (they reconnect when next used)."""
@@ -348,7 +365,7 @@ class RedisBroker(Broker):
         try:
             return call()
         except self.ERRORS as error:
-            raise PublishError(f"could not {doing} Redis ({safe_url(self.url)}): {error}") from error
+            raise PublishError(f"could not {doing} {self.describe()}: {error}") from error
 
 
 def _entry(raw: Any) -> Entry:

@@ -347,16 +347,18 @@ class ChannelSettingsChecks(SimpleTestCase):
         """E009 accepts exactly the schemes of django_websocket.brokers.SCHEMES (one list, not two)."""
         from django_websocket import brokers
 
-        class ClusterBroker(RedisBroker):
+        class MemcachedBroker(RedisBroker):
             @classmethod
             def validate_url(cls, url: str) -> None:
                 pass
 
-        url = "redis+cluster://n1:7000,n2:7001/0"
+        url = "memcached://n1:11211"
         with override_settings(WEBSOCKET_REDIS_URL=url):
             self.assertEqual(self.ids(), ["django_websocket.E009"])
-            with mock.patch.dict(brokers.SCHEMES, {"redis+cluster": ClusterBroker}):
+            with mock.patch.dict(brokers.SCHEMES, {"memcached": MemcachedBroker}):
                 self.assertEqual(self.ids(), [])
+        with override_settings(WEBSOCKET_REDIS_URL="redis+cluster://n1:7000,n2:7001"):
+            self.assertEqual(self.ids(), [])  # Redis Cluster is one of them
             with mock.patch.dict(brokers.SCHEMES, clear=True):
                 self.assertEqual(self.ids(), ["django_websocket.E009"])
 

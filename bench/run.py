@@ -1,16 +1,22 @@
-"""Our stack against bare gevent-websocket, measured in the same run: ``python bench/run.py``.
+"""Our stack against three references, measured in the same run: ``python bench/run.py``.
 
 The machines are noisy (2 shared vCPUs), so absolute figures drift from run to run; what this
-prints is meant to be read as ratios. Each server gets one gunicorn worker pinned to CPU 0, the
-load generator (``loadgen.py``, a separate process) is pinned to CPU 1, and each scenario is run
-against every server back to back, in alternating order from round to round. The ratio printed
-is the median of the per-round ratios ours/reference, so drift between rounds cancels.
+prints is meant to be read as ratios. Each server gets one process (one gunicorn worker) pinned to
+CPU 0, the load generator (``loadgen.py``, a separate process) is pinned to CPU 1, and each
+scenario is run against every server back to back, in alternating order from round to round. The
+ratios printed are the medians of the per-round ratios ours/reference, so drift between rounds
+cancels.
 
 Servers:
 
-* reference — ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker bench.bare_echo:app``
 * ours      — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``
+* gevent-ws — ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker bench.bare_echo:app``
+* uvicorn   — ``uvicorn bench.uvicorn_echo:app --loop uvloop --http httptools --ws websockets``
+* channels  — ``daphne bench.channels_orm:application`` (Channels' ``AuthMiddlewareStack``)
 * ceiling   — ``bench/ceiling_echo.py``, a trivial epoll echo: what the load generator can reach
+
+uvicorn and channels are left out (with a note) when not installed: ``pip install -r
+bench/requirements.txt``.
 
 Exit status: 0 if every scenario ran cleanly, 1 if any errored, 2 if a server could not start.
 Performance is reported, never asserted.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -68,9 +75,18 @@ GUNICORN = [
     "--no-control-socket",
 ]
 # No --access-logfile: nothing is written per request or per message during the runs.
-#: Channels under Daphne (bench/channels_orm.py), the reference of bench/orm.py and bench/memory.py.
+#: Channels under Daphne (bench/channels_orm.py), a reference here and in bench/orm.py and bench/memory.py.
 DAPHNE = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "--access-log", os.devnull]
 DAPHNE += ["bench.channels_orm:application"]
+DAPHNE_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
+#: A bare ASGI echo (bench/uvicorn_echo.py) under uvicorn with uvloop, httptools and websockets.
+UVICORN = [PY, "-m", "uvicorn", "bench.uvicorn_echo:app", "--host", "127.0.0.1", "--port", "0"]
+UVICORN += ["--ws", "websockets", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+UVICORN += ["--lifespan", "off", "--workers", "1"]
+UVICORN += ["--log-config", str(ROOT / "bench" / "uvicorn_logging.json")]  # no line per connection
+UVICORN_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+#: The references, in table order; "ours" is compared with each of them.
+REFERENCES = ("gevent-ws", "uvicorn", "channels")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -82,6 +98,9 @@ class Stack:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    #: How ``serve()`` finds the port in the log; and the measured worker's pid (None: the process itself).
+    port_pattern: re.Pattern = LISTENING
+    pid_pattern: re.Pattern | None = BOOTED
 
 
 @dataclass
@@ -108,14 +127,17 @@ def serve(
     stack: Stack,
     startup_timeout: float = 30.0,
     cwd: Path = ROOT,
-    port_pattern: re.Pattern = LISTENING,
-    pid_pattern: re.Pattern | None = BOOTED,
+    port_pattern: re.Pattern | None = None,
+    pid_pattern: re.Pattern | None = ...,
 ) -> Iterator[Server]:
     """Start *stack* on 127.0.0.1:0 pinned to CPU 0; its process group is killed on exit, always.
 
     Yields once the log names its port (*port_pattern*) and worker pid (*pid_pattern*); without
-    *pid_pattern* the started process itself is the one measured (Daphne, uvicorn).
+    *pid_pattern* the started process itself is the one measured (Daphne, uvicorn). Both default
+    to the stack's own.
     """
+    port_pattern = port_pattern or stack.port_pattern
+    pid_pattern = stack.pid_pattern if pid_pattern is ... else pid_pattern
     env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
     env.update(stack.env, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
@@ -168,17 +190,33 @@ def stop(process: subprocess.Popen) -> None:
             pass
 
 
-def stacks(args, env: dict[str, str]) -> list[Stack]:
-    reference = Stack("reference", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
+def installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in modules)
+
+
+def stacks(args, env: dict[str, str]) -> tuple[list[Stack], list[str]]:
+    """The servers of this run, ours first; and notes on the references skipped."""
+    reference = Stack("gevent-ws", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
     if args.stand_in:
         # For developing the harness before our worker exists: the reference again, under another name.
         ours = Stack("ours", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
     else:
         ours = Stack("ours", [*GUNICORN, "-k", OUR_WORKER, "test_project.wsgi:websocket"], env)
-    found = [reference, ours]
+    found, skipped = [ours, reference], []
+    wanted = set(args.only or ("ours", *REFERENCES, "ceiling"))
+    if "uvicorn" in wanted and not installed("uvicorn", "uvloop", "httptools"):
+        skipped.append("uvicorn skipped: not installed (pip install -r bench/requirements.txt)")
+    elif "uvicorn" in wanted:
+        found.append(Stack("uvicorn", UVICORN, {}, UVICORN_LISTENING, None))
+    if "channels" in wanted and not installed("channels", "daphne"):
+        skipped.append("channels skipped: not installed (pip install -r bench/requirements.txt)")
+    elif "channels" in wanted:
+        # The same throwaway database as ours (the session scenario's cookie works on both).
+        channels_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.orm_settings"}
+        found.append(Stack("channels", DAPHNE, channels_env, DAPHNE_LISTENING, None))
     if not args.no_ceiling:
         found.append(Stack("ceiling", [PY, str(ROOT / "bench" / "ceiling_echo.py")]))
-    return found
+    return [st for st in found if st.name in wanted or st.name == "ours"], skipped
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,9 +230,15 @@ class Scenario:
     args: list[str]
     figures: list[tuple[str, str]]  # (label, key in loadgen's JSON, dotted for nested)
     paths: dict[str, str] = field(default_factory=dict)  # per stack; "/echo/" when absent
-    headers: list[str] = field(default_factory=list)  # sent to "ours" only
-    stacks: tuple[str, ...] = ("reference", "ours", "ceiling")
+    headers: list[str] = field(default_factory=list)  # sent only to the stacks named in paths
+    stacks: tuple[str, ...] = ("ours", *REFERENCES, "ceiling")
     echo_probe: bool = True
+
+    def path(self, name: str) -> str:
+        return self.paths.get(name, "/echo/")
+
+    def headers_for(self, name: str) -> list[str]:
+        return self.headers if name in self.paths else []
 
 
 def scenarios(args) -> list[Scenario]:
@@ -252,9 +296,10 @@ def scenarios(args) -> list[Scenario]:
                     ("server µs/hs", "server_us_per_handshake"),
                     ("others on CPU 0", "server_cpu_other_load"),
                 ],
-                paths={"ours": "/whoami/"},
+                # Channels' /whoami/ (bench/channels_orm.py) loads the session and user too.
+                paths={"ours": "/whoami/", "channels": "/whoami/"},
                 headers=[f"Cookie: sessionid={args.session}"],
-                stacks=("reference", "ours"),
+                stacks=("ours", *REFERENCES),
                 echo_probe=False,
             )
         )
@@ -380,7 +425,7 @@ def run_one(server: Server, scenario: Scenario, args) -> dict:
         "--port",
         str(server.port),
         "--path",
-        scenario.paths.get(name, "/echo/"),
+        scenario.path(name),
         "--warmup",
         str(args.warmup),
         "--duration",
@@ -392,7 +437,7 @@ def run_one(server: Server, scenario: Scenario, args) -> dict:
         "--json",
         *scenario.args,
     ]
-    for header in scenario.headers if name == "ours" else ():
+    for header in scenario.headers_for(name):
         argv += ["--header", header]
     result = run_client_process(pinned(LOADGEN_CPU, argv), args.warmup + args.duration + 60, "loadgen")
     return note_server_exit(result, server, f"{name} server")
@@ -420,26 +465,40 @@ def fmt(value) -> str:
     return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
-def table(scenarios_: list[Scenario], results: dict) -> str:
-    """scenario | figure | reference | ours | ours/ref | ceiling: medians over rounds, ratio of pairs."""
-    rows = [("scenario", "figure", "reference", "ours", "ours/ref", "ceiling")]
+def ratio_over_rounds(ours: list, other: list):
+    """Median over rounds of ours ÷ other in the same round; None unless every round has both."""
+    pairs = [o / r for r, o in zip(other, ours, strict=False) if r and o is not None]
+    return statistics.median(pairs) if pairs and len(pairs) == len(other) == len(ours) else None
+
+
+def table(scenarios_: list[Scenario], results: dict, names: list[str]) -> str:
+    """scenario | figure | each server | ours/each reference | ceiling: medians over rounds, ratios of pairs.
+
+    *names* are the servers that ran, ours first; the ceiling (if it ran) gets the last column.
+    """
+    refs = [n for n in REFERENCES if n in names]
+    columns = ["ours", *refs]
+    has_ceiling = "ceiling" in names
+    rows = [("scenario", "figure", *columns, *(f"ours/{n}" for n in refs), *(("ceiling",) * has_ceiling))]
     for sc in scenarios_:
         for i, (label, key) in enumerate(sc.figures):
-            per = {name: [figure(r, key) for r in results[sc.title].get(name, [])] for name in sc.stacks}
+            per = {name: [figure(r, key) for r in results[sc.title].get(name, [])] for name in names}
             med = {name: (statistics.median(v) if v and None not in v else None) for name, v in per.items()}
-            pairs = [
-                o / r for r, o in zip(per["reference"], per["ours"], strict=False) if r and o is not None
-            ]
-            ratio = statistics.median(pairs) if pairs and len(pairs) == len(per["reference"]) else None
-            if key in ("loadgen_cpu", "server_cpu_other_load"):
-                cells = [f"{v:.0%}" if v is not None else "—" for v in (med["reference"], med["ours"])]
-                ratio_cell, ceiling = "", med.get("ceiling")
-                ceiling_cell = f"{ceiling:.0%}" if ceiling is not None else ""
-            else:
-                cells = [fmt(med["reference"]), fmt(med["ours"])]
-                ratio_cell = f"{ratio:.2f}" if ratio is not None else "—"
-                ceiling_cell = fmt(med.get("ceiling")) if "ceiling" in med else ""
-            rows.append((sc.title if i == 0 else "", label, *cells, ratio_cell, ceiling_cell))
+            cpu = key in ("loadgen_cpu", "server_cpu_other_load")
+            cells = {}
+            for name in names:
+                value = med.get(name)
+                if name not in sc.stacks:
+                    cells[name] = ""
+                else:
+                    cells[name] = (f"{value:.0%}" if value is not None else "—") if cpu else fmt(value)
+            ratios = []
+            for ref in refs:
+                ratio = ratio_over_rounds(per["ours"], per[ref]) if ref in sc.stacks else None
+                shown = f"{ratio:.2f}" if ratio is not None else "—"
+                ratios.append("" if cpu or ref not in sc.stacks else shown)
+            ceiling = (cells["ceiling"],) if has_ceiling else ()
+            rows.append((sc.title if i == 0 else "", label, *(cells[n] for n in columns), *ratios, *ceiling))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
@@ -480,7 +539,12 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="runs per scenario and server (default 3)")
     parser.add_argument("--connections", type=int, default=100, help="sockets in the throughput scenario")
     parser.add_argument("--window", type=int, default=16, help="messages in flight per socket there")
-    parser.add_argument("--concurrency", type=int, default=20, help="parallel handshake loops")
+    parser.add_argument("--concurrency", type=int, default=50, help="handshakes in flight (parallel loops)")
+    parser.add_argument(
+        "--only",
+        type=lambda v: [n.strip() for n in v.split(",") if n.strip()],
+        help=f"comma-separated servers to run besides ours, among {', '.join((*REFERENCES, 'ceiling'))}",
+    )
     parser.add_argument(
         "--no-session",
         action="store_true",
@@ -562,8 +626,11 @@ def main(argv=None) -> int:
             except (subprocess.SubprocessError, AttributeError) as exc:
                 print(f"session scenario skipped: could not create a session ({exc})", file=sys.stderr)
         servers: dict[str, Server] = {}
+        found, skipped = stacks(args, django_env)
+        for note in skipped:
+            print(note)
         try:
-            for st in stacks(args, django_env):
+            for st in found:
                 servers[st.name] = stack.enter_context(serve(st))
                 print(
                     f"{st.name:9} port {servers[st.name].port}, worker pid {servers[st.name].worker_pid}:"
@@ -577,12 +644,11 @@ def main(argv=None) -> int:
             for name in sc.stacks:
                 if name not in servers:
                     continue
-                headers = sc.headers if name == "ours" else []
                 try:
                     loadgen.probe(
                         servers[name].port,
-                        sc.paths.get(name, "/echo/"),
-                        headers,
+                        sc.path(name),
+                        sc.headers_for(name),
                         echo=sc.echo_probe or name not in sc.paths,
                     )
                 except (loadgen.ScenarioError, OSError) as exc:
@@ -621,10 +687,10 @@ def main(argv=None) -> int:
         chatter = {name: len(server.log) - quiet_from[name] for name, server in servers.items()}
 
     print()
-    print(table(plan, results))
-    print("\nratio = median over rounds of ours/reference in the same round: above 1 is better for")
-    print("rates, below 1 is better for latencies and µs.  ceiling = the same generator against a")
-    print("trivial epoll echo server (bench/ceiling_echo.py): the generator's own limit.")
+    print(table(plan, results, list(servers)))
+    print("\nours/X = median over rounds of ours ÷ X in the same round: above 1 is better for rates,")
+    print("below 1 is better for latencies and µs.  ceiling = the same generator against a trivial")
+    print("epoll echo server (bench/ceiling_echo.py): the generator's own limit.")
     print(
         "server log lines written during the runs: "
         + ", ".join(f"{name} {count}" for name, count in chatter.items())

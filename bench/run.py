@@ -79,11 +79,18 @@ GUNICORN = [
 DAPHNE = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "--access-log", os.devnull]
 DAPHNE += ["bench.channels_orm:application"]
 DAPHNE_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
-#: A bare ASGI echo (bench/uvicorn_echo.py) under uvicorn with uvloop, httptools and websockets.
-UVICORN = [PY, "-m", "uvicorn", "bench.uvicorn_echo:app", "--host", "127.0.0.1", "--port", "0"]
-UVICORN += ["--ws", "websockets", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-UVICORN += ["--lifespan", "off", "--workers", "1"]
-UVICORN += ["--log-config", str(ROOT / "bench" / "uvicorn_logging.json")]  # no line per connection
+
+
+def uvicorn(app: str) -> list[str]:
+    """uvicorn serving the ASGI *app* on 127.0.0.1:0: uvloop, httptools, websockets, one process."""
+    argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "0", "--ws", "websockets"]
+    argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
+    # No line per connection (bench/uvicorn_echo.py's QuietAfterStartup), one process.
+    return [*argv, "--workers", "1", "--log-config", str(ROOT / "bench" / "uvicorn_logging.json")]
+
+
+#: A bare ASGI echo (bench/uvicorn_echo.py) under uvicorn.
+UVICORN = uvicorn("bench.uvicorn_echo:app")
 UVICORN_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 #: The references, in table order; "ours" is compared with each of them.
 REFERENCES = ("gevent-ws", "uvicorn", "channels")

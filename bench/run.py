@@ -94,6 +94,14 @@ UVICORN = uvicorn("bench.uvicorn_echo:app")
 UVICORN_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 #: The references, in table order; "ours" is compared with each of them.
 REFERENCES = ("gevent-ws", "uvicorn", "channels")
+#: ``--against DIR``: our stack from another checkout, as a reference named "@" + the directory's name
+#: (the A/B of a change, interleaved like the rest). Such a server gets what "ours" gets.
+AGAINST = "@"
+
+
+def as_ours(name: str) -> str:
+    """The name whose path and headers *name* gets: ours for another checkout of ours."""
+    return "ours" if name.startswith(AGAINST) else name
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -108,6 +116,7 @@ class Stack:
     #: How ``serve()`` finds the port in the log; and the measured worker's pid (None: the process itself).
     port_pattern: re.Pattern = LISTENING
     pid_pattern: re.Pattern | None = BOOTED
+    cwd: Path | None = None  # where it runs (ROOT when None)
 
 
 @dataclass
@@ -145,6 +154,7 @@ def serve(
     """
     port_pattern = port_pattern or stack.port_pattern
     pid_pattern = stack.pid_pattern if pid_pattern is ... else pid_pattern
+    cwd = stack.cwd or cwd
     env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
     env.update(stack.env, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
@@ -210,7 +220,12 @@ def stacks(args, env: dict[str, str]) -> tuple[list[Stack], list[str]]:
     else:
         ours = Stack("ours", [*GUNICORN, "-k", OUR_WORKER, "test_project.wsgi:websocket"], env)
     found, skipped = [ours, reference], []
+    for i, directory in enumerate(args.against or ()):
+        # Another checkout of our stack (e.g. before a change), measured as one more reference.
+        tree = Path(directory).resolve()
+        found.insert(1 + i, Stack(AGAINST + tree.name, ours.argv, {**env, "PYTHONPATH": str(tree)}, cwd=tree))
     wanted = set(args.only or ("ours", *REFERENCES, "ceiling"))
+    wanted |= {st.name for st in found if st.name[0] == AGAINST}
     if "uvicorn" in wanted and not installed("uvicorn", "uvloop", "httptools"):
         skipped.append("uvicorn skipped: not installed (pip install -r bench/requirements.txt)")
     elif "uvicorn" in wanted:
@@ -238,14 +253,17 @@ class Scenario:
     figures: list[tuple[str, str]]  # (label, key in loadgen's JSON, dotted for nested)
     paths: dict[str, str] = field(default_factory=dict)  # per stack; "/echo/" when absent
     headers: list[str] = field(default_factory=list)  # sent only to the stacks named in paths
-    stacks: tuple[str, ...] = ("ours", *REFERENCES, "ceiling")
+    stacks: tuple[str, ...] = ("ours", *REFERENCES, "ceiling")  # and every --against checkout
     echo_probe: bool = True
 
     def path(self, name: str) -> str:
-        return self.paths.get(name, "/echo/")
+        return self.paths.get(as_ours(name), "/echo/")
 
     def headers_for(self, name: str) -> list[str]:
-        return self.headers if name in self.paths else []
+        return self.headers if as_ours(name) in self.paths else []
+
+    def runs(self, name: str) -> bool:
+        return as_ours(name) in self.stacks
 
 
 def scenarios(args) -> list[Scenario]:
@@ -483,7 +501,7 @@ def table(scenarios_: list[Scenario], results: dict, names: list[str]) -> str:
 
     *names* are the servers that ran, ours first; the ceiling (if it ran) gets the last column.
     """
-    refs = [n for n in REFERENCES if n in names]
+    refs = [n for n in names if n[0] == AGAINST] + [n for n in REFERENCES if n in names]
     columns = ["ours", *refs]
     has_ceiling = "ceiling" in names
     rows = [("scenario", "figure", *columns, *(f"ours/{n}" for n in refs), *(("ceiling",) * has_ceiling))]
@@ -495,15 +513,15 @@ def table(scenarios_: list[Scenario], results: dict, names: list[str]) -> str:
             cells = {}
             for name in names:
                 value = med.get(name)
-                if name not in sc.stacks:
+                if not sc.runs(name):
                     cells[name] = ""
                 else:
                     cells[name] = (f"{value:.0%}" if value is not None else "—") if cpu else fmt(value)
             ratios = []
             for ref in refs:
-                ratio = ratio_over_rounds(per["ours"], per[ref]) if ref in sc.stacks else None
+                ratio = ratio_over_rounds(per["ours"], per[ref]) if sc.runs(ref) else None
                 shown = f"{ratio:.2f}" if ratio is not None else "—"
-                ratios.append("" if cpu or ref not in sc.stacks else shown)
+                ratios.append("" if cpu or not sc.runs(ref) else shown)
             ceiling = (cells["ceiling"],) if has_ceiling else ()
             rows.append((sc.title if i == 0 else "", label, *(cells[n] for n in columns), *ratios, *ceiling))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
@@ -573,6 +591,17 @@ def parse_args(argv=None):
         "--quiet-wait",
         type=float,
         help="longest wait for quiet CPUs before each run, s (default 20; 5 quick)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        help="run only the scenarios whose title contains this (repeatable), e.g. 'handshakes'",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        action="append",
+        help=f"also run our stack from the checkout DIR, as the reference '{AGAINST}DIR' (repeatable)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every raw result to FILE")
     args = parser.parse_args(argv)
@@ -646,17 +675,15 @@ def main(argv=None) -> int:
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 2
-        plan = scenarios(args)
+        plan = [sc for sc in scenarios(args) if any(w in sc.title for w in args.scenario or [""])]
         for sc in plan:
-            for name in sc.stacks:
-                if name not in servers:
-                    continue
+            for name in [n for n in servers if sc.runs(n)]:
                 try:
                     loadgen.probe(
                         servers[name].port,
                         sc.path(name),
                         sc.headers_for(name),
-                        echo=sc.echo_probe or name not in sc.paths,
+                        echo=sc.echo_probe or as_ours(name) not in sc.paths,
                     )
                 except (loadgen.ScenarioError, OSError) as exc:
                     print(
@@ -671,7 +698,7 @@ def main(argv=None) -> int:
         errors = []
         for rnd in range(args.rounds):
             for sc in plan:
-                order = [n for n in sc.stacks if n in servers]
+                order = [n for n in servers if sc.runs(n)]
                 if rnd % 2:
                     order.reverse()  # alternate who goes first, so slow drift does not favour one side
                 for name in order:
@@ -688,8 +715,6 @@ def main(argv=None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-        for sc in plan:
-            sc.stacks = tuple(n for n in sc.stacks if n in servers)
         # The runs should leave the logs alone: a line per connection or message would be measured too.
         chatter = {name: len(server.log) - quiet_from[name] for name, server in servers.items()}
 

@@ -26,6 +26,7 @@ gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 
 from __future__ import annotations
 
+import gc
 import socket
 import weakref
 from typing import Any
@@ -114,6 +115,13 @@ class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
 
     served = False
 
+    def log_request(self) -> None:
+        # gunicorn's access() returns at once without an access log, but only after this handler
+        # built its arguments (two datetimes, the request's header list): skip them, as gunicorn's
+        # own ASGI protocol does with the same flag.
+        if getattr(self.server.log, "access_log_enabled", True):
+            super().log_request()
+
     def read_requestline(self) -> Any:
         # Between two requests of a keep-alive connection: idle, safe to drop at shutdown.
         if self.served:
@@ -157,6 +165,10 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         threshold = conf.get("WEBSOCKET_BLOCKED_LOOP_THRESHOLD")
         if threshold is not None:
             blocking.start_monitor(threshold)
+        # Everything loaded so far (Django, the project, the libraries) lives as long as the worker:
+        # out of the collector's sight, a full collection walks only what connections allocate.
+        gc.collect()
+        gc.freeze()
 
     def count_request(self) -> None:
         """One more request or handshake; recycle the worker at ``max_requests``."""

@@ -16,7 +16,9 @@ Servers:
 * ceiling   — ``bench/ceiling_echo.py``, a trivial epoll echo: what the load generator can reach
 
 uvicorn and channels are left out (with a note) when not installed: ``pip install -r
-bench/requirements.txt``.
+bench/requirements.txt``. ``--against DIR`` adds our stack from another checkout as one more
+reference (the A/B of a change); ``--postgres POOL`` puts the database (the session scenario's
+sessions and users) on a throwaway PostgreSQL through Django's pool. bench/README.md has more.
 
 Exit status: 0 if every scenario ran cleanly, 1 if any errored, 2 if a server could not start.
 Performance is reported, never asserted.
@@ -577,6 +579,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the generator's ceiling server")
     parser.add_argument(
+        "--postgres",
+        type=int,
+        metavar="POOL",
+        help="put the database on a throwaway PostgreSQL through Django's pool of this max_size "
+        "(ours: bench.orm_echo_settings, Channels: bench.orm_settings) instead of SQLite",
+    )
+    parser.add_argument(
         "--stand-in",
         action="store_true",
         help="serve the bare app as 'ours' too (to test this harness without our worker)",
@@ -628,7 +637,7 @@ def main(argv=None) -> int:
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {LOADGEN_CPU})  # keep this process and its log pumps off the server's CPU
     print(f"$ {shlex.join([PY, *sys.argv])}")
-    print(versions())
+    print(versions((*STACK, "uvicorn", "uvloop", "httptools", "channels", "daphne")))
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs; servers on CPU {SERVER_CPU}, "
         f"loadgen on CPU {LOADGEN_CPU}; {args.rounds} round(s) of {args.warmup:g} s warm-up + "
@@ -655,6 +664,21 @@ def main(argv=None) -> int:
             "DJANGO_DB_PATH": str(Path(tmp) / "bench.sqlite3"),
             "WEBSOCKET_MESSAGE_RATE_LIMIT": "none",  # the echo loads flood on purpose
         }
+        if args.postgres:
+            # The session and user on PostgreSQL through Django's pool, for ours and Channels alike.
+            from bench.orm import MAX_CONNECTIONS, pin_postgres
+            from tests.postgres_server import PostgresServer
+
+            try:
+                pg = stack.enter_context(PostgresServer(max_connections=MAX_CONNECTIONS))
+            except RuntimeError as exc:
+                print(f"PostgreSQL did not start: {exc}", file=sys.stderr)
+                return 2
+            pin_postgres(pg.process.pid, LOADGEN_CPU)
+            django_env.update(pg.env(pool=args.postgres), DJANGO_SETTINGS_MODULE="bench.orm_echo_settings")
+            print(
+                f"PostgreSQL at {pg.url}, pinned to CPU {LOADGEN_CPU}; Django pool max_size {args.postgres}"
+            )
         args.session = None
         if not args.no_session and not args.stand_in:
             try:

@@ -9,6 +9,7 @@ Every other request is served exactly as ``pywsgi`` serves it.
 
 from __future__ import annotations
 
+import email.parser
 import inspect
 import io
 import logging
@@ -65,7 +66,10 @@ def read_headers(fp) -> pywsgi.OldMessage:
             break
         found = match(line.decode("latin-1"))
         if found is None:
-            return client._parse_header_lines(lines, pywsgi.OldMessage)
+            # What http.client.parse_headers does with the lines (in every Python from 3.10).
+            return email.parser.Parser(_class=pywsgi.OldMessage).parsestr(
+                b"".join(lines).decode("iso-8859-1")
+            )
         headers.append(found.groups())
     message = pywsgi.OldMessage()
     message._headers = headers

@@ -14,7 +14,13 @@ message and sending back its id:
 connection goes back to Django's pool after every insert.
 
 ``/echo/`` — ``AsyncWebsocketConsumer`` sending every message back unchanged, behind the same
-stack: ``bench/memory.py``'s Channels reference (idle memory per socket).
+stack: ``bench/memory.py``'s and ``bench/run.py``'s Channels reference (idle memory per socket, echo,
+handshakes).
+
+``/whoami/`` — ``bench/run.py``'s logged-in handshake: ``AuthMiddlewareStack`` loads the session and
+the user for every handshake (as Django's middleware and ``login_required`` do for ours); an
+anonymous socket is closed before it is accepted (a 403), a logged-in one gets its username, then
+waits for the client to close.
 """
 
 import os
@@ -54,6 +60,16 @@ class Echo(AsyncWebsocketConsumer):
         await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
+class WhoAmI(AsyncWebsocketConsumer):
+    async def connect(self):
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close()
+            return
+        await self.accept()
+        await self.send(text_data=user.username)
+
+
 class SyncWrite(WebsocketConsumer):
     def connect(self):
         self.room_id = self.scope["url_route"]["kwargs"]["room_id"]
@@ -73,6 +89,7 @@ application = ProtocolTypeRouter(
                         path("orm/async/<int:room_id>/", AsyncWrite.as_asgi()),
                         path("orm/sync/<int:room_id>/", SyncWrite.as_asgi()),
                         path("echo/", Echo.as_asgi()),
+                        path("whoami/", WhoAmI.as_asgi()),
                     ]
                 )
             )

@@ -1,12 +1,15 @@
-"""Fan-out: one Redis channel broadcast to N websockets, ours against the original design in the same run.
+"""Fan-out: one Redis channel broadcast to N websockets, ours against two references in the same run.
 
 ``python bench/fanout.py`` (``--quick``, ``--sockets N``). It starts a Redis server of its own (a free port
-on 127.0.0.1, no persistence) and two gunicorn servers, one worker each, pinned to CPU 0:
+on 127.0.0.1, no persistence) and three servers, one process (one worker) each, pinned to CPU 0:
 
+* ours     — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``:
+  test_project's ``broadcast`` view at ``/broadcast/<room>/`` (one subscriber connection per process);
 * baseline — ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker bench.fanout_baseline:app``:
   the original django-gevent-websocket design, one redis-py pubsub connection per socket;
-* ours     — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``:
-  test_project's ``broadcast`` view at ``/broadcast/<room>/`` (one subscriber connection per process).
+* uvicorn  — ``uvicorn bench.uvicorn_fanout:app --loop uvloop --http httptools --ws websockets``: a bare
+  ASGI app with one shared ``redis.asyncio`` subscriber per process, sending each message to every
+  member of the room (skipped, with a note, when uvicorn is not installed).
 
 For every (round, server) a client process pinned to CPU 1 (``python bench/fanout.py client …``; Redis is
 pinned there too) opens N websockets to ``/broadcast/<room>/``, waits until all are subscribed, and runs:
@@ -21,7 +24,7 @@ reads at its own pace without adding to the figures — and without making the s
 frame, which remote clients would not cost it either: during steady it reads each message 0.8 s after
 publishing it, during a burst every 50 ms. Publishing goes through the library's own
 ``django_websocket.publish()`` for ours (Django set up in the client process) and a plain ``PUBLISH`` of
-the raw payload to the same Redis channel for the baseline.
+the raw payload to the same Redis channel for the references.
 
 Exit status: 0 if every run was clean, 1 if a message was lost or a run errored, 2 if a server or Redis
 could not start. Slowness is reported (next to the targets), never an error.
@@ -523,14 +526,21 @@ def redis_server(tmp: str):
 
 
 def stacks(args, env: dict[str, str]) -> list[echo_bench.Stack]:
+    """The servers of this run, ours first (``--only`` keeps one)."""
     extra = ["--worker-connections", str(max(2000, args.sockets + 100))]
     found = []
-    if args.only in (None, "baseline"):
-        argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.STOCK_WORKER, "bench.fanout_baseline:app"]
-        found.append(echo_bench.Stack("baseline", argv, env))
     if args.only in (None, "ours"):
         argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.OUR_WORKER, "test_project.wsgi:websocket"]
         found.append(echo_bench.Stack("ours", argv, env))
+    if args.only in (None, "baseline"):
+        argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.STOCK_WORKER, "bench.fanout_baseline:app"]
+        found.append(echo_bench.Stack("baseline", argv, env))
+    if args.only in (None, "uvicorn"):
+        if echo_bench.installed("uvicorn", "uvloop", "httptools"):
+            argv = echo_bench.uvicorn("bench.uvicorn_fanout:app")
+            found.append(echo_bench.Stack("uvicorn", argv, env, echo_bench.UVICORN_LISTENING, None))
+        else:
+            print("uvicorn skipped: not installed (pip install -r bench/requirements.txt)")
     return found
 
 
@@ -593,6 +603,8 @@ FIGURES = [
     ("connect", "handshakes/s", "rate", ""),
 ]
 PERCENT = {"loadgen_cpu", "server_cpu_other_load"}
+RATIO_NAMES = {"baseline": "base", "uvicorn": "uvicorn"}  # ratio column headers
+TARGET_VS_UVICORN = 1.5  # burst deliveries/s, ours ÷ uvicorn (the issue's target)
 COUNTS = {"quiet_messages"}  # shown per round, no ratio
 
 
@@ -603,7 +615,8 @@ def table(results: dict[str, list[dict]], args) -> str:
         "burst": f"burst, {args.messages} msgs",
         "connect": f"open {args.sockets} sockets",
     }
-    head = ("scenario", "figure", *names, "ours/base" if len(names) == 2 else "", "target")
+    others = [n for n in names if n != "ours"] if "ours" in names else []
+    head = ("scenario", "figure", *names, *(f"ours/{RATIO_NAMES.get(n, n)}" for n in others), "target")
     rows = [head]
     last_section = None
     for section, label, key, target in FIGURES:
@@ -613,21 +626,23 @@ def table(results: dict[str, list[dict]], args) -> str:
             n: statistics.median([x for x in v if x is not None]) if any(x is not None for x in v) else None
             for n, v in per.items()
         }
+        ratios = [""] * len(others)
         if key in PERCENT:
             cells = [f"{med[n]:.0%}" if med[n] is not None else "—" for n in names]
-            ratio = ""
         else:
             cells = [echo_bench.fmt(med[n]) for n in names]
-            ratio = ""
-            if len(names) == 2 and key != "lost":
-                pairs = [o / b for b, o in zip(*per.values(), strict=False) if b and o is not None]
-                ratio = f"{statistics.median(pairs):.2f}" if pairs else "—"
+            if key != "lost":
+                for i, other in enumerate(others):
+                    pairs = [
+                        o / b for b, o in zip(per[other], per["ours"], strict=False) if b and o is not None
+                    ]
+                    ratios[i] = f"{statistics.median(pairs):.2f}" if pairs else "—"
         if key == "lost":
             cells = [str(sum(v or 0 for v in per[n])) if per[n] else "—" for n in names]
         elif key in COUNTS:
             cells = ["/".join("—" if v is None else str(v) for v in per[n]) or "—" for n in names]
-            ratio = ""
-        rows.append((titles[section] if section != last_section else "", label, *cells, ratio, target))
+            ratios = [""] * len(others)
+        rows.append((titles[section] if section != last_section else "", label, *cells, *ratios, target))
         last_section = section
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     lines = []
@@ -651,7 +666,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--messages", type=int, help="burst size (default 200; 100 quick)")
     parser.add_argument("--rounds", type=int, help="runs per server (default 3; 1 quick)")
-    parser.add_argument("--only", choices=["baseline", "ours"], help="measure one server only")
+    parser.add_argument("--only", choices=["ours", "baseline", "uvicorn"], help="measure one server only")
     parser.add_argument(
         "--quiet-threshold",
         type=float,
@@ -703,7 +718,7 @@ def main(argv=None) -> int:
         f"CPU {LOADGEN_CPU}; {args.rounds} round(s) of {args.sockets} sockets: {args.duration} s steady, "
         f"{args.messages}-message burst\n"
     )
-    if args.only != "baseline" and (why := ours_missing()):
+    if args.only in (None, "ours") and (why := ours_missing()):
         print(f"our stack cannot be measured yet: {why}; try --only baseline", file=sys.stderr)
         return 2
 
@@ -768,10 +783,11 @@ def main(argv=None) -> int:
     print()
     print(table(results, args))
     print(
-        "\nmedians over rounds; ours/base = median over rounds of ours ÷ baseline in the same round (above 1"
-        "\nis better for deliveries/s, below 1 for latencies and µs). redis µs/delivery: Redis's own CPU"
+        "\nmedians over rounds; ours/X = median over rounds of ours ÷ X in the same round (above 1 is"
+        "\nbetter for deliveries/s, below 1 for latencies and µs). redis µs/delivery: Redis's own CPU"
         "\n(the baseline has Redis copy every message to each socket's pubsub connection). targets are the"
-        "\nissue's, per worker; they are printed, not asserted."
+        f"\nissue's, per worker (and burst deliveries/s ours/uvicorn ≥ {TARGET_VS_UVICORN:g}); they are"
+        "\nprinted, not asserted."
     )
     print(
         "server log lines written during the runs: "

@@ -64,11 +64,21 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 from bench import loadgen  # noqa: E402
 from bench import run as echo_bench  # noqa: E402
-from bench.run import DAPHNE, GUNICORN, OUR_WORKER, PY, STOCK_WORKER, Server, Stack, pinned  # noqa: E402
+from bench.run import (  # noqa: E402
+    DAPHNE,
+    DAPHNE_LISTENING,
+    GUNICORN,
+    OUR_WORKER,
+    PY,
+    STOCK_WORKER,
+    UVICORN,
+    UVICORN_LISTENING,
+    Server,
+    Stack,
+    pinned,
+)
 
 SERVER_CPU, LOADGEN_CPU = echo_bench.SERVER_CPU, echo_bench.LOADGEN_CPU
-UVICORN_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-DAPHNE_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
 IN_FLIGHT = 50  # handshakes in flight
 FD_SPARE = 100  # descriptors kept for everything but the sockets, in the server and here
 VERSIONS = (
@@ -126,34 +136,7 @@ def references(args, env: dict[str, str]) -> tuple[list[Reference], list[str]]:
     if importlib.util.find_spec("uvicorn") is None:
         skipped.append("uvicorn skipped: not installed (pip install -r bench/requirements.txt)")
     else:
-        found.append(
-            Reference(
-                Stack(
-                    "uvicorn",
-                    [
-                        PY,
-                        "-m",
-                        "uvicorn",
-                        "bench.uvicorn_echo:app",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        "0",
-                        "--ws",
-                        "websockets",
-                        "--loop",
-                        "uvloop",
-                        "--http",
-                        "httptools",
-                        "--no-access-log",
-                        "--lifespan",
-                        "off",
-                    ],
-                ),
-                UVICORN_LISTENING,
-                None,
-            )
-        )
+        found.append(Reference(Stack("uvicorn", UVICORN), UVICORN_LISTENING, None))
     if not channels_installed():
         skipped.append("Channels + Daphne skipped: not installed (pip install -r bench/requirements.txt)")
     else:

@@ -1,16 +1,24 @@
-"""Our stack against bare gevent-websocket, measured in the same run: ``python bench/run.py``.
+"""Our stack against three references, measured in the same run: ``python bench/run.py``.
 
 The machines are noisy (2 shared vCPUs), so absolute figures drift from run to run; what this
-prints is meant to be read as ratios. Each server gets one gunicorn worker pinned to CPU 0, the
-load generator (``loadgen.py``, a separate process) is pinned to CPU 1, and each scenario is run
-against every server back to back, in alternating order from round to round. The ratio printed
-is the median of the per-round ratios ours/reference, so drift between rounds cancels.
+prints is meant to be read as ratios. Each server gets one process (one gunicorn worker) pinned to
+CPU 0, the load generator (``loadgen.py``, a separate process) is pinned to CPU 1, and each
+scenario is run against every server back to back, in alternating order from round to round. The
+ratios printed are the medians of the per-round ratios ours/reference, so drift between rounds
+cancels.
 
 Servers:
 
-* reference — ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker bench.bare_echo:app``
 * ours      — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``
+* gevent-ws — ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker bench.bare_echo:app``
+* uvicorn   — ``uvicorn bench.uvicorn_echo:app --loop uvloop --http httptools --ws websockets``
+* channels  — ``daphne bench.channels_orm:application`` (Channels' ``AuthMiddlewareStack``)
 * ceiling   — ``bench/ceiling_echo.py``, a trivial epoll echo: what the load generator can reach
+
+uvicorn and channels are left out (with a note) when not installed: ``pip install -r
+bench/requirements.txt``. ``--against DIR`` adds our stack from another checkout as one more
+reference (the A/B of a change); ``--postgres POOL`` puts the database (the session scenario's
+sessions and users) on a throwaway PostgreSQL through Django's pool. bench/README.md has more.
 
 Exit status: 0 if every scenario ran cleanly, 1 if any errored, 2 if a server could not start.
 Performance is reported, never asserted.
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -68,9 +77,33 @@ GUNICORN = [
     "--no-control-socket",
 ]
 # No --access-logfile: nothing is written per request or per message during the runs.
-#: Channels under Daphne (bench/channels_orm.py), the reference of bench/orm.py and bench/memory.py.
+#: Channels under Daphne (bench/channels_orm.py), a reference here and in bench/orm.py and bench/memory.py.
 DAPHNE = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "--access-log", os.devnull]
 DAPHNE += ["bench.channels_orm:application"]
+DAPHNE_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
+
+
+def uvicorn(app: str) -> list[str]:
+    """uvicorn serving the ASGI *app* on 127.0.0.1:0: uvloop, httptools, websockets, one process."""
+    argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "0", "--ws", "websockets"]
+    argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
+    # No line per connection (bench/uvicorn_echo.py's QuietAfterStartup), one process.
+    return [*argv, "--workers", "1", "--log-config", str(ROOT / "bench" / "uvicorn_logging.json")]
+
+
+#: A bare ASGI echo (bench/uvicorn_echo.py) under uvicorn.
+UVICORN = uvicorn("bench.uvicorn_echo:app")
+UVICORN_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+#: The references, in table order; "ours" is compared with each of them.
+REFERENCES = ("gevent-ws", "uvicorn", "channels")
+#: ``--against DIR``: our stack from another checkout, as a reference named "@" + the directory's name
+#: (the A/B of a change, interleaved like the rest). Such a server gets what "ours" gets.
+AGAINST = "@"
+
+
+def as_ours(name: str) -> str:
+    """The name whose path and headers *name* gets: ours for another checkout of ours."""
+    return "ours" if name.startswith(AGAINST) else name
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -82,6 +115,10 @@ class Stack:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    #: How ``serve()`` finds the port in the log; and the measured worker's pid (None: the process itself).
+    port_pattern: re.Pattern = LISTENING
+    pid_pattern: re.Pattern | None = BOOTED
+    cwd: Path | None = None  # where it runs (ROOT when None)
 
 
 @dataclass
@@ -108,14 +145,18 @@ def serve(
     stack: Stack,
     startup_timeout: float = 30.0,
     cwd: Path = ROOT,
-    port_pattern: re.Pattern = LISTENING,
-    pid_pattern: re.Pattern | None = BOOTED,
+    port_pattern: re.Pattern | None = None,
+    pid_pattern: re.Pattern | None = ...,
 ) -> Iterator[Server]:
     """Start *stack* on 127.0.0.1:0 pinned to CPU 0; its process group is killed on exit, always.
 
     Yields once the log names its port (*port_pattern*) and worker pid (*pid_pattern*); without
-    *pid_pattern* the started process itself is the one measured (Daphne, uvicorn).
+    *pid_pattern* the started process itself is the one measured (Daphne, uvicorn). Both default
+    to the stack's own.
     """
+    port_pattern = port_pattern or stack.port_pattern
+    pid_pattern = stack.pid_pattern if pid_pattern is ... else pid_pattern
+    cwd = stack.cwd or cwd
     env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
     env.update(stack.env, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
@@ -168,17 +209,38 @@ def stop(process: subprocess.Popen) -> None:
             pass
 
 
-def stacks(args, env: dict[str, str]) -> list[Stack]:
-    reference = Stack("reference", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
+def installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in modules)
+
+
+def stacks(args, env: dict[str, str]) -> tuple[list[Stack], list[str]]:
+    """The servers of this run, ours first; and notes on the references skipped."""
+    reference = Stack("gevent-ws", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
     if args.stand_in:
         # For developing the harness before our worker exists: the reference again, under another name.
         ours = Stack("ours", [*GUNICORN, "-k", STOCK_WORKER, "bench.bare_echo:app"])
     else:
         ours = Stack("ours", [*GUNICORN, "-k", OUR_WORKER, "test_project.wsgi:websocket"], env)
-    found = [reference, ours]
+    found, skipped = [ours, reference], []
+    for i, directory in enumerate(args.against or ()):
+        # Another checkout of our stack (e.g. before a change), measured as one more reference.
+        tree = Path(directory).resolve()
+        found.insert(1 + i, Stack(AGAINST + tree.name, ours.argv, {**env, "PYTHONPATH": str(tree)}, cwd=tree))
+    wanted = set(args.only or ("ours", *REFERENCES, "ceiling"))
+    wanted |= {st.name for st in found if st.name[0] == AGAINST}
+    if "uvicorn" in wanted and not installed("uvicorn", "uvloop", "httptools"):
+        skipped.append("uvicorn skipped: not installed (pip install -r bench/requirements.txt)")
+    elif "uvicorn" in wanted:
+        found.append(Stack("uvicorn", UVICORN, {}, UVICORN_LISTENING, None))
+    if "channels" in wanted and not installed("channels", "daphne"):
+        skipped.append("channels skipped: not installed (pip install -r bench/requirements.txt)")
+    elif "channels" in wanted:
+        # The same throwaway database as ours (the session scenario's cookie works on both).
+        channels_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.orm_settings"}
+        found.append(Stack("channels", DAPHNE, channels_env, DAPHNE_LISTENING, None))
     if not args.no_ceiling:
         found.append(Stack("ceiling", [PY, str(ROOT / "bench" / "ceiling_echo.py")]))
-    return found
+    return [st for st in found if st.name in wanted or st.name == "ours"], skipped
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,9 +254,18 @@ class Scenario:
     args: list[str]
     figures: list[tuple[str, str]]  # (label, key in loadgen's JSON, dotted for nested)
     paths: dict[str, str] = field(default_factory=dict)  # per stack; "/echo/" when absent
-    headers: list[str] = field(default_factory=list)  # sent to "ours" only
-    stacks: tuple[str, ...] = ("reference", "ours", "ceiling")
+    headers: list[str] = field(default_factory=list)  # sent only to the stacks named in paths
+    stacks: tuple[str, ...] = ("ours", *REFERENCES, "ceiling")  # and every --against checkout
     echo_probe: bool = True
+
+    def path(self, name: str) -> str:
+        return self.paths.get(as_ours(name), "/echo/")
+
+    def headers_for(self, name: str) -> list[str]:
+        return self.headers if as_ours(name) in self.paths else []
+
+    def runs(self, name: str) -> bool:
+        return as_ours(name) in self.stacks
 
 
 def scenarios(args) -> list[Scenario]:
@@ -252,9 +323,10 @@ def scenarios(args) -> list[Scenario]:
                     ("server µs/hs", "server_us_per_handshake"),
                     ("others on CPU 0", "server_cpu_other_load"),
                 ],
-                paths={"ours": "/whoami/"},
+                # Channels' /whoami/ (bench/channels_orm.py) loads the session and user too.
+                paths={"ours": "/whoami/", "channels": "/whoami/"},
                 headers=[f"Cookie: sessionid={args.session}"],
-                stacks=("reference", "ours"),
+                stacks=("ours", *REFERENCES),
                 echo_probe=False,
             )
         )
@@ -380,7 +452,7 @@ def run_one(server: Server, scenario: Scenario, args) -> dict:
         "--port",
         str(server.port),
         "--path",
-        scenario.paths.get(name, "/echo/"),
+        scenario.path(name),
         "--warmup",
         str(args.warmup),
         "--duration",
@@ -392,7 +464,7 @@ def run_one(server: Server, scenario: Scenario, args) -> dict:
         "--json",
         *scenario.args,
     ]
-    for header in scenario.headers if name == "ours" else ():
+    for header in scenario.headers_for(name):
         argv += ["--header", header]
     result = run_client_process(pinned(LOADGEN_CPU, argv), args.warmup + args.duration + 60, "loadgen")
     return note_server_exit(result, server, f"{name} server")
@@ -420,26 +492,40 @@ def fmt(value) -> str:
     return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
-def table(scenarios_: list[Scenario], results: dict) -> str:
-    """scenario | figure | reference | ours | ours/ref | ceiling: medians over rounds, ratio of pairs."""
-    rows = [("scenario", "figure", "reference", "ours", "ours/ref", "ceiling")]
+def ratio_over_rounds(ours: list, other: list):
+    """Median over rounds of ours ÷ other in the same round; None unless every round has both."""
+    pairs = [o / r for r, o in zip(other, ours, strict=False) if r and o is not None]
+    return statistics.median(pairs) if pairs and len(pairs) == len(other) == len(ours) else None
+
+
+def table(scenarios_: list[Scenario], results: dict, names: list[str]) -> str:
+    """scenario | figure | each server | ours/each reference | ceiling: medians over rounds, ratios of pairs.
+
+    *names* are the servers that ran, ours first; the ceiling (if it ran) gets the last column.
+    """
+    refs = [n for n in names if n[0] == AGAINST] + [n for n in REFERENCES if n in names]
+    columns = ["ours", *refs]
+    has_ceiling = "ceiling" in names
+    rows = [("scenario", "figure", *columns, *(f"ours/{n}" for n in refs), *(("ceiling",) * has_ceiling))]
     for sc in scenarios_:
         for i, (label, key) in enumerate(sc.figures):
-            per = {name: [figure(r, key) for r in results[sc.title].get(name, [])] for name in sc.stacks}
+            per = {name: [figure(r, key) for r in results[sc.title].get(name, [])] for name in names}
             med = {name: (statistics.median(v) if v and None not in v else None) for name, v in per.items()}
-            pairs = [
-                o / r for r, o in zip(per["reference"], per["ours"], strict=False) if r and o is not None
-            ]
-            ratio = statistics.median(pairs) if pairs and len(pairs) == len(per["reference"]) else None
-            if key in ("loadgen_cpu", "server_cpu_other_load"):
-                cells = [f"{v:.0%}" if v is not None else "—" for v in (med["reference"], med["ours"])]
-                ratio_cell, ceiling = "", med.get("ceiling")
-                ceiling_cell = f"{ceiling:.0%}" if ceiling is not None else ""
-            else:
-                cells = [fmt(med["reference"]), fmt(med["ours"])]
-                ratio_cell = f"{ratio:.2f}" if ratio is not None else "—"
-                ceiling_cell = fmt(med.get("ceiling")) if "ceiling" in med else ""
-            rows.append((sc.title if i == 0 else "", label, *cells, ratio_cell, ceiling_cell))
+            cpu = key in ("loadgen_cpu", "server_cpu_other_load")
+            cells = {}
+            for name in names:
+                value = med.get(name)
+                if not sc.runs(name):
+                    cells[name] = ""
+                else:
+                    cells[name] = (f"{value:.0%}" if value is not None else "—") if cpu else fmt(value)
+            ratios = []
+            for ref in refs:
+                ratio = ratio_over_rounds(per["ours"], per[ref]) if sc.runs(ref) else None
+                shown = f"{ratio:.2f}" if ratio is not None else "—"
+                ratios.append("" if cpu or not sc.runs(ref) else shown)
+            ceiling = (cells["ceiling"],) if has_ceiling else ()
+            rows.append((sc.title if i == 0 else "", label, *(cells[n] for n in columns), *ratios, *ceiling))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
@@ -480,13 +566,25 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="runs per scenario and server (default 3)")
     parser.add_argument("--connections", type=int, default=100, help="sockets in the throughput scenario")
     parser.add_argument("--window", type=int, default=16, help="messages in flight per socket there")
-    parser.add_argument("--concurrency", type=int, default=20, help="parallel handshake loops")
+    parser.add_argument("--concurrency", type=int, default=50, help="handshakes in flight (parallel loops)")
+    parser.add_argument(
+        "--only",
+        type=lambda v: [n.strip() for n in v.split(",") if n.strip()],
+        help=f"comma-separated servers to run besides ours, among {', '.join((*REFERENCES, 'ceiling'))}",
+    )
     parser.add_argument(
         "--no-session",
         action="store_true",
         help="skip the handshake scenario with a logged-in session (/whoami/)",
     )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the generator's ceiling server")
+    parser.add_argument(
+        "--postgres",
+        type=int,
+        metavar="POOL",
+        help="put the database on a throwaway PostgreSQL through Django's pool of this max_size "
+        "(ours: bench.orm_echo_settings, Channels: bench.orm_settings) instead of SQLite",
+    )
     parser.add_argument(
         "--stand-in",
         action="store_true",
@@ -502,6 +600,17 @@ def parse_args(argv=None):
         "--quiet-wait",
         type=float,
         help="longest wait for quiet CPUs before each run, s (default 20; 5 quick)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        help="run only the scenarios whose title contains this (repeatable), e.g. 'handshakes'",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        action="append",
+        help=f"also run our stack from the checkout DIR, as the reference '{AGAINST}DIR' (repeatable)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every raw result to FILE")
     args = parser.parse_args(argv)
@@ -528,7 +637,7 @@ def main(argv=None) -> int:
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {LOADGEN_CPU})  # keep this process and its log pumps off the server's CPU
     print(f"$ {shlex.join([PY, *sys.argv])}")
-    print(versions())
+    print(versions((*STACK, "uvicorn", "uvloop", "httptools", "channels", "daphne")))
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs; servers on CPU {SERVER_CPU}, "
         f"loadgen on CPU {LOADGEN_CPU}; {args.rounds} round(s) of {args.warmup:g} s warm-up + "
@@ -555,6 +664,21 @@ def main(argv=None) -> int:
             "DJANGO_DB_PATH": str(Path(tmp) / "bench.sqlite3"),
             "WEBSOCKET_MESSAGE_RATE_LIMIT": "none",  # the echo loads flood on purpose
         }
+        if args.postgres:
+            # The session and user on PostgreSQL through Django's pool, for ours and Channels alike.
+            from bench.orm import MAX_CONNECTIONS, pin_postgres
+            from tests.postgres_server import PostgresServer
+
+            try:
+                pg = stack.enter_context(PostgresServer(max_connections=MAX_CONNECTIONS))
+            except RuntimeError as exc:
+                print(f"PostgreSQL did not start: {exc}", file=sys.stderr)
+                return 2
+            pin_postgres(pg.process.pid, LOADGEN_CPU)
+            django_env.update(pg.env(pool=args.postgres), DJANGO_SETTINGS_MODULE="bench.orm_echo_settings")
+            print(
+                f"PostgreSQL at {pg.url}, pinned to CPU {LOADGEN_CPU}; Django pool max_size {args.postgres}"
+            )
         args.session = None
         if not args.no_session and not args.stand_in:
             try:
@@ -562,8 +686,11 @@ def main(argv=None) -> int:
             except (subprocess.SubprocessError, AttributeError) as exc:
                 print(f"session scenario skipped: could not create a session ({exc})", file=sys.stderr)
         servers: dict[str, Server] = {}
+        found, skipped = stacks(args, django_env)
+        for note in skipped:
+            print(note)
         try:
-            for st in stacks(args, django_env):
+            for st in found:
                 servers[st.name] = stack.enter_context(serve(st))
                 print(
                     f"{st.name:9} port {servers[st.name].port}, worker pid {servers[st.name].worker_pid}:"
@@ -572,18 +699,15 @@ def main(argv=None) -> int:
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 2
-        plan = scenarios(args)
+        plan = [sc for sc in scenarios(args) if any(w in sc.title for w in args.scenario or [""])]
         for sc in plan:
-            for name in sc.stacks:
-                if name not in servers:
-                    continue
-                headers = sc.headers if name == "ours" else []
+            for name in [n for n in servers if sc.runs(n)]:
                 try:
                     loadgen.probe(
                         servers[name].port,
-                        sc.paths.get(name, "/echo/"),
-                        headers,
-                        echo=sc.echo_probe or name not in sc.paths,
+                        sc.path(name),
+                        sc.headers_for(name),
+                        echo=sc.echo_probe or as_ours(name) not in sc.paths,
                     )
                 except (loadgen.ScenarioError, OSError) as exc:
                     print(
@@ -598,7 +722,7 @@ def main(argv=None) -> int:
         errors = []
         for rnd in range(args.rounds):
             for sc in plan:
-                order = [n for n in sc.stacks if n in servers]
+                order = [n for n in servers if sc.runs(n)]
                 if rnd % 2:
                     order.reverse()  # alternate who goes first, so slow drift does not favour one side
                 for name in order:
@@ -615,16 +739,14 @@ def main(argv=None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-        for sc in plan:
-            sc.stacks = tuple(n for n in sc.stacks if n in servers)
         # The runs should leave the logs alone: a line per connection or message would be measured too.
         chatter = {name: len(server.log) - quiet_from[name] for name, server in servers.items()}
 
     print()
-    print(table(plan, results))
-    print("\nratio = median over rounds of ours/reference in the same round: above 1 is better for")
-    print("rates, below 1 is better for latencies and µs.  ceiling = the same generator against a")
-    print("trivial epoll echo server (bench/ceiling_echo.py): the generator's own limit.")
+    print(table(plan, results, list(servers)))
+    print("\nours/X = median over rounds of ours ÷ X in the same round: above 1 is better for rates,")
+    print("below 1 is better for latencies and µs.  ceiling = the same generator against a trivial")
+    print("epoll echo server (bench/ceiling_echo.py): the generator's own limit.")
     print(
         "server log lines written during the runs: "
         + ", ".join(f"{name} {count}" for name, count in chatter.items())

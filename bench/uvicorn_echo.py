@@ -4,7 +4,23 @@
 ``bench/memory.py`` starts, one process on 127.0.0.1). Every path echoes: text as text, binary as
 binary. There is no framework, no middleware, no routing and no origin check, so it is the least an
 asyncio server can do per socket. uvicorn's keepalive pings (every 20 s) stay on.
+
+``bench/run.py`` adds ``--log-config bench/uvicorn_logging.json``: uvicorn logs three INFO lines
+per websocket (accepted, connection open, connection closed), which ours and gevent-websocket do not
+write; ``QuietAfterStartup`` lets the startup lines through (the bench reads the port from them),
+then raises ``uvicorn.error`` to WARNING, so the per-connection lines cost nothing but a level check.
 """
+
+import logging
+
+
+class QuietAfterStartup(logging.Filter):
+    """Pass every record; once uvicorn says where it listens, make its logger WARNING and above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Uvicorn running on"):
+            logging.getLogger(record.name).setLevel(logging.WARNING)
+        return True
 
 
 async def app(scope, receive, send):

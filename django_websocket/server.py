@@ -9,10 +9,16 @@ Every other request is served exactly as ``pywsgi`` serves it.
 
 from __future__ import annotations
 
+import email.parser
+import inspect
 import io
 import logging
+import re
 import socket
+import time
 from collections.abc import Callable
+from http import client
+from typing import Any
 
 import gevent
 from gevent import pywsgi
@@ -29,6 +35,60 @@ class HeadersTimeout(gevent.Timeout):
     """The client took longer than ``WEBSOCKET_HANDSHAKE_TIMEOUT`` to send its request headers."""
 
 
+#: One request header as nearly every client sends it: a token name, a colon, a value without CR or
+#: LF, the line's end. Group 2 is the value as the ``email`` parser keeps it (leading blanks dropped).
+SIMPLE_HEADER = re.compile(r"([!-9;-~]+):[ \t]*([^\r\n]*)(?:\r?\n)?\Z")
+#: ``http.client._read_headers`` takes the header limit as an argument from Python 3.14 on.
+_READ_HEADERS_ARGS = (
+    (client._MAXHEADERS,) if len(inspect.signature(client._read_headers).parameters) > 1 else ()
+)
+
+
+def read_headers(fp) -> pywsgi.OldMessage:
+    """``pywsgi.headers_factory(fp)``: the same message for the same bytes, usually without ``email``.
+
+    The lines are read by ``http.client`` itself, so the limits are the standard library's (a line
+    over 64 KiB: ``status`` "Line too long", so a 400; too many headers: ``HTTPException``, so a 400).
+    When every line is a plain ``Name: value`` the message is built here; anything else (folded
+    lines, a name with a space or a colon, a stray CR, a line that ends the headers early in the
+    ``email`` parser's eyes) goes through the ``email`` parser as gevent does, quirks included.
+    """
+    try:
+        lines = client._read_headers(fp, *_READ_HEADERS_ARGS)
+    except client.LineTooLong:
+        message = pywsgi.OldMessage()
+        message.status = "Line too long"
+        return message
+    headers = []
+    match = SIMPLE_HEADER.match
+    for line in lines:
+        if line in (b"\r\n", b"\n", b""):
+            break
+        found = match(line.decode("latin-1"))
+        if found is None:
+            # What http.client.parse_headers does with the lines (in every Python from 3.10).
+            return email.parser.Parser(_class=pywsgi.OldMessage).parsestr(
+                b"".join(lines).decode("iso-8859-1")
+            )
+        headers.append(found.groups())
+    message = pywsgi.OldMessage()
+    message._headers = headers
+    message._payload = ""  # as the email parser leaves it: no body after the headers
+    return message
+
+
+_date = (0, "")
+
+
+def http_date() -> str:
+    """``Date`` header value for now, formatted once per second (pywsgi formats it per response)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, pywsgi.format_date_time(now).decode("latin-1"))
+    return _date[1]
+
+
 class UpgradeHandler(pywsgi.WSGIHandler):
     """A pywsgi handler whose applications can take over the connection after a 101.
 
@@ -38,6 +98,9 @@ class UpgradeHandler(pywsgi.WSGIHandler):
     """
 
     _headers_timer: gevent.Timeout | None = None
+
+    def MessageClass(self, fp, *args):  # type: ignore[no-untyped-def]  # noqa: N802 - pywsgi's name
+        return read_headers(fp)
 
     def handle_one_request(self):  # type: ignore[no-untyped-def]
         self._headers_timer = HeadersTimeout.start_new(handshake_timeout(), HeadersTimeout)
@@ -71,8 +134,9 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         the access log records status 101 and the connection's duration.
         """
         self.close_connection = True
-        # pywsgi sends neither chunked encoding nor a body for a 101 (connection_upgraded).
-        self.start_response("101 Switching Protocols", headers)
+        # pywsgi sends neither chunked encoding nor a body for a 101 (connection_upgraded). The
+        # Date it would add last, formatted for every response, comes from the once-a-second cache.
+        self.start_response("101 Switching Protocols", [*headers, ("Date", http_date())])
         self.write(b"")
         leftover = buffered_bytes(self.rfile, self.socket)
         # From here the connection is read through the returned reader only: let the request's
@@ -114,15 +178,41 @@ def socket_reader(sock: socket.socket, buffered: bytes) -> Callable[[int], bytes
     return read
 
 
+#: Settings read for every request or handshake here, as ``conf.get`` returns them: looked up once,
+#: forgotten when a test changes settings (``setting_changed``). An unset setting costs ``conf.get``
+#: an ``AttributeError`` raised and caught inside Django's ``LazySettings`` on every call.
+_settings: dict[str, Any] = {}
+
+
+def cached_setting(name: str) -> Any:
+    """``conf.get(name)``, remembered until the next ``setting_changed`` signal."""
+    try:
+        return _settings[name]
+    except KeyError:
+        pass
+    from django.core.signals import setting_changed
+
+    from . import conf
+
+    # Connected here, in the worker, not at import (gunicorn's master imports this module).
+    setting_changed.connect(forget_settings, dispatch_uid="django_websocket.server.forget_settings")
+    value = _settings[name] = conf.get(name)
+    return value
+
+
+def forget_settings(**kwargs: Any) -> None:
+    _settings.clear()
+
+
 def handshake_timeout() -> float | None:
     """``WEBSOCKET_HANDSHAKE_TIMEOUT`` (``None`` outside a configured Django project)."""
+    if "WEBSOCKET_HANDSHAKE_TIMEOUT" in _settings:  # cached, so settings are configured
+        return _settings["WEBSOCKET_HANDSHAKE_TIMEOUT"]
     from django.conf import settings
 
     if not settings.configured:
         return None
-    from . import conf
-
-    return conf.get("WEBSOCKET_HANDSHAKE_TIMEOUT")
+    return cached_setting("WEBSOCKET_HANDSHAKE_TIMEOUT")
 
 
 #: Open websockets allowed per process when ``WEBSOCKET_MAX_CONNECTIONS`` is None; our gunicorn
@@ -132,7 +222,5 @@ default_connection_limit: int | None = None
 
 def connection_limit() -> int | None:
     """How many websockets this process may hold open before handshakes get 503."""
-    from . import conf
-
-    limit = conf.get("WEBSOCKET_MAX_CONNECTIONS")
+    limit = cached_setting("WEBSOCKET_MAX_CONNECTIONS")
     return limit if limit is not None else default_connection_limit

@@ -31,6 +31,7 @@ gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 
 from __future__ import annotations
 
+import gc
 import socket
 import weakref
 from typing import Any
@@ -130,6 +131,13 @@ class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
 
     served = False
 
+    def log_request(self) -> None:
+        # gunicorn's access() returns at once without an access log, but only after this handler
+        # built its arguments (two datetimes, the request's header list): skip them, as gunicorn's
+        # own ASGI protocol does with the same flag.
+        if getattr(self.server.log, "access_log_enabled", True):
+            super().log_request()
+
     def read_requestline(self) -> Any:
         # Between two requests of a keep-alive connection: idle, safe to drop at shutdown.
         if self.served:
@@ -184,6 +192,10 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         gevent.spawn(report_problems, self.log)
         metrics.start_worker(self.cfg.workers)
         self.start_outbox_relay()
+        # Everything loaded so far (Django, the project, the libraries) lives as long as the worker:
+        # out of the collector's sight, a full collection walks only what connections allocate.
+        gc.collect()
+        gc.freeze()
         self.ready_marker = drain.mark_ready(self.ppid, self.pid)  # a reloading sibling waits for it
 
     def start_outbox_relay(self) -> None:

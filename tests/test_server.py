@@ -8,12 +8,25 @@ view starts reading.
 from __future__ import annotations
 
 import base64
+import io
 import os
+import random
 import socket as stdlib_socket
+from http import client
 
-from gevent import socket
+import pytest
+from django.test import override_settings
+from gevent import pywsgi, socket
 
-from django_websocket.server import buffered_bytes, socket_reader
+from django_websocket.server import (
+    UpgradeHandler,
+    buffered_bytes,
+    connection_limit,
+    handshake_timeout,
+    http_date,
+    read_headers,
+    socket_reader,
+)
 from tests.servers import gunicorn
 
 
@@ -37,6 +50,75 @@ def test_socket_reader_serves_the_leftover_first_then_the_socket():
     assert read(65536) == b"from the socket"
     client.close()
     assert read(65536) == b""
+
+
+HEADER_BLOCKS = [
+    b"Host: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"Host:a\nX-Empty:\nX-Blanks: \t  v  \t\nCookie: a=1\nCookie: b=2\n\n",
+    b"Host: a\r\nX-Latin: caf\xe9 \x00\x7f\r\n\r\n",
+    b"Host: a\r\nX-Folded: one\r\n  two\r\n\ttree\r\n\r\n",  # obsolete line folding
+    b"  Leading: continuation first\r\nHost: a\r\n\r\n",
+    b"Host: a\r\nNo colon here\r\nAfter: dropped by email\r\n\r\n",
+    b"Host: a\r\nBad Name: space\r\nAfter: x\r\n\r\n",
+    b"Host : a\r\n\r\n",
+    b": empty name\r\nHost: a\r\n\r\n",
+    b"From nobody\r\nHost: a\r\n\r\n",
+    b"Host: a\r\nX-CR: one\rtwo\r\n\r\n",
+    b"Host: a\r\nX-CRCR: v\r\r\n\r\n",
+    b"Host: a\r\nX_Under: smuggled\r\n\r\n",
+    b"Host: a\r\nX: \xff\xa0\x85 \r\n\r\n",
+    b"Host: a\r\nNo-End: at eof",
+    b"Host: a\r\n",
+    b"",
+    b"\r\n",
+    b"Host: a\r\nX-Long: " + b"v" * 70000 + b"\r\n\r\n",
+    b"".join(b"H%d: v\r\n" % i for i in range(120)) + b"\r\n",
+    b"".join(b"H%d: v\r\n" % i for i in range(99)) + b"\r\n",
+]
+
+
+def parse(factory, block: bytes):
+    """vars() of the message *factory* makes of *block* (or the exception), and what is left unread."""
+    fp = io.BufferedReader(io.BytesIO(block + b"BODY"))
+    try:
+        message = factory(fp)
+    except client.HTTPException as error:
+        return type(error), str(error)
+    state = dict(vars(message), defects=[(type(d), d.args) for d in message.defects])  # no __eq__
+    return state, fp.read()
+
+
+@pytest.mark.parametrize("block", HEADER_BLOCKS)
+def test_read_headers_makes_the_message_pywsgi_makes(block):
+    assert parse(read_headers, block) == parse(pywsgi.headers_factory, block)
+
+
+def test_read_headers_makes_the_message_pywsgi_makes_for_random_bytes():
+    rng = random.Random(6455)
+    alphabet = b"Aa-_:; \t\r\n\x00\x7f\xe9,=F"
+    for _ in range(3000):
+        block = bytes(rng.choice(alphabet) for _ in range(rng.randrange(60)))
+        assert parse(read_headers, block) == parse(pywsgi.headers_factory, block), block
+
+
+def test_the_handler_reads_headers_with_read_headers():
+    assert UpgradeHandler.MessageClass(None, io.BytesIO(b"Host: a\r\n\r\n"), 0).get("host") == "a"
+
+
+def test_http_date_is_pywsgi_s_date_of_this_second():
+    import time
+
+    before = pywsgi.format_date_time(time.time())
+    value = http_date().encode("latin-1")
+    assert value in (before, pywsgi.format_date_time(time.time()))
+
+
+def test_the_cached_settings_follow_settings_changes():
+    with override_settings(WEBSOCKET_HANDSHAKE_TIMEOUT=3.5, WEBSOCKET_MAX_CONNECTIONS=7):
+        assert (handshake_timeout(), connection_limit()) == (3.5, 7)
+        assert (handshake_timeout(), connection_limit()) == (3.5, 7)  # from the cache
+    with override_settings(WEBSOCKET_HANDSHAKE_TIMEOUT=None, WEBSOCKET_MAX_CONNECTIONS=2):
+        assert (handshake_timeout(), connection_limit()) == (None, 2)
 
 
 def masked_text(payload: bytes) -> bytes:

@@ -223,3 +223,23 @@ def test_client_that_stops_reading_is_dropped_while_others_stay_fast(server_db):
         # timeout; a free one answers in milliseconds (0.13 s seen on a heavily loaded machine).
         assert worst < 0.5
         stuck.close()
+
+
+def test_no_access_log_arguments_are_built_without_an_access_log(monkeypatch):
+    from types import SimpleNamespace
+
+    from gunicorn.workers.ggevent import PyWSGIHandler
+
+    from django_websocket.workers import GunicornUpgradeHandler
+
+    logged = []
+    monkeypatch.setattr(PyWSGIHandler, "log_request", lambda handler: logged.append(handler))
+    handler = GunicornUpgradeHandler.__new__(GunicornUpgradeHandler)
+    handler.server = SimpleNamespace(log=SimpleNamespace(access_log_enabled=False))
+    handler.log_request()
+    assert logged == []
+    handler.server.log.access_log_enabled = True
+    handler.log_request()
+    handler.server.log = SimpleNamespace()  # a logger class without the flag: logged as before
+    handler.log_request()
+    assert logged == [handler, handler]

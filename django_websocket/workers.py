@@ -229,12 +229,18 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
 
     ready_marker: Any = None
 
+    draining: gevent.Greenlet | None = None
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
+        if self.draining is not None:
+            return  # gunicorn's master repeats its SIGTERM every second until the worker is gone
         gevent.spawn(stop_serving)
         window = float(conf.get("WEBSOCKET_DRAIN_WINDOW"))
         timeout = float(conf.get("WEBSOCKET_DRAIN_TIMEOUT"))
-        gevent.spawn(drain.drain, self.ppid, self.pid, open_sockets, close_socket, window, timeout)
+        self.draining = gevent.spawn(
+            drain.drain, self.ppid, self.pid, open_sockets, close_socket, window, timeout
+        )
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         gevent.spawn(self._close_then_quit, sig, frame)

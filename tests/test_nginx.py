@@ -757,8 +757,9 @@ def test_idle_socket_cut_by_nginx_without_pings(server_db, static_root, tmp_path
 # ----------------------------------------------------------------- deploys
 
 
-def test_reload_closes_sockets_with_1001_through_nginx(server_db, static_root, tmp_path):
-    """A deploy (SIGHUP to gunicorn): open sockets get 1001 through nginx; new ones reach new workers."""
+def test_reload_closes_sockets_with_1012_through_nginx(server_db, static_root, tmp_path):
+    """A deploy (SIGHUP to gunicorn): open sockets get 1012 (service restart) through nginx; new ones
+    reach new workers."""
     settings, env = settings_module(tmp_path)
     env["DJANGO_DB_PATH"] = server_db["path"]
     with gunicorn("test_project.wsgi:application", settings=settings, env=env) as app:
@@ -774,7 +775,7 @@ def test_reload_closes_sockets_with_1001_through_nginx(server_db, static_root, t
                 os.kill(app.process.pid, signal.SIGHUP)
                 with pytest.raises(ConnectionClosed) as closed:
                     websocket.recv(timeout=10)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
             app.wait_for_log(r"(?s)Booting worker.*Booting worker", timeout=20)
             with connect(proxy.url("/echo/", "ws"), origin=proxy.origin()) as websocket:
                 websocket.send("after")

@@ -7,8 +7,9 @@ consecutive ones and forgets a worker not heard from for 5 s. With Redis every w
 snapshot reaches every page, whichever worker serves it; with the in-process broker there is
 one process, so one snapshot.
 
-Why a publisher in every worker, started by the first request the worker serves
-(:class:`OpsPublisherMiddleware`) rather than by the ops socket: a worker only receives a
+Why a publisher in every worker, started when the worker loads ``test_project.wsgi`` (or,
+failing that, e.g. under ``gunicorn --preload``, by the first request it serves:
+:class:`OpsPublisherMiddleware`) rather than by the ops socket: a worker only receives a
 channel's messages while one of its own sockets subscribes, so a worker without an ops page
 could never learn that one is open elsewhere; it must publish regardless. The cost is one
 small message (a few hundred bytes, one ``PUBLISH``) per worker per second, dropped by the

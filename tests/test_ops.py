@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -133,7 +134,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dic
     directory: Path = tmp_path_factory.mktemp("ops")
     env = {"DJANGO_DB_PATH": str(directory / "db.sqlite3"), "REDIS_URL": ""}
     manage(env, "migrate", "--noinput")
-    sessions = json.loads(
+    sessions = _make_sessions(env)
+    with gunicorn("test_project.wsgi:application", settings=SETTINGS, env=env, workers=1) as server:
+        yield server, sessions
+
+
+def _make_sessions(env: dict[str, str]) -> dict[str, str]:
+    """Run :data:`MAKE_SESSIONS` against the database of *env*: ``{"olga": key, "nina": key}``."""
+    return json.loads(
         subprocess.run(
             [sys.executable, "-c", MAKE_SESSIONS],
             env={**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, **env},
@@ -144,8 +152,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dic
             text=True,
         ).stdout
     )
-    with gunicorn("test_project.wsgi:application", settings=SETTINGS, env=env, workers=1) as server:
-        yield server, sessions
 
 
 def _cookie(sessions: dict[str, str], name: str | None) -> dict[str, str]:
@@ -217,3 +223,30 @@ def test_the_page_shows_more_sockets_as_they_open(demo, tmp_path: Path) -> None:
         page.screenshot(path=str(shot), full_page=True)
         data = shot.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+
+
+def test_every_worker_reports_through_redis(tmp_path: Path) -> None:
+    """With Redis and two workers, one ops socket hears both workers' snapshots, requests or not."""
+    from tests.redis_server import RedisServer
+
+    env = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3")}
+    manage(env, "migrate", "--noinput")
+    sessions = _make_sessions(env)
+    with RedisServer() as redis_server:
+        env["REDIS_URL"] = redis_server.url
+        with gunicorn("test_project.wsgi:application", settings=SETTINGS, env=env, workers=2) as server:
+            headers = _cookie(sessions, "olga")
+            with connect(server.ws_url("/ops/"), additional_headers=headers, open_timeout=10) as socket:
+                pids: set[int] = set()
+                deadline = time.monotonic() + 10
+                while len(pids) < 2 and time.monotonic() < deadline:
+                    pids.add(json.loads(socket.recv(timeout=5))["pid"])
+    assert len(pids) == 2
+
+
+@pytest.mark.parametrize(("user", "linked"), [("olga", True), ("nina", False), (None, False)])
+def test_the_index_links_the_page_for_staff_only(demo, user: str | None, linked: bool) -> None:
+    """The demo index links /ops/ for staff users only."""
+    server, sessions = demo
+    response = requests.get(server.url("/"), headers=_cookie(sessions, user), timeout=10)
+    assert ('href="/ops/"' in response.text) is linked

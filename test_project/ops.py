@@ -7,11 +7,12 @@ consecutive ones and forgets a worker not heard from for 5 s. With Redis every w
 snapshot reaches every page, whichever worker serves it; with the in-process broker there is
 one process, so one snapshot.
 
-Why a publisher in every worker, started when the worker loads ``test_project.wsgi`` (or,
-failing that, e.g. under ``gunicorn --preload``, by the first request it serves:
-:class:`OpsPublisherMiddleware`) rather than by the ops socket: a worker only receives a
-channel's messages while one of its own sockets subscribes, so a worker without an ops page
-could never learn that one is open elsewhere; it must publish regardless. The cost is one
+Why a publisher in every worker, started with the worker rather than by the ops socket: a
+worker only receives a channel's messages while one of its own sockets subscribes, so a worker
+without an ops page could never learn that one is open elsewhere; it must publish regardless.
+:class:`OpsPublisherMiddleware` starts it when Django builds the worker's handler, at boot
+(or, when the handler was built before the fork, as with ``gunicorn --preload``, at the
+worker's first request); a project without the middleware in ``MIDDLEWARE`` publishes nothing. The cost is one
 small message (a few hundred bytes, one ``PUBLISH``) per worker per second, dropped by the
 broker when nobody listens; the presence reads (one per top channel, a Redis round trip
 each) are skipped unless the last snapshot had receivers, and done at most every
@@ -175,13 +176,15 @@ def ensure_started() -> None:
 
 
 class OpsPublisherMiddleware:
-    """Starts the worker's snapshot publisher at its first request (HTTP or handshake).
+    """Starts the worker's snapshot publisher when Django loads the middleware, else at a first request.
 
-    After that first time it costs one list test per request.
+    Django builds the middleware chain when the WSGI handler is made: in a gunicorn worker, at
+    boot. Per request it costs one list test.
     """
 
     def __init__(self, get_response: Callable) -> None:
         self.get_response = get_response
+        ensure_started()
 
     def __call__(self, request: Any) -> Any:
         if not _started:

@@ -18,10 +18,3 @@ from django_websocket.wsgi import get_wsgi_application, get_wsgi_websocket_appli
 
 application = get_wsgi_application()
 websocket = get_wsgi_websocket_application()
-
-# Each worker publishes its snapshot for the ops page from the start, not from its first
-# request: a worker nobody has reached yet still shows on the page (test_project/ops.py).
-# Nothing happens outside a gevent server (tests, manage.py, gunicorn --preload's master).
-from test_project import ops  # noqa: E402
-
-ops.ensure_started()

@@ -12,10 +12,12 @@ worker only receives a channel's messages while one of its own sockets subscribe
 without an ops page could never learn that one is open elsewhere; it must publish regardless.
 :class:`OpsPublisherMiddleware` starts it when Django builds the worker's handler, at boot
 (or, when the handler was built before the fork, as with ``gunicorn --preload``, at the
-worker's first request); a project without the middleware in ``MIDDLEWARE`` publishes nothing. The cost is one
-small message (a few hundred bytes, one ``PUBLISH``) per worker per second, dropped by the
-broker when nobody listens; the presence reads (one per top channel, a Redis round trip
-each) are skipped unless the last snapshot had receivers, and done at most every
+worker's first request). Without the middleware in ``MIDDLEWARE`` only a worker that serves
+an ops socket publishes (the socket starts it too).
+
+The cost: one small message (a few hundred bytes, one ``PUBLISH``) per worker per second,
+dropped by the broker when nobody listens; the presence reads (one per top channel, a Redis
+round trip each) are skipped unless the last snapshot had receivers, and done at most every
 :data:`PRESENCE_INTERVAL` seconds.
 """
 
@@ -28,10 +30,14 @@ from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
 
+import gevent
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpResponseForbidden
 from django.shortcuts import render
+from gevent import monkey
 
+from django_websocket.brokers import hubs
+from django_websocket.connection import open_connections
 from django_websocket.counters import Counters, counters
 from django_websocket.decorators import websocket as websocket_view
 from django_websocket.exceptions import PublishError
@@ -48,7 +54,7 @@ PRESENCE_INTERVAL = 5.0
 #: Channels listed per worker, by subscriber count; their presence is read.
 TOP_CHANNELS = 5
 
-#: When this process's publisher started (``None``: not yet).
+#: When this process's publisher started (epoch seconds); empty until it has.
 _started: list[float] = []
 
 
@@ -115,34 +121,21 @@ def read_members(channels: Iterable[str], read: Callable[[str], list[dict]] = pr
     return found
 
 
-def _hubs() -> list[Any]:
-    """This process's hubs, without making one."""
-    # Imported here: the demo's URLconf imports this module in every process (manage.py
-    # commands included), which need not load the messaging layer.
-    from django_websocket.brokers import hubs
-
-    return hubs()
-
-
 def current_snapshot(members: dict[str, int] | None = None) -> dict[str, Any]:
     """:func:`snapshot` of this process now."""
-    from django_websocket.connection import open_connections
-
     return snapshot(
         pid=os.getpid(),
         started=_started[0] if _started else time.time(),
         now=time.time(),
         sockets=len(open_connections),
         totals=counters,
-        hubs=_hubs(),
+        hubs=hubs(),
         members=members,
     )
 
 
 def publish_forever() -> None:
     """Publish this worker's snapshot every :data:`INTERVAL` seconds, for the life of the process."""
-    import gevent
-
     listened = False
     members: dict[str, int] = {}
     members_read = 0.0
@@ -150,7 +143,7 @@ def publish_forever() -> None:
         now = time.monotonic()
         if listened and now - members_read >= PRESENCE_INTERVAL:
             members_read = now
-            members = read_members(channel for channel, _ in top_channels(_hubs()))
+            members = read_members(channel for channel, _ in top_channels(hubs()))
         try:
             listened = publish(CHANNEL, current_snapshot(members)).receivers > 0
         except PublishError as error:  # the broker is away: try again next time
@@ -165,12 +158,8 @@ def ensure_started() -> None:
     """Start this process's publisher greenlet once (only under gevent's monkey-patching: a server)."""
     if _started:
         return
-    from gevent import monkey
-
     if not monkey.is_module_patched("socket"):
         return  # runserver, manage.py, tests: no gevent loop runs the greenlet
-    import gevent
-
     _started.append(time.time())
     gevent.spawn(publish_forever)
 

@@ -47,6 +47,8 @@ MIDDLEWARE = [
     "django_websocket.middleware.WebSocketTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Starts each worker's snapshot publisher for the ops page (test_project/ops.py).
+    "test_project.ops.OpsPublisherMiddleware",
 ]
 
 ROOT_URLCONF = "test_project.urls"

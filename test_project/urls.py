@@ -12,6 +12,7 @@ from django_websocket.metrics import metrics_view
 from . import (
     converters,  # noqa: F401  (registers <room:...>)
     notifications,
+    ops,
     views,
 )
 
@@ -26,6 +27,7 @@ urlpatterns = [
     path("chat/<room:room>/messages.json", views.chat_messages, name="chat-messages"),
     path("chat/<room:room>/announce/", views.chat_announce, name="chat-announce"),
     path("notifications/", notifications.notifications_page, name="notifications"),
+    path("ops/", ops.ops_page, name="ops"),
     path("socket-token/", views.socket_token, name="socket-token"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

@@ -5,6 +5,7 @@ from django.urls import path
 from . import (
     converters,  # noqa: F401  (registers <room:...>)
     notifications,
+    ops,
     websocket_views,
 )
 
@@ -15,4 +16,5 @@ urlpatterns = [
     path("broadcast/<room:room>/", websocket_views.broadcast, name="broadcast"),
     path("chat/<room:room>/", websocket_views.chat, name="chat"),
     path("notifications/", notifications.notifications_socket, name="notifications"),
+    path("ops/", ops.ops_socket, name="ops"),
 ]

@@ -23,6 +23,10 @@ WEBSOCKET_URLCONF = "tests.websocket_urls"
 # and does not warn, in every handler built under pytest (where DEBUG is off), that it is missing.
 STATIC_ROOT = None
 
+# No ops snapshots (test_project/ops.py) from the tests' servers: they would add a publish a
+# second to brokers whose traffic tests count. The ops tests run test_project.settings.
+MIDDLEWARE = [name for name in MIDDLEWARE if name != "test_project.ops.OpsPublisherMiddleware"]  # noqa: F405
+
 for _name, _type in (
     ("WEBSOCKET_PING_INTERVAL", float),
     ("WEBSOCKET_PING_TIMEOUT", float),

@@ -68,7 +68,8 @@ def _layout():
         from django_websocket.publishing import channel_key  # type: ignore[attr-defined]
 
         old_hub = get_hub()
-        return old_hub, channel_key("room"), (subscriptions, lambda: subscriptions.Subscriptions(FakeSocket(), None))
+        make_old = lambda: subscriptions.Subscriptions(FakeSocket(), None)  # noqa: E731
+        return old_hub, channel_key("room"), (subscriptions, make_old)
     hub = get_hub()
     make = lambda: subscriptions.Subscriptions(FakeSocket(), None, hub)  # noqa: E731
     return hub, get_broker().key("room"), (subscriptions, make)

@@ -1,9 +1,12 @@
-"""Failover: from a Redis Sentinel primary's SIGKILL to the first message delivered by the new primary.
+"""Failover: from a Redis primary's SIGKILL to the first message delivered by the new primary.
 
-``python bench/failover.py`` (``--rounds N``, ``--sockets N``, ``--json FILE``). Each round starts:
+``python bench/failover.py`` (``--rounds N``, ``--sockets N``, ``--json FILE``; ``--cluster``: Redis
+Cluster instead of Sentinel). Each round starts:
 
 * a Sentinel group of its own (``tests/redis_sentinel.py``: a primary, a replica, three sentinels on free
-  ports of 127.0.0.1, quorum 2, ``down-after-milliseconds`` 1000, ``failover-timeout`` 5000);
+  ports of 127.0.0.1, quorum 2, ``down-after-milliseconds`` 1000, ``failover-timeout`` 5000), or with
+  ``--cluster`` a six-node cluster (``tests/redis_cluster.py``: ``cluster-node-timeout`` 1000) whose
+  master serving the room's channel is the one killed;
 * one gunicorn worker of ours pinned to CPU 0: ``gunicorn -k django_websocket.workers.GeventWebSocketWorker
   test_project.wsgi:websocket`` with ``WEBSOCKET_REDIS_URL`` = the group's ``redis+sentinel://`` URL,
   ``DJANGO_SETTINGS_MODULE=test_project.settings``, ``DJANGO_DEBUG=0``, a throwaway SQLite database.
@@ -135,9 +138,12 @@ def one_round(args, tmp: str) -> dict:
     from django.test import override_settings
 
     from django_websocket import publish
+    from tests.redis_cluster import RedisClusterGroup
     from tests.redis_sentinel import SentinelGroup
 
-    with SentinelGroup() as group, override_settings(WEBSOCKET_REDIS_URL=group.url()):
+    room = f"failover-{secrets.token_hex(4)}"
+    started = ClusterTarget(RedisClusterGroup(), f"broadcast:{room}") if args.cluster else SentinelGroup()
+    with started as group, override_settings(WEBSOCKET_REDIS_URL=group.url()):
         env = {
             "DJANGO_SETTINGS_MODULE": "test_project.settings",
             "DJANGO_DEBUG": "0",
@@ -147,7 +153,6 @@ def one_round(args, tmp: str) -> dict:
         }
         argv = [*echo_bench.GUNICORN, "-k", echo_bench.OUR_WORKER, "test_project.wsgi:websocket"]
         with echo_bench.serve(echo_bench.Stack("ours", argv, env)) as server:
-            room = f"failover-{secrets.token_hex(4)}"
             url = f"ws://127.0.0.1:{server.port}/broadcast/{room}/"
             sockets = [Socket(url) for _ in range(args.sockets)]
             for sock in sockets:
@@ -157,6 +162,40 @@ def one_round(args, tmp: str) -> dict:
             finally:
                 for sock in sockets:
                     sock.close()
+
+
+class ClusterTarget:
+    """A Redis Cluster as ``measure()`` uses a Sentinel group: its primary is the room's master."""
+
+    def __init__(self, cluster, channel: str) -> None:
+        self.cluster = cluster
+        self.channel = channel
+        self.killed = None
+
+    def __enter__(self) -> ClusterTarget:
+        self.cluster.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cluster.__exit__(*exc_info)
+
+    def url(self) -> str:
+        return self.cluster.url
+
+    def key(self) -> str:
+        from django_websocket.brokers import get_broker
+
+        return get_broker().key(self.channel)
+
+    def kill_primary(self) -> None:
+        self.killed = self.cluster.master_of(self.key())
+        self.killed.kill()
+        self.killed_at = time.monotonic()
+
+    def wait_for_failover(self, timeout: float) -> float:
+        """Seconds from the kill until another node serves the channel's slot."""
+        self.cluster.wait_for_new_master(self.key(), self.killed, timeout)
+        return time.monotonic() - self.killed_at
 
 
 def measure(group, sockets: list[Socket], publish, channel: str) -> dict:
@@ -210,6 +249,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sockets", type=int, default=100)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--cluster", action="store_true", help="a Redis Cluster instead of Sentinel")
     return parser.parse_args(argv)
 
 

@@ -127,20 +127,22 @@ class RedisClusterGroup(Managed):
         """SIGKILL the master serving *key*; return once another node serves its slot."""
         master = self.master_of(key)
         master.kill()
+        self.wait_for_new_master(key, master, timeout)
+        return master
+
+    def wait_for_new_master(self, key: str, old: RedisServer, timeout: float = 30.0) -> None:
+        """Return once a node other than *old* serves *key*'s slot and the cluster is ok again."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                survivor = next(node for node in self.nodes if node.process is not None)
-                slots = survivor.client().execute_command("CLUSTER", "SLOTS")
-                slot = self.client().keyslot(key)
-                owner = [entry for entry in slots if entry[0] <= slot <= entry[1]]
-                if owner and owner[0][2][1] != master.port:
-                    self.wait_until_ok(timeout=max(0.1, deadline - time.monotonic()))
-                    return master
-            except (redis.RedisError, RuntimeError):
-                pass
-            time.sleep(0.1)  # polling the failover, not synchronising with our own process
-        raise RuntimeError(f"no replica took over from 127.0.0.1:{master.port} within {timeout} s")
+        slot = self.client().keyslot(key)
+
+        def taken_over() -> bool:
+            survivor = next(node for node in self.nodes if node.process is not None)
+            slots = survivor.client().execute_command("CLUSTER", "SLOTS")
+            owner = [entry for entry in slots if entry[0] <= slot <= entry[1]]
+            return bool(owner) and owner[0][2][1] != old.port
+
+        _poll(taken_over, timeout, f"no replica took over from 127.0.0.1:{old.port}")
+        self.wait_until_ok(timeout=max(0.1, deadline - time.monotonic()))
 
     def close(self) -> None:
         for node in self.nodes:

@@ -788,3 +788,93 @@ def test_js_reconnect_connects_again_at_once(js: Page) -> None:
     assert js.evaluate("[t.log.closes, t.log.messages, delays]") == [[], [], []]
     js.evaluate("t.client.close(); t.client.reconnect()")
     assert js.evaluate("[created.length, t.client.status]") == [2, "closed"]
+
+
+# websocket.js's acknowledged messages (django_websocket.acks), against the scripted WebSocket
+
+#: Record how the promise *p* of an acknowledged send settles, under *name*, in window.settled.
+SETTLE = """(name) => (p) => p.then(
+  () => window.settled.push([name, "acked"]),
+  (error) => window.settled.push([name, error.name + ": " + error.message]),
+)"""
+
+
+def _sent_frames(js: Page, socket: int) -> list:
+    """What fake socket number *socket* was sent, JSON frames parsed."""
+    return js.evaluate(
+        f"created[{socket}].sent.map((d) => {{ try {{ return JSON.parse(d); }} catch (e) {{ return d; }} }})"
+    )
+
+
+def test_js_acked_send_resolves_on_ack_and_rejects_on_nack(js: Page) -> None:
+    """{ack: true} sends {"ws": "send", "id", "data"}; an ack resolves, a nack rejects; no onmessage."""
+    js.evaluate(f"window.settled = []; window.settle = {SETTLE}; window.t = connect({{json: true}})")
+    js.evaluate("created[0].open(); settle('a')(t.client.send('text', {ack: true})); null")
+    js.evaluate("settle('b')(t.client.sendJSON({b: 1}, {ack: true})); null")
+    first, second = _sent_frames(js, 0)
+    assert (first["ws"], first["data"], second["ws"], second["data"]) == ("send", "text", "send", '{"b":1}')
+    assert first["id"] != second["id"] and js.evaluate("t.client.unacknowledged") == 2
+    js.evaluate(
+        """async ([a, b]) => {
+          created[0].message(JSON.stringify({ws: "ack", id: a}));
+          created[0].message(JSON.stringify({ws: "nack", id: b, error: "'color' must look like #rrggbb"}));
+          created[0].message(JSON.stringify({ws: "ack", id: a}));  // a late duplicate: ignored
+          await flushTimers();
+        }""",
+        [first["id"], second["id"]],
+    )
+    assert js.evaluate("settled") == [["a", "acked"], ["b", "Error: 'color' must look like #rrggbb"]]
+    assert js.evaluate("[t.client.unacknowledged, t.log.messages]") == [0, []]
+
+
+def test_js_outbox_waits_while_away_and_is_resent_in_order_before_anything_newer(js: Page) -> None:
+    """Unacknowledged messages go out after every (re)connection, in order, before onopen's sends."""
+    js.evaluate(
+        f"""() => {{
+          window.settled = []; window.settle = {SETTLE};
+          window.t = connect({{onopen() {{ t.client.send("hello from onopen"); }}}});
+          settle("a")(t.client.send("a", {{ack: true}}));
+          settle("b")(t.client.send("b", {{ack: true}}));
+        }}"""
+    )
+    assert js.evaluate("created[0].sent") == []  # not open yet: they wait
+    js.evaluate("created[0].open()")
+    a, b, hello = _sent_frames(js, 0)
+    assert [a["data"], b["data"], hello] == ["a", "b", "hello from onopen"]
+    js.evaluate("(id) => created[0].message(JSON.stringify({ws: 'ack', id}))", a["id"])
+    js.evaluate("created[0].drop(1006); t.client.send('c', {ack: true}); null")  # while away
+    js.wait_for_function("created.length === 2")
+    js.evaluate("created[1].open(); t.client.send('d', {ack: true}); null")
+    assert _sent_frames(js, 1) == [
+        b,
+        {**b, "data": "c", "id": b["id"][:-1] + "3"},
+        "hello from onopen",
+        {**b, "data": "d", "id": b["id"][:-1] + "4"},
+    ]
+    js.evaluate("flushTimers()")
+    assert js.evaluate("[settled, t.client.unacknowledged]") == [[["a", "acked"]], 3]
+
+
+def test_js_close_for_good_rejects_what_is_pending_and_binary_is_refused(js: Page) -> None:
+    """close() and a final close code reject pending acked messages (and later ones); binary: TypeError."""
+    js.evaluate(
+        f"""async () => {{
+          window.settled = []; window.settle = {SETTLE};
+          window.t = connect(); created[0].open();
+          settle("pending")(t.client.send("x", {{ack: true}}));
+          settle("binary")(t.client.send(new Uint8Array([1]), {{ack: true}}));
+          t.client.close();
+          settle("after")(t.client.send("y", {{ack: true}}));
+          window.u = connect(); created[1].open();
+          settle("forbidden")(u.client.send("z", {{ack: true}}));
+          created[1].drop(4403);
+          await flushTimers();
+        }}"""
+    )
+    assert sorted(js.evaluate("settled")) == [
+        ["after", "Error: closed"],
+        ["binary", "TypeError: acknowledged messages are text"],
+        ["forbidden", "Error: closed"],
+        ["pending", "Error: closed"],
+    ]
+    assert js.evaluate("[t.client.unacknowledged, u.client.unacknowledged]") == [0, 0]

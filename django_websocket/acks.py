@@ -112,13 +112,16 @@ def acknowledging(
     restarts without persistence forgets the marks. Views whose effect is a database write
     should make the id part of the write instead (a unique column, as the chat demo does),
     which is exactly-once with no window. Raises ``PublishError`` (before processing) when
-    the broker does not answer: nothing is marked, nothing answered.
+    the broker does not answer: nothing is marked, nothing answered. *broker*: the socket's
+    hub's unless given (``RuntimeError`` for a socket without a hub and no *broker*).
     """
     if message.id is None:
         yield True
         return
     if broker is None:
-        broker = websocket.hub.broker if websocket.hub is not None else _process_broker()
+        if websocket.hub is None:
+            raise RuntimeError("this websocket has no hub: pass the broker that dedupes")
+        broker = websocket.hub.broker  # the process's broker, as the handler set it
     fresh = broker.remember(scope, message.id, ttl)
     try:
         yield fresh
@@ -139,9 +142,3 @@ def _forget(broker: Any, scope: str, message_id: str) -> None:
         broker.forget(scope, message_id)
     except PublishError as error:  # the mark then expires with its ttl: the resend is acked unprocessed
         logger.warning("could not release the mark of client message %s: %s", message_id, error)
-
-
-def _process_broker() -> Any:
-    from .brokers import get_broker  # the Django edge, only for sockets without a hub
-
-    return get_broker()

@@ -19,6 +19,7 @@ from django_websocket.connection import MessageMixin
 from django_websocket.events import ClientMessage
 from django_websocket.exceptions import PublishError
 from django_websocket.messaging.brokers.local import LocalBroker
+from django_websocket.messaging.hub import Hub
 from django_websocket.messaging.options import Options
 
 
@@ -142,3 +143,15 @@ def test_a_broker_that_does_not_answer_raises_before_processing():
         with acknowledging(socket, ClientMessage("x", "p-1"), broker=DownBroker()):
             ran.append(True)
     assert ran == [] and socket.sent == []
+
+
+def test_the_broker_is_the_hubs_unless_given():
+    """Without a broker argument the socket's hub's broker dedupes; a socket without a hub is an error."""
+    socket, broker = Socket(), LocalBroker(Options())
+    with pytest.raises(RuntimeError):
+        with acknowledging(socket, ClientMessage("x", "p-1")):
+            pass
+    socket.hub = Hub(broker)
+    with acknowledging(socket, ClientMessage("x", "p-1")) as fresh:
+        assert fresh
+    assert broker.remember("acks", "p-1", 60) is False

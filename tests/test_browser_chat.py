@@ -11,8 +11,6 @@ waits only. One test runs its own gunicorn with a real Redis, to restart it unde
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.pages import page_factory
 from tests.redis_server import RedisServer
-from tests.servers import ROOT, Server, gunicorn
+from tests.servers import ROOT, Server, gunicorn, reload
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SETTINGS, TIMEOUT_MS, manage
 
 pytestmark = pytest.mark.browser
@@ -278,6 +276,59 @@ def test_messages_sent_while_the_socket_is_down_arrive_once_it_is_back(new_page,
     assert fetched == []  # resumed, not reloaded: no gap
 
 
+#: For a page watched with :func:`_watch_sockets`: its current socket loses the acks the server
+#: sends (the server processed the message; the page never hears so), as when a connection
+#: drops between the two.
+LOSE_ACKS = """() => {
+  const socket = window.lastSocket;
+  const handler = socket.onmessage;
+  socket.onmessage = (event) => {
+    if (!(typeof event.data === "string" && event.data.startsWith('{"ws":"ack"'))) { handler(event); }
+  };
+}"""
+
+
+def test_messages_typed_while_offline_are_posted_once_each_in_order_when_back(
+    new_page, server: Server
+) -> None:
+    """Offline (network cut, socket closed, reconnections refused) alice types three messages: they wait
+    as pending; back online each appears exactly once on both pages, in order, after the one whose
+    ack was lost (resent with its id, stored once)."""
+    alice, bob = _as(new_page(), "alice"), _as(new_page(), "bob")
+    _watch_sockets(alice)
+    _open(alice, server, "/chat/offline/")
+    _open(bob, server, "/chat/offline/")
+    alice.evaluate(LOSE_ACKS)
+    _say(alice, "alice", "zero")
+    expect(bob.locator("#log li.message .text")).to_have_text(["zero"])
+    expect(alice.locator("#log li.message .text")).to_have_text(["zero"])
+    expect(alice.locator("#outbox li.pending .text")).to_have_text(["zero"])  # stored, but no ack came
+
+    alice.context.set_offline(True)
+    alice.evaluate(
+        "window.refuseSockets = true; window.lastSocket.close(4000)"
+    )  # an open socket may outlive offline
+    alice.wait_for_function("window.refused >= 1")
+    for text in ("one", "two", "three"):
+        _say(alice, "alice", text)
+    expect(alice.locator("#outbox li.pending .text")).to_have_text(["zero", "one", "two", "three"])
+    expect(bob.locator("#log li.message")).to_have_count(1)
+
+    alice.context.set_offline(False)
+    _let_connect(alice)
+    everything = ["zero", "one", "two", "three"]
+    for page in (alice, bob):
+        expect(page.locator("#log li.message .text")).to_have_text(everything)
+    expect(alice.locator("#outbox li")).to_have_count(0)
+    stored = bob.evaluate(
+        "fetch('messages.json').then((r) => r.json()).then((r) => r.messages.map((m) => m.message))"
+    )
+    assert stored == everything
+    _say(bob, "bob", "still live")
+    for page in (alice, bob):
+        expect(page.locator("#log li.message .text")).to_have_text([*everything, "still live"])
+
+
 def test_messages_posted_before_the_socket_connects_are_not_lost(new_page, server: Server) -> None:
     """The page resumes from the position it was rendered at: nothing between render and connect is lost."""
     bob, carol, fetched = _bob_and_an_unconnected_page(new_page, server, "/chat/late/", "rendered")
@@ -333,20 +384,6 @@ KEEP_AWAY = """() => {
 }"""
 
 
-def _restart(server: Server) -> tuple[str, str]:
-    """Reload *server* as a deployment would: SIGHUP to its master (our own child process).
-
-    gunicorn boots a new worker, then stops the old one with SIGTERM (our worker waits for the
-    new one, then closes its sockets with 1012: a service restart). Returns the old and the
-    new worker's pid, once the old one has exited.
-    """
-    old = server.wait_for_log(r"Booting worker with pid: (\d+)").group(1)
-    os.kill(server.process.pid, signal.SIGHUP)
-    new = server.wait_for_log(rf"Booting worker with pid: (?!{old}\b)(\d+)", timeout=20).group(1)
-    server.wait_for_log(rf"Worker exiting \(pid: {old}\)", timeout=20)
-    return old, new
-
-
 def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
     browser: Browser, redis_demo: tuple[Server, dict[str, str]]
 ) -> None:
@@ -368,7 +405,7 @@ def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
         # second of accepting lands on it); then bob's page comes back, alice's only at the end.
         for page in (alice, bob):
             page.evaluate(KEEP_AWAY)
-        old_pid, new_pid = _restart(server)
+        old_pid, new_pid = reload(server)
         assert old_pid != new_pid
         for page in (alice, bob):
             page.wait_for_function("window.refused >= 1")

@@ -213,6 +213,16 @@ class ChatSocketTests(SocketTestCase):
         self.assertIn("color", frame["error"])
         self.assertFalse(Message.objects.exists())
 
+    def test_post_message_with_a_client_id_stores_it_once_even_when_two_workers_race(self):
+        """A second post of an id returns the first row; so does one that loses the race at the constraint."""
+        room = Room.objects.create(name="race")
+        first = chat_rules.post_message(room, **VALID, client_id="page-9")
+        self.assertEqual(chat_rules.post_message(room, **VALID, client_id="page-9"), first)
+        unseen = mock.Mock(**{"first.return_value": None})  # the other worker's row not visible yet
+        with mock.patch.object(type(Message.objects), "filter", return_value=unseen):
+            self.assertEqual(chat_rules.post_message(room, **VALID, client_id="page-9"), first)
+        self.assertEqual(Message.objects.count(), 1)
+
     def test_published_announcement_reaches_members(self):
         """publish() from Django code reaches every member of the room, unchanged, with its id."""
         first = self.join_chat()

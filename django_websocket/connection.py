@@ -36,6 +36,7 @@ from websockets.extensions import Extension
 from websockets.frames import Opcode
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
+from .acks import ack_frame, acknowledging, nack_frame
 from .compression import allows_plain_frames, plain_frame_limit
 from .counters import counters, messages_in
 from .events import ChannelMessage
@@ -188,6 +189,25 @@ class MessageMixin:
     def next_event(self, timeout: float | None = None) -> Any:
         """The next event, or ``None`` if none arrives within *timeout* seconds."""
         return self.subscriptions.next_event(timeout)
+
+    # Acknowledged client messages (see django_websocket.acks)
+
+    def ack(self, message: Any) -> None:
+        """Tell the client *message* (a ``ClientMessage`` with an ``id``) is processed; no-op without id."""
+        if message.id is not None:
+            self.send(ack_frame(message.id))
+
+    def nack(self, message: Any, error: str) -> None:
+        """Tell the client *message* is refused for good (it will not resend it); no-op without id."""
+        if message.id is not None:
+            self.send(nack_frame(message.id, error))
+
+    def acknowledging(self, message: Any, **options: Any) -> Any:
+        """``with websocket.acknowledging(message) as fresh:`` process once per id, then ack.
+
+        See :func:`django_websocket.acks.acknowledging` (options *scope*, *ttl*, *broker*).
+        """
+        return acknowledging(self, message, **options)
 
     def close_subscriptions(self) -> None:
         """End every subscription (the handler calls this when the view returns)."""

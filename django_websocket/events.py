@@ -20,9 +20,14 @@ Data = str | bytes
 
 @dataclass(frozen=True, slots=True)
 class ClientMessage:
-    """A message the client sent: ``str`` for text, ``bytes`` for binary."""
+    """A message the client sent: ``str`` for text, ``bytes`` for binary.
+
+    *id*: the client's id of an acknowledged message (``{"ws": "send"}``, unwrapped: *data*
+    is the message itself), ``None`` for a plain one; see ``django_websocket.acks``.
+    """
 
     data: Data
+    id: str | None = None
 
     def json(self) -> Any:
         """The message decoded as JSON; raises ``ValueError`` if it is not JSON."""

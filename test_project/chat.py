@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from django_websocket import publish
@@ -77,7 +77,7 @@ def _check_length(name: str, value: str, maximum: int) -> None:
         raise InvalidMessage(f"{name!r} must be 1 to {maximum} characters")
 
 
-def post_message(room: Room, handle: str, message: str, color: str) -> Message:
+def post_message(room: Room, handle: str, message: str, color: str, client_id: str | None = None) -> Message:
     """Store a (validated) message and, with it, publish it to the room; return it.
 
     ``durable=True``: the message goes to the outbox in the same transaction as its row, so
@@ -85,10 +85,26 @@ def post_message(room: Room, handle: str, message: str, color: str) -> Message:
     ``messages.json`` on what it hears always finds it; a rolled-back message is never
     announced), and exactly once even when the broker is away: then it is published as
     soon as the broker is back (``django_websocket.outbox``).
+
+    *client_id*: the page's id of an acknowledged message. Stored in the row under a unique
+    constraint, so posting the same id again (a resend whose ack was lost, even on another
+    worker at the same moment) stores and publishes nothing and returns the row stored the
+    first time: the mark and the effect are one transaction, exactly once with no window.
     """
-    with transaction.atomic():
-        stored = Message.objects.create(room=room, handle=handle, message=message, color=color)
-        publish(channel(room.name), stored.as_event(), durable=True)
+    if client_id is not None:
+        existing = Message.objects.filter(client_id=client_id).first()
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            stored = Message.objects.create(
+                room=room, handle=handle, message=message, color=color, client_id=client_id
+            )
+            publish(channel(room.name), stored.as_event(), durable=True)
+    except IntegrityError:
+        if client_id is None:
+            raise
+        return Message.objects.get(client_id=client_id)  # a concurrent resend stored it first
     return stored
 
 

@@ -11,6 +11,8 @@ HANDLE_MAX_LENGTH = 50
 MESSAGE_MAX_LENGTH = 2000
 #: How many messages a room page shows (and ``messages.json`` returns).
 HISTORY_LENGTH = 50
+#: Longest client id of an acknowledged message (``django_websocket.acks.MAX_ID_LENGTH``).
+CLIENT_ID_MAX_LENGTH = 128
 
 
 class Room(models.Model):
@@ -39,6 +41,9 @@ class Message(models.Model):
     message = models.TextField(max_length=MESSAGE_MAX_LENGTH)
     color = models.CharField(max_length=7, default="#000000")
     created = models.DateTimeField(auto_now_add=True, db_index=True)
+    #: The page's id of the message (an acknowledged send), unique: a resend of it is not stored
+    #: again. The row and the id are one write, so "processed" and "marked" cannot part ways.
+    client_id = models.CharField(max_length=CLIENT_ID_MAX_LENGTH, null=True, blank=True, unique=True)
 
     class Meta:
         ordering = ["created", "id"]

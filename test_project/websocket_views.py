@@ -86,15 +86,18 @@ def chat(request, websocket, room):
     room's members see this connection under the handle the page passes as
     ``?handle=`` when it is valid, else under the username ("anonymous" logged out).
 
-    Bad input gets ``{"type": "error", "error": ...}`` sent to this client only; the
-    connection stays open. ``{"type": "resync"}`` (reload ``messages.json``) is sent when
-    the hub may have missed messages it cannot recover (a channel without history).
+    The page sends acknowledged messages (``django_websocket.acks``): each is stored once per
+    client id, then acknowledged; a resend after a reconnection is acknowledged again, not
+    posted twice. Bad input gets a nack (``{"type": "error", "error": ...}`` for a plain
+    message) sent to this client only; the connection stays open. ``{"type": "resync"}``
+    (reload ``messages.json``) is sent when the hub may have missed messages it cannot
+    recover (a channel without history).
     """
     room, _ = Room.objects.get_or_create(name=room)
     websocket.subscribe(chat_rules.channel(room.name), forward=True, resume=True, presence=_presence(request))
     for event in websocket.events():
         if isinstance(event, ClientMessage):
-            _post(websocket, room, event.data)
+            _post(websocket, room, event)
         elif isinstance(event, Resync):
             # Forwarded with resume, the hub recovers what the broker lost, or sends the client
             # a gap frame; a plain Resync means the channel keeps no history to recover from.
@@ -109,12 +112,21 @@ def _presence(request):
         return True  # the username, or "anonymous"
 
 
-def _post(websocket, room, data):
-    """Validate and post one client message; answer problems to this client only."""
+def _post(websocket, room, message):
+    """Validate and post one client message; answer problems to this client only.
+
+    An acknowledged message (``message.id``, sent by the page with ``{ack: true}``) is stored
+    with its id, at most once (``post_message``'s unique ``client_id``), and acknowledged
+    after the commit, or refused with a nack; a resend is acknowledged again, not stored.
+    """
     try:
-        chat_rules.post_message(room, **chat_rules.parse_message(data))
+        chat_rules.post_message(room, **chat_rules.parse_message(message.data), client_id=message.id)
     except chat_rules.InvalidMessage as error:
-        websocket.send_json({"type": "error", "error": str(error)})
-    else:
-        if broker_unavailable():
-            websocket.send_json({"type": "notice", "notice": QUEUED})
+        if message.id is None:
+            websocket.send_json({"type": "error", "error": str(error)})
+        else:
+            websocket.nack(message, str(error))
+        return
+    websocket.ack(message)
+    if broker_unavailable():
+        websocket.send_json({"type": "notice", "notice": QUEUED})

@@ -131,6 +131,20 @@ def gunicorn(
         reader.join(timeout=5)
 
 
+def reload(server: Server) -> tuple[str, str]:
+    """Reload *server* as a deployment would: SIGHUP to its master (our own child process).
+
+    gunicorn boots a new worker, then stops the old one with SIGTERM (our worker waits for the
+    new one, then closes its sockets with 1012: a service restart). Returns the old and the
+    new worker's pid, once the old one has exited. For a one-worker server.
+    """
+    old = server.wait_for_log(r"Booting worker with pid: (\d+)").group(1)
+    os.kill(server.process.pid, signal.SIGHUP)
+    new = server.wait_for_log(rf"Booting worker with pid: (?!{old}\b)(\d+)", timeout=20).group(1)
+    server.wait_for_log(rf"Worker exiting \(pid: {old}\)", timeout=20)
+    return old, new
+
+
 def _wait_until_booted(server: Server, workers: int, timeout: float) -> None:
     """Wait until *workers* workers have logged "Booting worker", so the first request is served."""
     deadline = time.monotonic() + timeout

@@ -11,8 +11,6 @@ waits only. One test runs its own gunicorn with a real Redis, to restart it unde
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.pages import page_factory
 from tests.redis_server import RedisServer
-from tests.servers import ROOT, Server, gunicorn
+from tests.servers import ROOT, Server, gunicorn, reload
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SETTINGS, TIMEOUT_MS, manage
 
 pytestmark = pytest.mark.browser
@@ -278,6 +276,59 @@ def test_messages_sent_while_the_socket_is_down_arrive_once_it_is_back(new_page,
     assert fetched == []  # resumed, not reloaded: no gap
 
 
+#: For a page watched with :func:`_watch_sockets`: its current socket loses the acks the server
+#: sends (the server processed the message; the page never hears so), as when a connection
+#: drops between the two.
+LOSE_ACKS = """() => {
+  const socket = window.lastSocket;
+  const handler = socket.onmessage;
+  socket.onmessage = (event) => {
+    if (!(typeof event.data === "string" && event.data.startsWith('{"ws":"ack"'))) { handler(event); }
+  };
+}"""
+
+
+def test_messages_typed_while_offline_are_posted_once_each_in_order_when_back(
+    new_page, server: Server
+) -> None:
+    """Offline (network cut, socket closed, reconnections refused) alice types three messages: they wait
+    as pending; back online each appears exactly once on both pages, in order, after the one whose
+    ack was lost (resent with its id, stored once)."""
+    alice, bob = _as(new_page(), "alice"), _as(new_page(), "bob")
+    _watch_sockets(alice)
+    _open(alice, server, "/chat/offline/")
+    _open(bob, server, "/chat/offline/")
+    alice.evaluate(LOSE_ACKS)
+    _say(alice, "alice", "zero")
+    expect(bob.locator("#log li.message .text")).to_have_text(["zero"])
+    expect(alice.locator("#log li.message .text")).to_have_text(["zero"])
+    expect(alice.locator("#outbox li.pending .text")).to_have_text(["zero"])  # stored, but no ack came
+
+    alice.context.set_offline(True)
+    alice.evaluate(
+        "window.refuseSockets = true; window.lastSocket.close(4000)"
+    )  # an open socket may outlive offline
+    alice.wait_for_function("window.refused >= 1")
+    for text in ("one", "two", "three"):
+        _say(alice, "alice", text)
+    expect(alice.locator("#outbox li.pending .text")).to_have_text(["zero", "one", "two", "three"])
+    expect(bob.locator("#log li.message")).to_have_count(1)
+
+    alice.context.set_offline(False)
+    _let_connect(alice)
+    everything = ["zero", "one", "two", "three"]
+    for page in (alice, bob):
+        expect(page.locator("#log li.message .text")).to_have_text(everything)
+    expect(alice.locator("#outbox li")).to_have_count(0)
+    stored = bob.evaluate(
+        "fetch('messages.json').then((r) => r.json()).then((r) => r.messages.map((m) => m.message))"
+    )
+    assert stored == everything
+    _say(bob, "bob", "still live")
+    for page in (alice, bob):
+        expect(page.locator("#log li.message .text")).to_have_text([*everything, "still live"])
+
+
 def test_messages_posted_before_the_socket_connects_are_not_lost(new_page, server: Server) -> None:
     """The page resumes from the position it was rendered at: nothing between render and connect is lost."""
     bob, carol, fetched = _bob_and_an_unconnected_page(new_page, server, "/chat/late/", "rendered")
@@ -333,20 +384,6 @@ KEEP_AWAY = """() => {
 }"""
 
 
-def _restart(server: Server) -> tuple[str, str]:
-    """Reload *server* as a deployment would: SIGHUP to its master (our own child process).
-
-    gunicorn boots a new worker, then stops the old one with SIGTERM (our worker waits for the
-    new one, then closes its sockets with 1012: a service restart). Returns the old and the
-    new worker's pid, once the old one has exited.
-    """
-    old = server.wait_for_log(r"Booting worker with pid: (\d+)").group(1)
-    os.kill(server.process.pid, signal.SIGHUP)
-    new = server.wait_for_log(rf"Booting worker with pid: (?!{old}\b)(\d+)", timeout=20).group(1)
-    server.wait_for_log(rf"Worker exiting \(pid: {old}\)", timeout=20)
-    return old, new
-
-
 def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
     browser: Browser, redis_demo: tuple[Server, dict[str, str]]
 ) -> None:
@@ -368,7 +405,7 @@ def test_a_server_restart_loses_no_message_and_the_room_still_shows_who_is_here(
         # second of accepting lands on it); then bob's page comes back, alice's only at the end.
         for page in (alice, bob):
             page.evaluate(KEEP_AWAY)
-        old_pid, new_pid = _restart(server)
+        old_pid, new_pid = reload(server)
         assert old_pid != new_pid
         for page in (alice, bob):
             page.wait_for_function("window.refused >= 1")
@@ -788,3 +825,93 @@ def test_js_reconnect_connects_again_at_once(js: Page) -> None:
     assert js.evaluate("[t.log.closes, t.log.messages, delays]") == [[], [], []]
     js.evaluate("t.client.close(); t.client.reconnect()")
     assert js.evaluate("[created.length, t.client.status]") == [2, "closed"]
+
+
+# websocket.js's acknowledged messages (django_websocket.acks), against the scripted WebSocket
+
+#: Record how the promise *p* of an acknowledged send settles, under *name*, in window.settled.
+SETTLE = """(name) => (p) => p.then(
+  () => window.settled.push([name, "acked"]),
+  (error) => window.settled.push([name, error.name + ": " + error.message]),
+)"""
+
+
+def _sent_frames(js: Page, socket: int) -> list:
+    """What fake socket number *socket* was sent, JSON frames parsed."""
+    return js.evaluate(
+        f"created[{socket}].sent.map((d) => {{ try {{ return JSON.parse(d); }} catch (e) {{ return d; }} }})"
+    )
+
+
+def test_js_acked_send_resolves_on_ack_and_rejects_on_nack(js: Page) -> None:
+    """{ack: true} sends {"ws": "send", "id", "data"}; an ack resolves, a nack rejects; no onmessage."""
+    js.evaluate(f"window.settled = []; window.settle = {SETTLE}; window.t = connect({{json: true}})")
+    js.evaluate("created[0].open(); settle('a')(t.client.send('text', {ack: true})); null")
+    js.evaluate("settle('b')(t.client.sendJSON({b: 1}, {ack: true})); null")
+    first, second = _sent_frames(js, 0)
+    assert (first["ws"], first["data"], second["ws"], second["data"]) == ("send", "text", "send", '{"b":1}')
+    assert first["id"] != second["id"] and js.evaluate("t.client.unacknowledged") == 2
+    js.evaluate(
+        """async ([a, b]) => {
+          created[0].message(JSON.stringify({ws: "ack", id: a}));
+          created[0].message(JSON.stringify({ws: "nack", id: b, error: "'color' must look like #rrggbb"}));
+          created[0].message(JSON.stringify({ws: "ack", id: a}));  // a late duplicate: ignored
+          await flushTimers();
+        }""",
+        [first["id"], second["id"]],
+    )
+    assert js.evaluate("settled") == [["a", "acked"], ["b", "Error: 'color' must look like #rrggbb"]]
+    assert js.evaluate("[t.client.unacknowledged, t.log.messages]") == [0, []]
+
+
+def test_js_outbox_waits_while_away_and_is_resent_in_order_before_anything_newer(js: Page) -> None:
+    """Unacknowledged messages go out after every (re)connection, in order, before onopen's sends."""
+    js.evaluate(
+        f"""() => {{
+          window.settled = []; window.settle = {SETTLE};
+          window.t = connect({{onopen() {{ t.client.send("hello from onopen"); }}}});
+          settle("a")(t.client.send("a", {{ack: true}}));
+          settle("b")(t.client.send("b", {{ack: true}}));
+        }}"""
+    )
+    assert js.evaluate("created[0].sent") == []  # not open yet: they wait
+    js.evaluate("created[0].open()")
+    a, b, hello = _sent_frames(js, 0)
+    assert [a["data"], b["data"], hello] == ["a", "b", "hello from onopen"]
+    js.evaluate("(id) => created[0].message(JSON.stringify({ws: 'ack', id}))", a["id"])
+    js.evaluate("created[0].drop(1006); t.client.send('c', {ack: true}); null")  # while away
+    js.wait_for_function("created.length === 2")
+    js.evaluate("created[1].open(); t.client.send('d', {ack: true}); null")
+    assert _sent_frames(js, 1) == [
+        b,
+        {**b, "data": "c", "id": b["id"][:-1] + "3"},
+        "hello from onopen",
+        {**b, "data": "d", "id": b["id"][:-1] + "4"},
+    ]
+    js.evaluate("flushTimers()")
+    assert js.evaluate("[settled, t.client.unacknowledged]") == [[["a", "acked"]], 3]
+
+
+def test_js_close_for_good_rejects_what_is_pending_and_binary_is_refused(js: Page) -> None:
+    """close() and a final close code reject pending acked messages (and later ones); binary: TypeError."""
+    js.evaluate(
+        f"""async () => {{
+          window.settled = []; window.settle = {SETTLE};
+          window.t = connect(); created[0].open();
+          settle("pending")(t.client.send("x", {{ack: true}}));
+          settle("binary")(t.client.send(new Uint8Array([1]), {{ack: true}}));
+          t.client.close();
+          settle("after")(t.client.send("y", {{ack: true}}));
+          window.u = connect(); created[1].open();
+          settle("forbidden")(u.client.send("z", {{ack: true}}));
+          created[1].drop(4403);
+          await flushTimers();
+        }}"""
+    )
+    assert sorted(js.evaluate("settled")) == [
+        ["after", "Error: closed"],
+        ["binary", "TypeError: acknowledged messages are text"],
+        ["forbidden", "Error: closed"],
+        ["pending", "Error: closed"],
+    ]
+    assert js.evaluate("[t.client.unacknowledged, u.client.unacknowledged]") == [0, 0]

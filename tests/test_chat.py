@@ -20,6 +20,7 @@ from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 
 from django_websocket import last_id, publish
+from django_websocket.acks import send_frame
 from django_websocket.brokers import get_broker, get_hub
 from django_websocket.exceptions import PublishError
 from django_websocket.publishing import presence
@@ -187,6 +188,39 @@ class ChatSocketTests(SocketTestCase):
         sender.send_json({**VALID, "handle": "h" * 50, "message": "m" * 2000, "color": "#ABCdef"})
         self.assertEqual(self.receive_chat(sender)["type"], "message")
         self.assertEqual(self.receive_chat(other)["handle"], "h" * 50)  # the errors never reached it
+        self.assertEqual(Message.objects.count(), 1)
+
+    def test_acknowledged_message_is_stored_once_and_a_resend_is_acknowledged_again(self):
+        """A send frame is stored with its id, published, acked; a resend with its id is acked, not stored."""
+        alice = self.join_chat("acked")
+        bob = self.join_chat("acked")
+        frame = send_frame("page-1", json.dumps(VALID))
+        alice.send(frame)
+        answers = [self.receive_frame(alice), self.receive_frame(alice)]
+        self.assertIn({"ws": "ack", "id": "page-1"}, answers)
+        self.assertEqual(self.receive_chat(bob)["message"], VALID["message"])
+        alice.send(frame)  # the ack was lost: the page resends on its next connection
+        self.assertEqual(self.receive_frame(alice), {"ws": "ack", "id": "page-1"})
+        self.assert_silent(bob)
+        self.assertEqual(Message.objects.get().client_id, "page-1")
+
+    def test_acknowledged_bad_message_gets_a_nack_and_is_not_stored(self):
+        """Invalid input sent with an id is refused with a nack naming the problem."""
+        alice = self.join_chat("acked")
+        alice.send(send_frame("page-2", json.dumps({**VALID, "color": "red"})))
+        frame = self.receive_frame(alice)
+        self.assertEqual((frame["ws"], frame["id"]), ("nack", "page-2"))
+        self.assertIn("color", frame["error"])
+        self.assertFalse(Message.objects.exists())
+
+    def test_post_message_with_a_client_id_stores_it_once_even_when_two_workers_race(self):
+        """A second post of an id returns the first row; so does one that loses the race at the constraint."""
+        room = Room.objects.create(name="race")
+        first = chat_rules.post_message(room, **VALID, client_id="page-9")
+        self.assertEqual(chat_rules.post_message(room, **VALID, client_id="page-9"), first)
+        unseen = mock.Mock(**{"first.return_value": None})  # the other worker's row not visible yet
+        with mock.patch.object(type(Message.objects), "filter", return_value=unseen):
+            self.assertEqual(chat_rules.post_message(room, **VALID, client_id="page-9"), first)
         self.assertEqual(Message.objects.count(), 1)
 
     def test_published_announcement_reaches_members(self):

@@ -28,6 +28,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.queue import Empty, Queue
 
+from ..acks import client_message
 from ..events import (
     ChannelBatch,
     ChannelMessage,
@@ -355,4 +356,4 @@ class Subscriptions:
             except ConnectionClosed as closed:
                 self.inbox.put(closed)
                 return
-            self.inbox.put(ClientMessage(data))
+            self.inbox.put(client_message(data))  # send frames unwrapped, with their id

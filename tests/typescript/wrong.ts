@@ -6,6 +6,8 @@ import { DjangoWebSocket, type DjangoWebSocketStatus } from "django_websocket/we
 const text = new DjangoWebSocket("ws://127.0.0.1/ws/echo/");
 text.send(42); // expect TS2345
 text.sendJSON(); // expect TS2554
+const acked: boolean = text.send("hi", { ack: true }); // expect TS2322
+text.send(new Uint8Array([1]), { ack: true }); // expect TS2769
 const length: number = text.lastId("chat:lobby").length; // expect TS2531
 text.onmessage = (data) => data.toUpperCase(); // expect TS2339
 text.status = "open"; // expect TS2540
@@ -23,4 +25,4 @@ new DjangoWebSocket(); // expect TS2554
 
 const status: DjangoWebSocketStatus = "reconnecting"; // expect TS2820
 
-export { length, status };
+export { acked, length, status };

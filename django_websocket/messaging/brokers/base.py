@@ -20,6 +20,8 @@ from ..redis_pubsub import PubSubConnection
 #: Seconds a publish token is remembered (``publish(once=...)``): how long a relay may take to
 #: record a delivery (delete its outbox row) without the message ever going out twice.
 ONCE_TTL = 3600
+#: Markers the in-process broker keeps at most (:meth:`Broker.remember`): the oldest go first.
+REMEMBER_LIMIT = 100_000
 
 
 class Broker(ABC):
@@ -92,6 +94,21 @@ class Broker(ABC):
     @abstractmethod
     def members(self, channel: str) -> list[dict]:
         """Every connection in *channel*'s presence: its member dict, in no particular order."""
+
+    def remember(self, scope: str, token: str, ttl: int) -> bool:
+        """Mark *token* of *scope* (a channel-like name) as seen for *ttl* seconds; ``False`` if it was.
+
+        Atomic across every process sharing the broker (``SET NX EX`` on Redis, one key per
+        token, named after ``key(scope)`` so that a cluster keeps a scope's markers on one
+        shard): of concurrent callers with the same token exactly one gets ``True``. The
+        exactly-once window of acknowledged client messages (``django_websocket.acks``).
+        Raises ``PublishError`` when the server does not answer, ``ValueError`` for a bad *scope*.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no markers")
+
+    def forget(self, scope: str, token: str) -> None:
+        """Drop *token*'s marker (processing failed: a resend must be processed). No error if absent."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no markers")
 
     def attach(self, hub: Any) -> None:  # noqa: B027 - optional: only in-process brokers track hubs
         """*hub* (a :class:`~django_websocket.messaging.hub.Hub`) of this broker was created."""

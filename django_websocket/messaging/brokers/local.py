@@ -19,7 +19,7 @@ from ...events import ChannelMessage, Data, PresenceChange
 from ..history import Entry, LocalHistory, Reading
 from ..options import Options
 from ..presence import change
-from .base import ONCE_TTL, Broker
+from .base import ONCE_TTL, REMEMBER_LIMIT, Broker
 
 
 class LocalBroker(Broker):
@@ -36,6 +36,8 @@ class LocalBroker(Broker):
         self._members: dict[str, dict[str, dict]] = {}
         #: Publish tokens seen (``publish(once=...)``), with their expiry, oldest first.
         self._tokens: OrderedDict[str, float] = OrderedDict()
+        #: ``remember()`` markers, (scope, token) -> expiry, oldest first; at most REMEMBER_LIMIT.
+        self._markers: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def attach(self, hub: Any) -> None:
         with self._lock:
@@ -64,6 +66,26 @@ class LocalBroker(Broker):
                 return False
             self._tokens[token] = now + ONCE_TTL
             return True
+
+    def remember(self, scope: str, token: str, ttl: int) -> bool:
+        """In a bounded dict: past ``REMEMBER_LIMIT`` markers the oldest are forgotten early."""
+        self.key(scope)  # the same names as everywhere
+        now = time.monotonic()
+        marker = (scope, token)
+        with self._lock:
+            markers = self._markers
+            expiry = markers.get(marker)
+            if expiry is not None and expiry >= now:
+                return False
+            while markers and (len(markers) >= REMEMBER_LIMIT or next(iter(markers.values())) < now):
+                markers.popitem(last=False)  # expired (mixed ttls: later ones are checked on lookup)
+            markers[marker] = now + ttl
+            markers.move_to_end(marker)
+            return True
+
+    def forget(self, scope: str, token: str) -> None:
+        with self._lock:
+            self._markers.pop((scope, token), None)
 
     def deliver(self, key: str, item: ChannelMessage | PresenceChange) -> int:
         """Hand *item* to every hub of the process; return the sockets subscribed to *key*."""

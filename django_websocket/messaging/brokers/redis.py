@@ -42,6 +42,8 @@ logger = logging.getLogger("django_websocket")
 REDIS_CONNECTIONS = 16
 HISTORY_SUFFIX = "~history"
 ONCE_SUFFIX = "~once:"
+#: Suffix of ``remember()``'s markers: ``<key(scope)>~seen:<token>``.
+SEEN_SUFFIX = "~seen:"
 PRESENCE_SUFFIX = "~presence"
 MEMBERS_SUFFIX = "~members"
 
@@ -268,6 +270,14 @@ class RedisBroker(Broker):
         args = [kind, raw, rule.size, ttl, *([ONCE_TTL] if marker else [])]
         message_id, receivers = self._call(lambda: script(keys=keys, args=args), "publish to")
         return _text(message_id), int(receivers)
+
+    def remember(self, scope: str, token: str, ttl: int) -> bool:
+        marker = self.key(scope) + SEEN_SUFFIX + token
+        return bool(self._call(lambda: self.client.set(marker, b"1", nx=True, ex=ttl), "write to"))
+
+    def forget(self, scope: str, token: str) -> None:
+        marker = self.key(scope) + SEEN_SUFFIX + token
+        self._call(lambda: self.client.delete(marker), "write to")
 
     def read_history(self, channel: str, since: str | None) -> Reading:
         script = self._script(READ_SCRIPT)

@@ -36,4 +36,8 @@ declare namespace DjangoWebSocket {
   type PresenceFrame = import("./websocket.esm.js").PresenceFrame;
   type PresenceDiffFrame = import("./websocket.esm.js").PresenceDiffFrame;
   type JoinOrLeaveFrame = import("./websocket.esm.js").JoinOrLeaveFrame;
+  type AckFrame = import("./websocket.esm.js").AckFrame;
+  type NackFrame = import("./websocket.esm.js").NackFrame;
+  type SendFrame = import("./websocket.esm.js").SendFrame;
+  type SendOptions = import("./websocket.esm.js").SendOptions;
 }

@@ -115,6 +115,32 @@ export interface PresenceDiffFrame {
   leaves: PresenceConnection[];
 }
 
+/** `{"ws": "ack"}`: the server processed acknowledged message *id* (or had before: a resend). */
+export interface AckFrame {
+  ws: "ack";
+  id: string;
+}
+
+/** `{"ws": "nack"}`: the server refused acknowledged message *id* for good; it is not resent. */
+export interface NackFrame {
+  ws: "nack";
+  id: string;
+  error: string;
+}
+
+/** The client's `{"ws": "send"}`: an acknowledged message, resent with the same id until answered. */
+export interface SendFrame {
+  ws: "send";
+  id: string;
+  data: string;
+}
+
+/** `send()`'s and `sendJSON()`'s second argument. */
+export interface SendOptions {
+  /** Keep the message until the server acknowledges it, resending after reconnections; returns a promise. */
+  ack?: boolean;
+}
+
 /**
  * The resume protocol's frames (docs/topics/history.md): JSON text frames with a "ws"
  * key that a view subscribed with `forward=True, resume=True` sends. The client consumes
@@ -126,7 +152,9 @@ export type ProtocolFrame =
   | GapFrame
   | PresenceFrame
   | PresenceDiffFrame
-  | JoinOrLeaveFrame;
+  | JoinOrLeaveFrame
+  | AckFrame
+  | NackFrame;
 
 /**
  * `onmessage`: *data* is the message (see `DjangoWebSocket`'s `Data`), *event* the
@@ -178,7 +206,8 @@ export interface DjangoWebSocketJSONOptions<Data = JSONValue | ArrayBuffer> exte
 
 /**
  * A WebSocket that reconnects (full-jitter backoff), resumes channels where it left
- * off and keeps track of who is in them. Nothing is queued while disconnected.
+ * off and keeps track of who is in them. Plain messages are not queued while disconnected;
+ * acknowledged ones (`send(text, {ack: true})`) wait in an outbox until the server answers.
  *
  * `Data` is what `onmessage` receives: `string | ArrayBuffer` (binary frames) without
  * `json`; with `json: true`, `JSONValue | ArrayBuffer` unless you name the type your
@@ -214,10 +243,20 @@ export interface DjangoWebSocket<Data = unknown> {
   presence(channel: string): PresenceMember[];
   /** The URL of the next connection: `url` with a `since=<channel>@<id>` parameter per known position. */
   connectionUrl(): string;
+  /**
+   * Send text acknowledged: a promise resolved once the server processed it, rejected on a
+   * nack (the server's error as the message) or when the client closes for good. Kept and
+   * resent after reconnections until then.
+   */
+  send(data: string, options: SendOptions & { ack: true }): Promise<void>;
   /** Send a message as it is; false (and nothing sent) unless open. */
-  send(data: string | ArrayBufferLike | Blob | ArrayBufferView): boolean;
+  send(data: string | ArrayBufferLike | Blob | ArrayBufferView, options?: SendOptions & { ack?: false }): boolean;
+  /** Send *obj* as JSON text acknowledged: see `send(data, {ack: true})`. */
+  sendJSON(obj: unknown, options: SendOptions & { ack: true }): Promise<void>;
   /** Send *obj* as JSON text; false (and nothing sent) unless open. */
-  sendJSON(obj: unknown): boolean;
+  sendJSON(obj: unknown, options?: SendOptions & { ack?: false }): boolean;
+  /** How many acknowledged messages wait for their answer. */
+  readonly unacknowledged: number;
   /** Close for good (default 1000, ""): no reconnection afterwards, status "closed". */
   close(code?: number, reason?: string): void;
   /** Drop the connection and connect again at once (to `url`), resuming; nothing after `close()`. */

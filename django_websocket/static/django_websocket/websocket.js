@@ -30,6 +30,8 @@
  *       token: () => fetch("/socket-token/").then((r) => r.json()).then((r) => r.token),
  *     });
  *     socket.sendJSON({message: "hi"});              // false when not open: nothing is queued
+ *     socket.sendJSON({message: "hi"}, {ack: true})  // a promise: resolved once the server processed it
+ *       .then(() => ..., (error) => ...);            // rejected on a nack (error.message) or close()
  *     socket.lastId("chat:lobby");                   // the last id seen, or null
  *     socket.presence("chat:lobby");                 // what onpresence got last
  *     socket.url = newUrl; socket.reconnect();       // connect again now (resuming)
@@ -61,9 +63,24 @@
  * failed and retried later) connects without one. A refused token (HTTP 401) looks
  * like any failed connection to the page: close code 1006, then a retry.
  *
- * Messages are not queued while disconnected: send() returns false instead. What
+ * Plain messages are not queued while disconnected: send() returns false instead. What
  * the client missed comes back by itself from views that subscribe with
  * resume=True (below); for anything else, onopen is the place to reload.
+ *
+ * Acknowledged messages (docs/topics/channels.md, django_websocket.acks): send(text,
+ * {ack: true}) and sendJSON(obj, {ack: true}) return a promise instead of a boolean. The
+ * message goes out as {"ws": "send", "id", "data": text} (text only: binary data is refused
+ * with a TypeError) and stays in an outbox until the server answers {"ws": "ack", "id"}
+ * (the promise resolves) or {"ws": "nack", "id", "error"} (it rejects with an Error whose
+ * message is the error; never resent). While disconnected it waits there; after every
+ * (re)connection, before onopen, the whole outbox is sent again, in order, so it precedes
+ * anything sent later. Resends keep their id: a view that deduplicates by id processes
+ * each message once (acknowledging it again when its ack was lost). No timer resends on a
+ * live connection: TCP delivers the frame or the connection fails, and a view that fails
+ * closes it. The outbox is in memory: a page that reloads loses what was unacknowledged
+ * (sessionStorage would keep the data but not the promises, and two tabs restored from
+ * one session would share it). close() for good, and a final close code, reject what is
+ * pending with an Error "closed". Ids: a random UUID per client, then a counter.
  *
  * History, resume and presence (docs/topics/history.md): a view's
  * websocket.subscribe(channel, forward=True, resume=True, presence=...) makes the
@@ -112,6 +129,15 @@
   const TOKEN_PROTOCOL = "django-websocket";
 
   function noop() {}
+
+  /** A random prefix for this client's message ids, unique across pages and tabs. */
+  function randomPrefix() {
+    const crypto = global.crypto;
+    if (crypto && typeof crypto.randomUUID === "function") {
+      return crypto.randomUUID();
+    }
+    return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
+  }
 
   /** The since query parameter's value of *channel* at *id* ("@" never occurs in channel names). */
   function sinceValue(channel, id) {
@@ -180,6 +206,9 @@
       this._members = new Map(); // channel -> Map(conn -> member)
       this._binary = null; // {channel, id} of a "binary" message frame awaiting its data frame
       this._connection = 0; // counts _connect() calls: a token arriving for an older one is dropped
+      this._outbox = new Map(); // id -> {frame, resolve, reject}, in send order: unacknowledged messages
+      this._idPrefix = randomPrefix();
+      this._sent = 0; // acknowledged messages sent: the ids' counter
       for (const [channel, id] of Object.entries(options.since || {})) {
         this._remember(channel, id);
       }
@@ -233,8 +262,14 @@
       return path + "?" + kept.concat(since).join("&");
     }
 
-    /** Send a string, Blob or ArrayBuffer; return false (and send nothing) unless open. */
-    send(data) {
+    /**
+     * Send a string, Blob or ArrayBuffer; return false (and send nothing) unless open.
+     * With {ack: true}: send a string acknowledged, return a promise (see the header).
+     */
+    send(data, options) {
+      if (options && options.ack) {
+        return this._sendAcked(data);
+      }
       if (!this.socket || this.socket.readyState !== WebSocket.OPEN) {
         return false;
       }
@@ -242,9 +277,60 @@
       return true;
     }
 
-    /** Send *obj* as JSON text; return false (and send nothing) unless open. */
-    sendJSON(obj) {
-      return this.send(JSON.stringify(obj));
+    /** Send *obj* as JSON text; return false (and send nothing) unless open; {ack: true} as send(). */
+    sendJSON(obj, options) {
+      return this.send(JSON.stringify(obj), options);
+    }
+
+    /** How many acknowledged messages wait for their ack (or nack). */
+    get unacknowledged() {
+      return this._outbox.size;
+    }
+
+    _sendAcked(data) {
+      if (typeof data !== "string") {
+        return Promise.reject(new TypeError("acknowledged messages are text"));
+      }
+      if (this._stopped) {
+        return Promise.reject(new Error("closed"));
+      }
+      this._sent += 1;
+      const id = this._idPrefix + "-" + this._sent;
+      const frame = JSON.stringify({ws: "send", id, data});
+      return new Promise((resolve, reject) => {
+        this._outbox.set(id, {frame, resolve, reject});
+        if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+          this.socket.send(frame); // otherwise the next open sends it
+        }
+      });
+    }
+
+    /** Send the outbox again, in order (after an open: before anything newer). */
+    _resend() {
+      for (const entry of this._outbox.values()) {
+        this.socket.send(entry.frame);
+      }
+    }
+
+    /** Settle message *id* with an ack (*error* undefined) or a nack; an unknown id is a late duplicate. */
+    _answered(id, error) {
+      const entry = this._outbox.get(id);
+      if (!entry) {
+        return;
+      }
+      this._outbox.delete(id);
+      if (error === undefined) {
+        entry.resolve();
+      } else {
+        entry.reject(new Error(String(error)));
+      }
+    }
+
+    /** Reject every pending acknowledged message: the client stopped for good. */
+    _abandon() {
+      const pending = Array.from(this._outbox.values());
+      this._outbox.clear();
+      pending.forEach((entry) => entry.reject(new Error("closed")));
     }
 
     /** Close for good: no reconnection afterwards, status "closed". */
@@ -255,6 +341,7 @@
         this.socket.close(code, reason);
       }
       this._setStatus("closed");
+      this._abandon();
     }
 
     /**
@@ -315,6 +402,9 @@
       socket.onopen = (event) => {
         this._attempt = 0;
         this._setStatus("open");
+        if (socket === this.socket) {
+          this._resend();
+        }
         this.onopen(event);
       };
       socket.onmessage = (event) => {
@@ -354,12 +444,22 @@
         return null;
       }
       const isObject = frame !== null && typeof frame === "object" && !Array.isArray(frame);
-      return isObject && typeof frame.ws === "string" && typeof frame.channel === "string" ? frame : null;
+      if (!isObject || typeof frame.ws !== "string") {
+        return null;
+      }
+      const answer = (frame.ws === "ack" || frame.ws === "nack") && typeof frame.id === "string";
+      return answer || typeof frame.channel === "string" ? frame : null;
     }
 
     _handleFrame(frame, event) {
       const channel = frame.channel;
       switch (frame.ws) {
+        case "ack":
+          this._answered(frame.id);
+          return;
+        case "nack":
+          this._answered(frame.id, frame.error === undefined ? "refused" : frame.error);
+          return;
         case "message":
           if (frame.binary) {
             this._binary = {channel, id: frame.id}; // the data is the next frame
@@ -453,6 +553,7 @@
       if (!willReconnect) {
         this._stopped = true;
         this._setStatus("closed");
+        this._abandon();
         return;
       }
       if (event.code === SERVICE_RESTART) {

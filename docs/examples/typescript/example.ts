@@ -76,6 +76,15 @@ document.getElementById("send")?.addEventListener("click", () => {
   }
 });
 
+// Acknowledged: kept and resent after reconnections until the view acknowledges it.
+document.getElementById("send-acked")?.addEventListener("click", () => {
+  const acked: Promise<void> = socket.sendJSON({ handle: "alice", message: "hi" }, { ack: true });
+  acked.then(
+    () => show(`posted (${socket.unacknowledged} still pending)`),
+    (error: Error) => show(`refused: ${error.message}`),
+  );
+});
+
 // Without json, messages are strings or ArrayBuffers, and the types say so.
 const echo = new DjangoWebSocket("wss://example.com/ws/echo/", {
   onopen() {

@@ -78,6 +78,15 @@ def test_keys_carry_the_channel_as_hash_tag():
             broker.key(bad)
 
 
+def test_remember_markers_carry_their_scope_as_hash_tag(cluster):
+    """A scope's markers are one shard's keys, set once across brokers."""
+    first, second = ClusterBroker(cluster.url, Options()), ClusterBroker(cluster.url, Options())
+    token = fresh("token")
+    assert first.remember("acks:room", token, 30) is True
+    assert second.remember("acks:room", token, 30) is False
+    assert first.client.exists("django_websocket:{acks:room}~seen:" + token) == 1
+
+
 @pytest.fixture(scope="module")
 def cluster():
     from tests.redis_cluster import RedisClusterGroup

@@ -77,3 +77,26 @@ def test_presence_joins_and_leaves_reach_members_as_objects():
     gevent.sleep(PRESENCE_BATCH * 2)
     assert [(diff.joins, diff.leaves) for diff in box.presence] == [((member,), ()), ((), (member,))]
     assert [type(change) for diff in box.presence for change in diff.changes()] == [Join, Leave]
+
+
+def test_remember_marks_a_token_once_per_scope_until_forgotten_or_expired():
+    """remember() is True the first time only, per scope; forget() and the ttl free the token."""
+    broker = LocalBroker(Options())
+    assert broker.remember("acks", "page-1", 60) is True
+    assert broker.remember("acks", "page-1", 60) is False
+    assert broker.remember("other", "page-1", 60) is True
+    broker.forget("acks", "page-1")
+    broker.forget("acks", "never-seen")
+    assert broker.remember("acks", "page-1", 60) is True
+    assert broker.remember("acks", "short", -1) is True  # expired at once
+    assert broker.remember("acks", "short", 60) is True
+
+
+def test_remember_keeps_a_bounded_number_of_markers(monkeypatch):
+    """Past REMEMBER_LIMIT markers the oldest are forgotten first."""
+    monkeypatch.setattr("django_websocket.messaging.brokers.local.REMEMBER_LIMIT", 3)
+    broker = LocalBroker(Options())
+    for token in "abcd":
+        assert broker.remember("acks", token, 60)
+    assert [broker.remember("acks", token, 60) for token in "bcd"] == [False, False, False]
+    assert broker.remember("acks", "a", 60) is True

@@ -95,3 +95,23 @@ def test_presence_of_a_10000_member_room_answers_in_milliseconds(redis_server):
     elapsed = time.perf_counter() - started
     print(f"presence of 10,000 members read in {elapsed * 1000:.1f} ms")
     assert len(listed) == 10_000 and elapsed < 1.0
+
+
+def test_remember_is_one_set_nx_shared_by_every_broker_of_the_redis(redis_server):
+    """Two brokers (two workers): the first remember() wins, forget() frees it, the key expires."""
+    first, second = RedisBroker(redis_server.url, Options()), RedisBroker(redis_server.url, Options())
+    token = fresh()
+    assert first.remember("acks", token, 30) is True
+    assert second.remember("acks", token, 30) is False
+    assert 0 < redis_server.client().ttl(first.key("acks") + "~seen:" + token) <= 30
+    second.forget("acks", token)
+    assert first.remember("acks", token, 30) is True
+
+
+def test_remember_with_redis_down_raises_publish_error():
+    """No answer: PublishError, nothing assumed."""
+    broker = RedisBroker("redis://127.0.0.1:1/0", Options(timeout=0.5))
+    with pytest.raises(PublishError):
+        broker.remember("acks", "token", 30)
+    with pytest.raises(PublishError):
+        broker.forget("acks", "token")

@@ -10,7 +10,8 @@ This process (pinned to CPU 1, one thread, non-blocking sockets) opens N websock
 then closes them at R per second, reading everything each socket receives. It prints, per checkout:
 
 * presence frames and bytes received per client (``presence``, ``presence_diff``, ``join``, ``leave``
-  frames): mean and max over the clients;
+  frames): mean and max over the clients, and the joins and leaves they carried (a worker that cannot
+  keep up shows here: its clients close before the backlog reaches them);
 * the worker's CPU seconds over the whole churn (from ``/proc/<pid>/stat``), and per join + leave.
 
 Exit status 0; 2 if a server could not start.
@@ -50,13 +51,17 @@ class Member:
         self.read = 0
         self.frames = 0
         self.bytes = 0
+        self.changes = 0  # joins and leaves received, however batched
 
     def count(self) -> None:
         for text in self.client.messages[self.read :]:
             if isinstance(text, str) and text.startswith('{"ws":'):
-                if json.loads(text).get("ws") in PRESENCE_KINDS:
+                frame = json.loads(text)
+                if frame.get("ws") in PRESENCE_KINDS:
                     self.frames += 1
                     self.bytes += len(text.encode())
+                    self.changes += len(frame.get("joins", ())) + len(frame.get("leaves", ()))
+                    self.changes += frame.get("ws") in ("join", "leave")
         self.read = len(self.client.messages)
 
 
@@ -109,8 +114,10 @@ def measure(tree: Path, redis_url: str, sockets: int, rate: float) -> dict:
         members = churn(server.port, sockets, rate)
         cpu = cpu_seconds(server.worker_pid) - before
     frames = [member.frames for member in members]
+    changes = [member.changes for member in members]
     sizes = [member.bytes for member in members]
     return {
+        "changes mean": statistics.mean(changes),
         "frames mean": statistics.mean(frames),
         "frames max": max(frames),
         "KB mean": statistics.mean(sizes) / 1024,

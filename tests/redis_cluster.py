@@ -14,13 +14,11 @@ import random
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 
-import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from tests.managed import Managed
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, wait_until
 
 REDIS_CLI = "/usr/bin/redis-cli"
 NODES = 6
@@ -106,7 +104,7 @@ class RedisClusterGroup(Managed):
             infos = [master.client().info("replication") for master in self.masters()]
             return len(infos) == 3 and all(_in_sync(info) for info in infos)
 
-        _poll(in_sync, timeout or self.startup_timeout, "the replicas were not in sync")
+        wait_until(in_sync, timeout or self.startup_timeout, "the replicas in sync", 0.1, RuntimeError)
 
     def wait_until_ok(self, timeout: float | None = None) -> None:
         """Return once every running node reports ``cluster_state:ok``."""
@@ -116,7 +114,7 @@ class RedisClusterGroup(Managed):
             states = [node.client().execute_command("CLUSTER", "INFO") for node in running]
             return all(b"cluster_state:ok" in _bytes(state) for state in states)
 
-        _poll(ok, timeout or self.startup_timeout, "the cluster did not become ok")
+        wait_until(ok, timeout or self.startup_timeout, "cluster_state:ok on every node", 0.1, RuntimeError)
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving *key*'s slot now."""
@@ -141,26 +139,12 @@ class RedisClusterGroup(Managed):
             owner = [entry for entry in slots if entry[0] <= slot <= entry[1]]
             return bool(owner) and owner[0][2][1] != old.port
 
-        _poll(taken_over, timeout, f"no replica took over from 127.0.0.1:{old.port}")
+        wait_until(taken_over, timeout, f"a replica taking over from 127.0.0.1:{old.port}", 0.1, RuntimeError)
         self.wait_until_ok(timeout=max(0.1, deadline - time.monotonic()))
 
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-
-def _poll(condition: Callable[[], bool], timeout: float, failure: str) -> None:
-    """Poll the cluster's own state until *condition()*; ``RuntimeError(failure)`` after *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass  # a node still starting, or one just killed
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{failure} within {timeout} s")
-        time.sleep(0.1)  # polling the cluster's own state, not synchronising with ours
 
 
 def _in_sync(info: dict) -> bool:

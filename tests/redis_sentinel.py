@@ -29,7 +29,7 @@ from pathlib import Path
 import redis
 
 from tests.managed import Managed
-from tests.redis_server import PORT_ATTEMPTS, REDIS_SERVER, RedisServer, free_port
+from tests.redis_server import PORT_ATTEMPTS, REDIS_SERVER, RedisServer, free_port, wait_until
 
 SERVICE = "mymaster"
 #: A sentinel calls the primary down after this long without an answer.
@@ -46,20 +46,6 @@ sentinel down-after-milliseconds {service} {down_after}
 sentinel failover-timeout {service} {failover_timeout}
 sentinel parallel-syncs {service} 1
 {extra}"""
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll *condition()* until true; ``AssertionError`` naming *what* after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass  # a server still starting or just killed: ask again
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s")
-        time.sleep(interval)
 
 
 def tls_options(tls: Path, port: int) -> list[tuple[str, str]]:

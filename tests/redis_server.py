@@ -183,3 +183,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    error: type[Exception] = AssertionError,
+) -> None:
+    """Poll a Redis server's own state until *condition()*; *error* naming *what* after *timeout* s.
+
+    A ``RedisError`` from *condition* (a server still starting, or just killed) means: ask again.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise error(f"{what} within {timeout} s")
+        time.sleep(interval)  # polling a server we do not control, not synchronising with our own process

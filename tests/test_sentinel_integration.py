@@ -21,10 +21,11 @@ from websockets.sync.client import ClientConnection
 
 from django_websocket import publish
 from django_websocket.exceptions import PublishError
-from tests.redis_sentinel import SentinelGroup, wait_until
+from tests.redis_sentinel import SentinelGroup
+from tests.redis_server import wait_until
+from tests.resume_client import Client
 from tests.servers import gunicorn
 from tests.test_fanout_integration import Clients
-from tests.test_history_integration import Client
 
 #: Sockets on the broadcast room, spread over both workers.
 CROWD = 20

@@ -202,14 +202,20 @@ class Hub:
             else:
                 kind, message_id, data = split_payload(payload)
                 items.append(ChannelMessage(channel, decode_data(kind, data), message_id, kind))
-        return self.dispatch(key, items)
+        return self.dispatch(key, items, channel)
 
-    def dispatch(self, key: str, items: list[ChannelMessage | PresenceChange]) -> int:
-        """Hand messages and presence changes of *key*, in order, to its every mailbox; return how many."""
+    def dispatch(
+        self, key: str, items: list[ChannelMessage | PresenceChange], channel: str | None = None
+    ) -> int:
+        """Hand messages and presence changes of *key*, in order, to its every mailbox; return how many.
+
+        *channel*: the channel of *key*, when the caller has it already.
+        """
         mailboxes = self.mailboxes.get(key)
         if not mailboxes:
             return 0
-        channel = self.channel_name(key)
+        if channel is None:
+            channel = self.channel_name(key)
         waiting = self._recovering.get(channel)
         if waiting is not None:
             waiting.append((key, items))

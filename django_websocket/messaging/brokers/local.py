@@ -21,6 +21,10 @@ from ..options import Options
 from ..presence import change
 from .base import ONCE_TTL, REMEMBER_LIMIT, Broker
 
+#: ``publish(once=token)`` remembers ``once:<token>`` under the channel, as ``remember()`` does any
+#: marker: one bounded store for both, so durable publishing cannot grow it without limit.
+ONCE_PREFIX = "once:"
+
 
 class LocalBroker(Broker):
     """Publish/subscribe, history and presence inside this process."""
@@ -34,8 +38,6 @@ class LocalBroker(Broker):
         self._lock = threading.Lock()
         #: channel -> conn -> member dict.
         self._members: dict[str, dict[str, dict]] = {}
-        #: Publish tokens seen (``publish(once=...)``), with their expiry, oldest first.
-        self._tokens: OrderedDict[str, float] = OrderedDict()
         #: ``remember()`` markers, (scope, token) -> expiry, oldest first; at most REMEMBER_LIMIT.
         self._markers: OrderedDict[tuple[str, str], float] = OrderedDict()
 
@@ -46,7 +48,7 @@ class LocalBroker(Broker):
     def publish(
         self, channel: str, key: str, kind: bytes, data: Data, once: str | None = None
     ) -> tuple[str, int]:
-        if once is not None and not self._first_time(once):
+        if once is not None and not self.remember(channel, ONCE_PREFIX + once, ONCE_TTL):
             return "", -1
         rule = self.options.policy(channel)
         message_id = ""
@@ -55,17 +57,6 @@ class LocalBroker(Broker):
             message_id = self.history.append(channel, key, kind, stored, rule)
         message = ChannelMessage(channel, data, message_id or None, kind)
         return message_id, self.deliver(key, message)
-
-    def _first_time(self, token: str) -> bool:
-        """Remember *token* for ``ONCE_TTL`` seconds; False if it was already there."""
-        now = time.monotonic()
-        with self._lock:
-            while self._tokens and next(iter(self._tokens.values())) < now:
-                self._tokens.popitem(last=False)  # the oldest first: they expire in order
-            if token in self._tokens:
-                return False
-            self._tokens[token] = now + ONCE_TTL
-            return True
 
     def remember(self, scope: str, token: str, ttl: int) -> bool:
         """In a bounded dict: past ``REMEMBER_LIMIT`` markers the oldest are forgotten early."""

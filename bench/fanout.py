@@ -11,20 +11,25 @@ on 127.0.0.1, no persistence) and three servers, one process (one worker) each, 
   ASGI app with one shared ``redis.asyncio`` subscriber per process, sending each message to every
   member of the room (skipped, with a note, when uvicorn is not installed).
 
-For every (round, server) a client process pinned to CPU 1 (``python bench/fanout.py client …``; Redis is
-pinned there too) opens N websockets to ``/broadcast/<room>/``, waits until all are subscribed, and runs:
+For every (round, server) a client pinned to CPU 1 (``python bench/fanout.py client …``; Redis is pinned
+there too) opens N websockets to ``/broadcast/<room>/``, split over ``--receivers`` processes (default 2),
+waits until all are subscribed, and runs:
 
 * steady — one broadcast per second for D seconds: delivery latency p50/p99/max over the N×D deliveries;
 * burst  — M messages published back to back: deliveries/s = N×M ÷ (first publish → last delivery).
 
+``--scenario broadcast`` is the same with as many sockets as one worker can hold (its open-file limit
+less 100: 19,900 here), a 5 s steady phase and a 20-message burst: time to the last socket, deliveries/s.
+
 Every message is a 32-byte text payload holding its kind, a sequence number and ``time.time_ns()`` taken
 just before it was published; the client checks every socket got every message once, in order. A
-delivery's time is the kernel's receive timestamp (``SO_TIMESTAMPNS``, the same clock), so the client
-reads at its own pace without adding to the figures — and without making the server wake it up for every
-frame, which remote clients would not cost it either: during steady it reads each message 0.8 s after
-publishing it, during a burst every 50 ms. Publishing goes through the library's own
-``django_websocket.publish()`` for ours (Django set up in the client process) and a plain ``PUBLISH`` of
-the raw payload to the same Redis channel for the references.
+delivery's time is the kernel's receive timestamp (``SO_TIMESTAMPNS``, the same clock), not the time a
+receiver got round to reading it. During steady the receivers read as messages arrive, one frame per
+read (``--lazy-steady``: 0.8 s after publishing, as before; a segment that arrives later — the server's
+keepalive ping — can then be merged into the unread one and lend it its later timestamp); during a
+burst every 50 ms, without making the server wake them for every frame. Publishing goes through the
+library's own ``django_websocket.publish()`` for ours (Django set up in the client process) and a plain
+``PUBLISH`` of the raw payload to the same Redis channel for the references.
 
 Exit status: 0 if every run was clean, 1 if a message was lost or a run errored, 2 if a server or Redis
 could not start. Slowness is reported (next to the targets), never an error.
@@ -33,9 +38,11 @@ could not start. Slowness is reported (next to the targets), never an error.
 from __future__ import annotations
 
 import argparse
+import array
 import collections
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -63,6 +70,7 @@ SERVER_CPU, LOADGEN_CPU = echo_bench.SERVER_CPU, echo_bench.LOADGEN_CPU
 PREFIX = "django_websocket:"  # WEBSOCKET_CHANNEL_PREFIX's default: the baseline subscribes to the same names
 TARGET_RATE = 100_000  # deliveries/s per worker at full rate (the issue's target)
 TARGET_P99_MS = 20.0  # steady-rate p99 delivery latency (the issue's target)
+RECEIVERS = 2  # client processes by default: the load side has one core, and they only read lazily
 
 # Payload: kind, 7-digit sequence, space, 19-digit time.time_ns(), padded to 32 bytes. Server frames are
 # then 34 bytes (RFC 6455 §5.2: 2 header bytes, unmasked), like the echo bench's.
@@ -71,6 +79,7 @@ SIZE = 32
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
 TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
 ANCILLARY = socket.CMSG_SPACE(TIMESPEC.size)
+HEADER_MAX = 10  # bytes of the longest server frame header (RFC 6455 §5.2: 64-bit length, unmasked)
 READ_EVERY = 0.05  # s between the client's reads during a burst
 WATCH = 0.25  # s after each steady message during which CPU 0's use by other processes is noted
 QUIET_MS = 10  # at most this much of it (one /proc/stat tick) and the message counts as undisturbed
@@ -128,6 +137,7 @@ class FanoutClient:
         self.slowest: list[int] = []
         self.fastest: list[int] = []
         self.stamps = [0, 0]  # reads timed by the kernel, by time.time_ns() (no timestamp came)
+        self.frame_reads = False  # read one frame at a time (steady: exact per-message times)
 
     # connections ------------------------------------------------------------------------------------
 
@@ -183,13 +193,16 @@ class FanoutClient:
 
         A read's time is the kernel's receive timestamp of the last segment it returned
         (``SO_TIMESTAMPNS``), not the time of the read, so the client's own pace does not count.
+        With ``frame_reads`` a read ends at the end of the next frame: a later segment (the
+        server's keepalive ping, say) cannot lend the message its later timestamp.
         """
         socks, ancillary, stamps = self.socks, ANCILLARY, self.stamps
         events = self.ep.poll(timeout, 2 * self.n)
         for fd, _ev in events:
             i = self.index[fd]
             try:
-                data, anc, _flags, _addr = socks[i].recvmsg(262144, ancillary)
+                size = self._frame_end(i) if self.frame_reads else 262144
+                data, anc, _flags, _addr = socks[i].recvmsg(size, ancillary)
             except BlockingIOError:
                 continue
             except OSError as exc:
@@ -208,6 +221,28 @@ class FanoutClient:
                 stamps[1] += 1
             self._received(i, data, now)
         return len(events)
+
+    def _frame_end(self, i: int) -> int:
+        """Bytes to read from socket *i* to the end of its next frame (peeked), or all there is."""
+        head = self.rest[i] + self.socks[i].recv(HEADER_MAX, socket.MSG_PEEK)
+        if len(head) < 2:
+            return 262144
+        length, size = head[1] & 0x7F, 2
+        if length == 126:
+            length, size = int.from_bytes(head[2:4], "big"), 4
+        elif length == 127:
+            length, size = int.from_bytes(head[2:10], "big"), 10
+        if len(head) < size:
+            return 262144  # the header is not all there yet: read what is
+        return max(1, size + length - len(self.rest[i]))
+
+    def _idle_until(self, deadline: float) -> None:
+        """Sleep until *deadline* (monotonic), or with ``eager`` read whatever arrives meanwhile."""
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.args.eager:
+                time.sleep(left)
+                return
+            self.pump(min(left, 0.01))
 
     def drain(self) -> None:
         """Read everything that has arrived, without waiting."""
@@ -294,12 +329,12 @@ class FanoutClient:
                 last_count = count
                 next_at = time.monotonic() + 0.1
             self.pump(0.02)
-            if min(self.sync_seen) >= 0:
+            if self.sync_floor() >= 0:
                 break
         last = seq
-        while time.monotonic() < deadline and min(self.sync_seen) < last:
+        while time.monotonic() < deadline and self.sync_floor() < last:
             self.pump(0.02)
-        missing = sum(1 for s in self.sync_seen if s < last)
+        missing = self.sync_missing(last)
         if missing:
             raise Failed(
                 f"{missing} of {self.n} sockets got no broadcast within {timeout:g} s"
@@ -307,6 +342,32 @@ class FanoutClient:
             )
         # Syncs sent before a socket subscribed may still be in flight elsewhere: none can follow `last`.
         return {"seconds": time.monotonic() - t0, "syncs": last + 1, "publish_returned": last_count}
+
+    def sync_floor(self) -> int:
+        """The lowest sync message number every socket has got (-1: some socket has none yet)."""
+        return min(self.sync_seen)
+
+    def sync_missing(self, last: int) -> int:
+        """How many sockets have not got sync message *last*."""
+        return sum(1 for s in self.sync_seen if s < last)
+
+    def take_data(self) -> dict:
+        """The current phase's deliveries and checks, handed over (errors are cleared: counted once)."""
+        data = {
+            "latencies": array.array("q", self.latencies),
+            "seqs": array.array("q", self.seqs),
+            "counts": self.counts,
+            "slowest": self.slowest,
+            "fastest": self.fastest,
+            "last_rx": self.last_rx,
+            "errors": dict(self.errors),
+            "others": dict(self.others),
+            "stamps": list(self.stamps),
+        }
+        self.errors.clear()
+        self.others.clear()
+        self.stamps = [0, 0]
+        return data
 
     def _measure(self, kind: bytes, count: int) -> None:
         self.phase, self.target, self.complete = kind, count, 0
@@ -339,6 +400,7 @@ class FanoutClient:
                 out["to_last_socket_ms"] = [round(t / 1e6, 2) for t in self.slowest]
                 out["to_first_socket_ms"] = [round(t / 1e6, 2) for t in self.fastest]
                 out["to_last_socket_median_ms"] = statistics.median(self.slowest) / 1e6
+                out["to_last_socket_max_ms"] = max(self.slowest) / 1e6
             out["last_delivery_s"] = (self.last_rx - first_ns) / 1e9
         if out["lost"]:
             short = sum(1 for c in self.counts if c < count)
@@ -355,6 +417,7 @@ class FanoutClient:
         waking a client that waits on 1,000 sockets (remote clients would not cost it that either).
         """
         self._measure(STEADY, seconds)
+        self.frame_reads = True  # exact: a message's time is its own segment's, whatever follows it
         marks = [(clock.read(), redis_clock.read()[2])]
         t0 = time.monotonic()
         first_ns = time.time_ns()
@@ -362,7 +425,7 @@ class FanoutClient:
         for k in range(seconds):
             before = clock.read()
             publish(payload(STEADY, k))
-            time.sleep(max(0.0, t0 + k + WATCH - time.monotonic()))
+            self._idle_until(t0 + k + WATCH)
             after = clock.read()
             if before[2] is not None and after[2] is not None:
                 server = after[2] - before[2]
@@ -370,13 +433,14 @@ class FanoutClient:
                 windows.append(
                     (round(server * 1e3), None if busy is None else round(max(0.0, busy - server) * 1e3))
                 )
-            time.sleep(max(0.0, t0 + k + 0.8 - time.monotonic()))
+            self._idle_until(t0 + k + 0.8)
             self.drain()
-            time.sleep(max(0.0, t0 + k + 1 - time.monotonic()))
+            self._idle_until(t0 + k + 1)
         deadline = time.monotonic() + drain
         while self.complete < self.n and time.monotonic() < deadline:
             self.pump(0.02)
         marks.append((clock.read(), redis_clock.read()[2]))
+        self.frame_reads = False
         out = self._result(STEADY, seconds, marks, first_ns)
         # A slow message with little server CPU but others busy on CPU 0 was delayed by the machine.
         out["server_cpu_ms_per_message"] = [w[0] for w in windows]
@@ -417,6 +481,186 @@ class FanoutClient:
         return out
 
 
+# ---------------------------------------------------------------------------------------------------
+# several receiver processes: the same client, its sockets split over K processes
+
+
+def shares(n: int, k: int) -> list[int]:
+    """*n* sockets over *k* receivers, as evenly as possible (the first ones take the remainder)."""
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def _receiver(conn, args) -> None:
+    """A receiver process: a FanoutClient for its share of the sockets, driven over *conn*.
+
+    Requests are ``(operation, argument)``; every answer is ``(outcome, value, state)`` with
+    outcome ``"ok"``, ``"failed"`` (a :class:`Failed`) or ``"error"``, and state the
+    figures the coordinator polls: ``(reads, complete, sync floor)``.
+    """
+    raise_nofile()
+    client = FanoutClient(args)
+    while True:
+        operation, argument = conn.recv()
+        reads, value, outcome = 0, None, "ok"
+        try:
+            if operation == "connect":
+                value = client.connect()
+            elif operation == "measure":
+                client._measure(*argument)
+            elif operation == "pump":
+                timeout, client.frame_reads = argument
+                reads = client.pump(timeout)
+            elif operation == "drain":
+                client.frame_reads = argument
+                client.drain()
+            elif operation == "missing":
+                value = client.sync_missing(argument)
+            elif operation == "data":
+                value = client.take_data()
+            elif operation == "close":  # and what the last reads found (a late or extra message)
+                value = (client.close(argument), dict(client.errors), dict(client.others), client.stamps)
+        except Failed as exc:
+            outcome, value = "failed", str(exc)
+        except Exception as exc:  # a bug: report it as this run's error
+            outcome, value = "error", f"receiver: {type(exc).__name__}: {exc}"
+        state = (reads, client.complete, client.sync_floor() if client.sync_seen else -1)
+        conn.send((outcome, value, state))
+        if operation == "close":
+            conn.close()
+            return
+
+
+class Fleet(FanoutClient):
+    """The client with its sockets split over *args.receivers* processes (forked, on the same CPU).
+
+    This process publishes and runs the phases (:class:`FanoutClient`'s code); each receiver
+    holds and reads its share of the sockets. The coordinator's pump() is one pump() of every
+    receiver at once; at the end of a phase their deliveries (kernel receive timestamps, the
+    same clock everywhere) are gathered and the figures computed over all of them, as with
+    one process. Every check is kept: each receiver checks its sockets got every message
+    once, in order, and its errors come back with its data.
+    """
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.n = args.sockets
+        self._reset_figures()
+        self.stamps = [0, 0]
+        self.frame_reads = False
+        self.errors = collections.Counter()
+        self.others = collections.Counter()
+        self._floor = -1
+        self.pipes, self.processes = [], []
+        context = multiprocessing.get_context("fork")  # before Django is set up here: lean children
+        for count in shares(self.n, max(1, min(args.receivers, self.n))):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_receiver, args=(theirs, argparse.Namespace(**{**vars(args), "sockets": count}))
+            )
+            process.daemon = True
+            process.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def _reset_figures(self) -> None:
+        self.phase, self.target, self.complete = SYNC, 0, 0
+        self.latencies, self.seqs, self.last_rx = [], [], 0
+        self.counts, self.slowest, self.fastest = [], [], []
+
+    def _all(self, operation: str, argument=None, timeout: float | None = None) -> list:
+        """Send one request to every receiver, wait for all answers; return their values."""
+        for pipe in self.pipes:
+            pipe.send((operation, argument))
+        values, reads, complete, floors, failures = [], 0, 0, [], []
+        for pipe in self.pipes:
+            if timeout is not None and not pipe.poll(timeout):
+                raise Failed(f"a receiver did not answer {operation!r} within {timeout:g} s")
+            try:
+                outcome, value, (r, c, f) = pipe.recv()
+            except EOFError as exc:
+                raise Failed(f"a receiver process ended during {operation!r}") from exc
+            if outcome != "ok":
+                failures.append(value)
+            values.append(value)
+            reads, complete = reads + r, complete + c
+            floors.append(f)
+        self.complete, self._floor = complete, min(floors)
+        self._reads = reads
+        if failures:
+            raise Failed("; ".join(failures))
+        return values
+
+    def connect(self) -> dict:
+        t0 = time.perf_counter()
+        self._all("connect")
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "rate": self.n / seconds, "receivers": len(self.pipes)}
+
+    def pump(self, timeout: float) -> int:
+        self._all("pump", (timeout, self.frame_reads))
+        return self._reads
+
+    def drain(self) -> None:
+        self._all("drain", self.frame_reads)
+
+    def sync_floor(self) -> int:
+        return self._floor
+
+    def sync_missing(self, last: int) -> int:
+        return sum(self._all("missing", last))
+
+    def _measure(self, kind: bytes, count: int) -> None:
+        self._all("measure", (kind, count))
+        super()._measure(kind, count)
+        self.counts = []
+
+    def _result(self, kind: bytes, count: int, marks, first_ns: int, exact: bool = True) -> dict:
+        self.counts = []
+        for data in self._all("data"):
+            self.latencies.extend(data["latencies"])
+            self.seqs.extend(data["seqs"])
+            self.counts.extend(data["counts"])
+            self.slowest = [max(a, b) for a, b in zip(self.slowest, data["slowest"], strict=True)]
+            self.fastest = [min(a, b) for a, b in zip(self.fastest, data["fastest"], strict=True)]
+            self.last_rx = max(self.last_rx, data["last_rx"])
+            self.errors.update(data["errors"])
+            self.others.update(data["others"])
+            self.stamps = [a + b for a, b in zip(self.stamps, data["stamps"], strict=True)]
+        return super()._result(kind, count, marks, first_ns, exact)
+
+    def close(self, timeout: float = 10.0) -> int:
+        stragglers = 0
+        with contextlib.suppress(Failed, OSError):
+            for late, errors, others, stamps in self._all("close", timeout, timeout=timeout + 10):
+                stragglers += late
+                self.errors.update(errors)
+                self.others.update(others)
+                self.stamps = [a + b for a, b in zip(self.stamps, stamps, strict=True)]
+        for process in self.processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        return stragglers
+
+    def clock(self, server_pid: int | None, server_cpu: int | None) -> loadgen.CpuClock:
+        """A CpuClock whose own CPU time is this process's and the receivers' together."""
+        return FleetClock(server_pid, server_cpu, [p.pid for p in self.processes])
+
+
+class FleetClock(loadgen.CpuClock):
+    """``loadgen.CpuClock`` counting the receiver processes' CPU time as the client's own."""
+
+    def __init__(self, server_pid: int | None, server_cpu: int | None, pids: list[int]) -> None:
+        super().__init__(server_pid, server_cpu)
+        self.receivers = [loadgen.CpuClock(pid, None) for pid in pids]
+
+    def read(self) -> tuple[float, float, float | None, float | None]:
+        wall, own, server, busy = super().read()
+        return wall, own + sum(r.read()[2] or 0.0 for r in self.receivers), server, busy
+
+
 def client_main(argv) -> int:
     parser = argparse.ArgumentParser(
         prog="fanout.py client", description="one fan-out run (used by fanout.py)"
@@ -432,12 +676,23 @@ def client_main(argv) -> int:
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--server-cpu", type=int, default=SERVER_CPU, help="-1: don't watch its load")
     parser.add_argument("--redis-pid", type=int)
+    parser.add_argument(
+        "--eager", action="store_true", help="steady: read as messages arrive (else 0.8 s after publishing)"
+    )
+    parser.add_argument(
+        "--receivers", type=int, default=1, help="processes the sockets are split over (default 1: this one)"
+    )
     args = parser.parse_args(argv)
     raise_nofile()
-    clock = loadgen.CpuClock(args.server_pid, args.server_cpu if args.server_cpu >= 0 else None)
+    server_cpu = args.server_cpu if args.server_cpu >= 0 else None
     redis_clock = loadgen.CpuClock(args.redis_pid, None)
     result: dict = {}
-    client = FanoutClient(args)
+    if args.receivers > 1:
+        client = Fleet(args)  # forked before make_publisher() sets Django up
+        clock = client.clock(args.server_pid, server_cpu)
+    else:
+        client = FanoutClient(args)
+        clock = loadgen.CpuClock(args.server_pid, server_cpu)
     try:
         publish, result["publisher"] = make_publisher(args.publisher, args.redis_url, args.channel)
         result["connect"] = client.connect()
@@ -465,12 +720,33 @@ def client_main(argv) -> int:
 # the harness
 
 
+def nofile_limit() -> int:
+    """The open files a process started here may have: the hard RLIMIT_NOFILE (raise_nofile())."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return hard if hard != resource.RLIM_INFINITY else 65536
+
+
+def most_sockets() -> int:
+    """The most websockets one worker can hold: its open-file limit less 100 for everything else."""
+    return nofile_limit() - 100
+
+
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
+    want = nofile_limit()
     if soft < want:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def open_files(pid: int | None) -> str:
+    """*pid*'s RLIMIT_NOFILE as ``soft/hard`` (from /proc), or ``?``."""
+    with contextlib.suppress(OSError, TypeError):
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return f"{soft}/{hard}"
+    return "?"
 
 
 def free_port() -> int:
@@ -532,9 +808,12 @@ def stacks(args, env: dict[str, str]) -> list[echo_bench.Stack]:
     if args.only in (None, "ours"):
         argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.OUR_WORKER, "test_project.wsgi:websocket"]
         found.append(echo_bench.Stack("ours", argv, env))
-    if args.only in (None, "baseline"):
-        argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.STOCK_WORKER, "bench.fanout_baseline:app"]
-        found.append(echo_bench.Stack("baseline", argv, env))
+    if args.only in (None, "baseline") and (args.only or args.scenario == "fanout"):
+        if 2 * args.sockets > most_sockets():
+            print(f"baseline skipped: a Redis connection per socket: {2 * args.sockets:,} files in a worker")
+        else:
+            argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.STOCK_WORKER, "bench.fanout_baseline:app"]
+            found.append(echo_bench.Stack("baseline", argv, env))
     if args.only in (None, "uvicorn"):
         if echo_bench.installed("uvicorn", "uvloop", "httptools"):
             argv = echo_bench.uvicorn("bench.uvicorn_fanout:app")
@@ -573,6 +852,8 @@ def run_client(server: echo_bench.Server, rnd: int, args, redis_url: str, redis_
         "--server-pid", str(server.worker_pid),
         "--server-cpu", str(SERVER_CPU if echo_bench.pinned(SERVER_CPU, []) else -1),
         "--redis-pid", str(redis_pid),
+        "--receivers", str(args.receivers),
+        *([] if args.lazy_steady else ["--eager"]),
     ]  # fmt: skip
     timeout = args.sockets * 0.05 + 60 + args.sockets / 100 + args.duration + 10
     timeout += 30 + args.sockets * args.messages / 5000 + 30
@@ -588,6 +869,7 @@ FIGURES = [
     ("steady", "latency p99 ms", "p99_ms", f"≤ {TARGET_P99_MS:g}"),
     ("steady", "latency max ms", "max_ms", ""),
     ("steady", "to last socket ms, median msg", "to_last_socket_median_ms", ""),
+    ("steady", "to last socket ms, slowest msg", "to_last_socket_max_ms", ""),
     ("steady", "server µs/delivery", "server_us_per_delivery", ""),
     ("steady", "redis µs/delivery", "redis_us_per_delivery", ""),
     ("steady", "others on CPU 0", "server_cpu_other_load", ""),
@@ -660,12 +942,32 @@ def table(results: dict[str, list[dict]], args) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round, 5 s steady, 100-message burst")
-    parser.add_argument("--sockets", type=int, default=1000, help="websockets per run (default 1000)")
     parser.add_argument(
-        "--duration", type=int, help="steady seconds, one broadcast each (default 10; 5 quick)"
+        "--scenario",
+        choices=["fanout", "broadcast"],
+        default="fanout",
+        help="broadcast: as many sockets as one worker can hold (the open-file limit less 100), 5 s"
+        " steady, a 20-message burst, one round, no baseline",
     )
-    parser.add_argument("--messages", type=int, help="burst size (default 200; 100 quick)")
-    parser.add_argument("--rounds", type=int, help="runs per server (default 3; 1 quick)")
+    parser.add_argument(
+        "--sockets", type=int, help=f"websockets per run (default 1000; broadcast {most_sockets():,})"
+    )
+    parser.add_argument(
+        "--receivers",
+        type=int,
+        default=RECEIVERS,
+        help=f"client processes the sockets are split over (default {RECEIVERS})",
+    )
+    parser.add_argument(
+        "--lazy-steady",
+        action="store_true",
+        help="steady: read each message 0.8 s after publishing it (before 2026-12-02), not as it arrives",
+    )
+    parser.add_argument(
+        "--duration", type=int, help="steady seconds, one broadcast each (default 10; 5 quick or broadcast)"
+    )
+    parser.add_argument("--messages", type=int, help="burst size (default 200; 100 quick; 20 broadcast)")
+    parser.add_argument("--rounds", type=int, help="runs per server (default 3; 1 quick or broadcast)")
     parser.add_argument("--only", choices=["ours", "baseline", "uvicorn"], help="measure one server only")
     parser.add_argument(
         "--quiet-threshold",
@@ -678,20 +980,23 @@ def parse_args(argv=None):
     )
     parser.add_argument("--json", metavar="FILE", help="also write every raw result to FILE")
     args = parser.parse_args(argv)
-    quick = args.quick
-    args.duration = args.duration or (5 if quick else 10)
-    args.messages = args.messages or (100 if quick else 200)
-    args.rounds = args.rounds or (1 if quick else 3)
+    quick, broadcast = args.quick, args.scenario == "broadcast"
+    args.sockets = args.sockets or (most_sockets() if broadcast else 1000)
+    args.duration = args.duration or (5 if quick or broadcast else 10)
+    args.messages = args.messages or (20 if broadcast else 100 if quick else 200)
+    args.rounds = args.rounds or (1 if quick or broadcast else 3)
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (5.0 if quick else 20.0)
     if not (
-        1 <= args.sockets <= 9000
+        1 <= args.sockets <= most_sockets()
+        and 1 <= args.receivers <= 16
         and 1 <= args.duration <= 300
         and 1 <= args.messages <= 900  # WEBSOCKET_CHANNEL_QUEUE_SIZE is 1000: no slow-consumer closes
         and 1 <= args.rounds <= 20
         and 0 <= args.quiet_wait <= 600
     ):
         parser.error(
-            "need 1 <= sockets <= 9000, 1 <= duration <= 300, 1 <= messages <= 900, 1 <= rounds <= 20"
+            f"need 1 <= sockets <= {most_sockets()} (the open-file limit less 100), 1 <= receivers <= 16,"
+            " 1 <= duration <= 300, 1 <= messages <= 900, 1 <= rounds <= 20"
         )
     return args
 
@@ -715,8 +1020,8 @@ def main(argv=None) -> int:
     print(f"{echo_bench.versions()}, redis-py {redis_py.__version__}, redis-server {redis_version}")
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs; servers on CPU {SERVER_CPU}, client and Redis on "
-        f"CPU {LOADGEN_CPU}; {args.rounds} round(s) of {args.sockets} sockets: {args.duration} s steady, "
-        f"{args.messages}-message burst\n"
+        f"CPU {LOADGEN_CPU}; {args.rounds} round(s) of {args.sockets} sockets ({args.receivers} receiver"
+        f" process(es)): {args.duration} s steady, {args.messages}-message burst\n"
     )
     if args.only in (None, "ours") and (why := ours_missing()):
         print(f"our stack cannot be measured yet: {why}; try --only baseline", file=sys.stderr)
@@ -746,7 +1051,8 @@ def main(argv=None) -> int:
             for st in stacks(args, env):
                 servers[st.name] = stack.enter_context(echo_bench.serve(st))
                 print(
-                    f"{st.name:9} port {servers[st.name].port}, worker pid {servers[st.name].worker_pid}:"
+                    f"{st.name:9} port {servers[st.name].port}, worker pid {servers[st.name].worker_pid}"
+                    f" (open files {open_files(servers[st.name].worker_pid)}):"
                     f" {shlex.join(echo_bench.pinned(SERVER_CPU, st.argv))}"
                 )
         except RuntimeError as exc:

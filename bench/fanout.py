@@ -41,7 +41,9 @@ import argparse
 import array
 import collections
 import contextlib
+import ctypes
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -50,6 +52,7 @@ import secrets
 import select
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -83,6 +86,9 @@ HEADER_MAX = 10  # bytes of the longest server frame header (RFC 6455 §5.2: 64-
 READ_EVERY = 0.05  # s between the client's reads during a burst
 WATCH = 0.25  # s after each steady message during which CPU 0's use by other processes is noted
 QUIET_MS = 10  # at most this much of it (one /proc/stat tick) and the message counts as undisturbed
+# s between reads while opening sockets: 20,000 take minutes, longer than a keepalive ping's timeout
+READ_WHILE_CONNECTING = 1.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def payload(kind: bytes, seq: int) -> str:
@@ -144,7 +150,11 @@ class FanoutClient:
     def connect(self) -> dict:
         self.expect, self.counts, self.sync_seen = [0] * self.n, [0] * self.n, [-1] * self.n
         t0 = time.perf_counter()
+        read_at = t0 + READ_WHILE_CONNECTING
         for i in range(self.n):
+            if time.perf_counter() > read_at:  # answer the keepalive pings of the sockets opened so far
+                self.pump(0)
+                read_at = time.perf_counter() + READ_WHILE_CONNECTING
             try:
                 sock, rest = loadgen.connect_and_upgrade(
                     self.args.port, self.args.path, [], timeout=10.0, echo=False
@@ -498,6 +508,8 @@ def _receiver(conn, args) -> None:
     figures the coordinator polls: ``(reads, complete, sync floor)``.
     """
     raise_nofile()
+    with contextlib.suppress(OSError, AttributeError):  # Linux: end with the coordinator, whatever happens
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     client = FanoutClient(args)
     while True:
         operation, argument = conn.recv()
@@ -803,7 +815,8 @@ def redis_server(tmp: str):
 
 def stacks(args, env: dict[str, str]) -> list[echo_bench.Stack]:
     """The servers of this run, ours first (``--only`` keeps one)."""
-    extra = ["--worker-connections", str(max(2000, args.sockets + 100))]
+    # Our worker refuses handshakes past 90 % of --worker-connections (workers.CONNECTION_SHARE).
+    extra = ["--worker-connections", str(max(2000, math.ceil(args.sockets / 0.9) + 100))]
     found = []
     if args.only in (None, "ours"):
         argv = [*echo_bench.GUNICORN, *extra, "-k", echo_bench.OUR_WORKER, "test_project.wsgi:websocket"]

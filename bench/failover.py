@@ -218,7 +218,8 @@ def measure(group, sockets: list[Socket], publish, channel: str) -> dict:
         killed_seq = publisher.first_begun_after(dead)
         failover = group.wait_for_failover(timeout=60)
         wait_for(
-            lambda: any(seq >= killed_seq for sock in sockets for seq in sock.received),
+            # max() walks the dict in C, under the GIL: a reader thread cannot add to it meanwhile
+            lambda: any(max(sock.received, default=-1) >= killed_seq for sock in sockets),
             60,
             "a message published after the kill",
         )
@@ -229,7 +230,8 @@ def measure(group, sockets: list[Socket], publish, channel: str) -> dict:
     with contextlib.suppress(RuntimeError):
         wait_for(lambda: all(last in sock.received for sock in sockets), 5, "the last message")
     after = [
-        min((t for seq, t in sock.received.items() if seq >= killed_seq), default=None) for sock in sockets
+        min((t for seq, t in list(sock.received.items()) if seq >= killed_seq), default=None)
+        for sock in sockets
     ]
     published = [seq for seq, ok in publisher.sent.items() if ok]
     return {

@@ -91,6 +91,7 @@ def client_main(argv: list[str]) -> int:
     parser.add_argument(
         "--redis-pids", required=True, help="comma-separated pids of the setup's redis-servers"
     )
+    parser.add_argument("--replica-pids", default="", help="those of them that are replicas")
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--burst", type=int, default=200, help="messages, each published to every room")
     parser.add_argument("--server-pid", type=int)
@@ -100,6 +101,7 @@ def client_main(argv: list[str]) -> int:
     rooms = args.rooms.split(",")
     clock = loadgen.CpuClock(args.server_pid, args.server_cpu if args.server_cpu >= 0 else None)
     redis_clock = RedisClock([int(pid) for pid in args.redis_pids.split(",")])
+    replica_clock = RedisClock([int(pid) for pid in filter(None, args.replica_pids.split(","))])
     client = fanout.FanoutClient(argparse.Namespace(port=args.port, path=None, sockets=args.sockets))
     result: dict = {"rooms": rooms}
     try:
@@ -113,10 +115,14 @@ def client_main(argv: list[str]) -> int:
         result["connect"] = connect_rooms(client, [f"/broadcast/{room}/" for room in rooms])
         result["subscribe"] = client.subscribe_wait(publish, timeout=30.0 + args.sockets / 100)
         drain = 30.0 + args.sockets * args.burst / 5000
+        replicas_before = replica_clock.read()[2]
         burst = result["burst"] = client.burst(publish, args.burst, clock, redis_clock, drain=drain)
+        replicas_us = (replica_clock.read()[2] - replicas_before) * 1e6  # type: ignore[operator]
         if burst.get("redis_us_per_delivery") is not None:
             redis_us = burst["redis_us_per_delivery"] * burst["deliveries"]
             burst["redis_us_per_publish"] = redis_us / (args.burst * len(rooms))
+            if args.replica_pids:
+                burst["replicas_us_per_publish"] = replicas_us / (args.burst * len(rooms))
     except fanout.Failed as exc:
         client.errors[str(exc)] += 1
     except Exception as exc:  # a publisher that raised, a bug: this run's error
@@ -166,6 +172,7 @@ def run_client(server: echo_bench.Server, setup: dict, rooms: list[str], args) -
         "--rooms", ",".join(rooms),
         "--redis-url", setup["url"],
         "--redis-pids", ",".join(map(str, setup["pids"])),
+        "--replica-pids", ",".join(map(str, setup["replica_pids"])),
         "--sockets", str(args.sockets),
         "--burst", str(args.messages),
         "--server-pid", str(server.worker_pid),
@@ -185,6 +192,7 @@ FIGURES = [
     ("worker µs/delivery", "server_us_per_delivery"),
     ("Redis CPU µs/delivery", "redis_us_per_delivery"),
     ("Redis CPU µs/published message", "redis_us_per_publish"),
+    ("  of which replicas", "replicas_us_per_publish"),
     ("client CPU", "loadgen_cpu"),
     ("others on CPU 0", "server_cpu_other_load"),
     ("lost", "lost"),
@@ -251,10 +259,11 @@ def start_setups(stack: contextlib.ExitStack, tmp: str) -> dict[str, dict]:
     plain = stack.enter_context(RedisServer())
     cluster = stack.enter_context(RedisClusterGroup())
     setups = {
-        "redis": {"url": plain.url, "pids": [plain.process.pid]},
+        "redis": {"url": plain.url, "pids": [plain.process.pid], "replica_pids": []},
         "cluster": {
             "url": cluster.url,
             "pids": [node.process.pid for node in cluster.nodes],
+            "replica_pids": [node.process.pid for node in cluster.nodes if node not in cluster.masters()],
             "group": cluster,
         },
     }
@@ -324,7 +333,8 @@ def main(argv=None) -> int:
                 print(
                     f"  round {rnd + 1}/{args.rounds}  {TITLES[name]:18} {echo_bench.fmt(burst.get('rate'))} "
                     f"deliveries/s, Redis {echo_bench.fmt(burst.get('redis_us_per_delivery'))} µs/delivery, "
-                    f"lost {burst.get('lost', '?')}{', ERRORS' if result.get('errors') else ''}",
+                    f"lost {burst.get('lost', '?')}{', ERRORS' if result.get('errors') else ''} (others on "
+                    f"CPU {SERVER_CPU}: {burst.get('server_cpu_other_load', 0):.0%})",
                     flush=True,
                 )
     print()
@@ -332,7 +342,7 @@ def main(argv=None) -> int:
     print(
         "\nmedians over rounds; cluster/1 Redis = median over rounds of the ratio in the same round."
         "\nRedis CPU: utime + stime of every redis-server of the setup (the cluster's replicas and bus"
-        "\nincluded), over the burst."
+        "\nincluded), over the burst, in /proc's 10 ms ticks per process: a coarse figure for short bursts."
     )
     return echo_bench.finish(args, results, errors)
 

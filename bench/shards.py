@@ -39,6 +39,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ from bench import run as echo_bench  # noqa: E402
 PY = sys.executable
 SERVER_CPU, LOADGEN_CPU = echo_bench.SERVER_CPU, echo_bench.LOADGEN_CPU
 SETUPS = ("redis", "cluster")
+IDLE_SAMPLE = 3.0  # s without traffic before each burst: the redis-servers' background CPU
 TITLES = {"redis": "1 Redis", "cluster": "cluster, 3 masters"}
 
 
@@ -81,6 +83,27 @@ def connect_rooms(client: fanout.FanoutClient, paths: list[str]) -> dict:
     client.n = total  # connect() sized its per-socket lists for one room: size them for all
     client.expect, client.counts, client.sync_seen = [0] * total, [0] * total, [-1] * total
     return {"seconds": seconds, "rate": total / seconds}
+
+
+def redis_figures(burst: dict, idle: list[tuple], replicas: float | None, publishes: int) -> None:
+    """Add Redis's CPU per delivery and per published message, less its background, to *burst*.
+
+    *idle*: ``(redis clock, replicas clock)`` readings before and after ``IDLE_SAMPLE`` s of no
+    traffic; *replicas*: the replicas' CPU seconds over the burst (``None``: no replicas).
+    """
+    if burst.get("redis_us_per_delivery") is None or not burst.get("deliveries"):
+        return
+    (redis_0, replicas_0), (redis_1, replicas_1) = idle
+    background = (redis_1[2] - redis_0[2]) / (redis_1[0] - redis_0[0])
+    burst["redis_background_ms_per_s"] = background * 1e3
+    busy = burst["redis_us_per_delivery"] * burst["deliveries"] / 1e6 - background * burst["seconds"]
+    burst["redis_busy_us_per_delivery"] = busy / burst["deliveries"] * 1e6
+    burst["redis_busy_us_per_publish"] = busy / publishes * 1e6
+    if replicas is not None:
+        replicas_background = (replicas_1[2] - replicas_0[2]) / (replicas_1[0] - replicas_0[0])
+        burst["replicas_busy_us_per_publish"] = (
+            (replicas - replicas_background * burst["seconds"]) / publishes * 1e6
+        )
 
 
 def client_main(argv: list[str]) -> int:
@@ -115,14 +138,13 @@ def client_main(argv: list[str]) -> int:
         result["connect"] = connect_rooms(client, [f"/broadcast/{room}/" for room in rooms])
         result["subscribe"] = client.subscribe_wait(publish, timeout=30.0 + args.sockets / 100)
         drain = 30.0 + args.sockets * args.burst / 5000
+        idle = [(redis_clock.read(), replica_clock.read())]
+        time.sleep(IDLE_SAMPLE)  # no traffic: what the redis-servers spend anyway (cron, the cluster bus)
+        idle.append((redis_clock.read(), replica_clock.read()))
         replicas_before = replica_clock.read()[2]
         burst = result["burst"] = client.burst(publish, args.burst, clock, redis_clock, drain=drain)
-        replicas_us = (replica_clock.read()[2] - replicas_before) * 1e6  # type: ignore[operator]
-        if burst.get("redis_us_per_delivery") is not None:
-            redis_us = burst["redis_us_per_delivery"] * burst["deliveries"]
-            burst["redis_us_per_publish"] = redis_us / (args.burst * len(rooms))
-            if args.replica_pids:
-                burst["replicas_us_per_publish"] = replicas_us / (args.burst * len(rooms))
+        replicas = replica_clock.read()[2] - replicas_before  # type: ignore[operator]
+        redis_figures(burst, idle, replicas if args.replica_pids else None, args.burst * len(rooms))
     except fanout.Failed as exc:
         client.errors[str(exc)] += 1
     except Exception as exc:  # a publisher that raised, a bug: this run's error
@@ -190,9 +212,11 @@ FIGURES = [
     ("first publish → last delivery s", "last_delivery_s"),
     ("publishing s (M × rooms publish())", "publish_s"),
     ("worker µs/delivery", "server_us_per_delivery"),
-    ("Redis CPU µs/delivery", "redis_us_per_delivery"),
-    ("Redis CPU µs/published message", "redis_us_per_publish"),
-    ("  of which replicas", "replicas_us_per_publish"),
+    ("Redis CPU µs/delivery, all", "redis_us_per_delivery"),
+    ("Redis background CPU ms/s, no traffic", "redis_background_ms_per_s"),
+    ("Redis CPU µs/delivery, less background", "redis_busy_us_per_delivery"),
+    ("Redis CPU µs/published msg, less bg", "redis_busy_us_per_publish"),
+    ("  of which replicas", "replicas_busy_us_per_publish"),
     ("client CPU", "loadgen_cpu"),
     ("others on CPU 0", "server_cpu_other_load"),
     ("lost", "lost"),
@@ -342,7 +366,8 @@ def main(argv=None) -> int:
     print(
         "\nmedians over rounds; cluster/1 Redis = median over rounds of the ratio in the same round."
         "\nRedis CPU: utime + stime of every redis-server of the setup (the cluster's replicas and bus"
-        "\nincluded), over the burst, in /proc's 10 ms ticks per process: a coarse figure for short bursts."
+        "\nincluded) from the first publish until the client had every delivery, in /proc's 10 ms ticks;"
+        f"\n'less background': minus what they used in the {IDLE_SAMPLE:g} s without traffic before it."
     )
     return echo_bench.finish(args, results, errors)
 

@@ -17,7 +17,11 @@ received a sync message, then publishes ``"<seq> <time_ns>"`` with ``django_webs
 10 ms from a thread (a publish during the election raises ``PublishError``: counted, not retried), and
 SIGKILLs the primary. It reports, per round:
 
-* ``failover``: kill → every sentinel names the replica as primary (and the replica says it is);
+* ``failover``: kill → every sentinel names the replica as primary (and the replica says it is); with
+  ``--cluster``: kill → a surviving node's ``CLUSTER SLOTS`` names another master for the room's slot
+  (polled every 10 ms);
+* ``publish_ok``: kill → the first ``publish()`` begun after it that returned an id (the publisher's own
+  client has found the new primary): no delivery can come earlier;
 * ``first``: kill → the first delivery, on any socket, of a message whose ``publish()`` began once the
   primary was dead (so it can only have come through the new primary);
 * ``all``: kill → every socket has had such a message;
@@ -94,8 +98,9 @@ class Publisher(threading.Thread):
         self.channel = channel
         self.seq = first_seq
         self.sent: dict[int, bool] = {}
-        #: seq -> time.time_ns() when its publish() began.
+        #: seq -> time.time_ns() when its publish() began, and when it returned an id.
         self.started: dict[int, int] = {}
+        self.returned: dict[int, int] = {}
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -106,6 +111,7 @@ class Publisher(threading.Thread):
             self.started[self.seq] = time.time_ns()
             try:
                 publish(self.channel, f"{self.seq} {time.time_ns()}")
+                self.returned[self.seq] = time.time_ns()
                 self.sent[self.seq] = True
             except PublishError:
                 self.sent[self.seq] = False
@@ -193,9 +199,11 @@ class ClusterTarget:
         self.killed_at = time.monotonic()
 
     def wait_for_failover(self, timeout: float) -> float:
-        """Seconds from the kill until another node serves the channel's slot."""
-        self.cluster.wait_for_new_master(self.key(), self.killed, timeout)
-        return time.monotonic() - self.killed_at
+        """Seconds from the kill until a survivor's slot map names another master (polled every 10 ms)."""
+        self.cluster.wait_for_takeover(self.key(), self.killed, timeout, every=0.01)
+        taken_over = time.monotonic() - self.killed_at
+        self.cluster.wait_until_ok(timeout)
+        return taken_over
 
 
 def measure(group, sockets: list[Socket], publish, channel: str) -> dict:
@@ -218,7 +226,8 @@ def measure(group, sockets: list[Socket], publish, channel: str) -> dict:
         killed_seq = publisher.first_begun_after(dead)
         failover = group.wait_for_failover(timeout=60)
         wait_for(
-            lambda: any(seq >= killed_seq for sock in sockets for seq in sock.received),
+            # max() walks the dict in C, under the GIL: a reader thread cannot add to it meanwhile
+            lambda: any(max(sock.received, default=-1) >= killed_seq for sock in sockets),
             60,
             "a message published after the kill",
         )
@@ -229,11 +238,14 @@ def measure(group, sockets: list[Socket], publish, channel: str) -> dict:
     with contextlib.suppress(RuntimeError):
         wait_for(lambda: all(last in sock.received for sock in sockets), 5, "the last message")
     after = [
-        min((t for seq, t in sock.received.items() if seq >= killed_seq), default=None) for sock in sockets
+        min((t for seq, t in list(sock.received.items()) if seq >= killed_seq), default=None)
+        for sock in sockets
     ]
     published = [seq for seq, ok in publisher.sent.items() if ok]
+    ok_after = [t for seq, t in publisher.returned.items() if seq >= killed_seq]
     return {
         "failover_s": failover,
+        "publish_ok_s": (min(ok_after) - killed) / 1e9 if ok_after else None,
         "first_s": (min(t for t in after if t) - killed) / 1e9 if any(after) else None,
         "all_s": (max(after) - killed) / 1e9 if all(after) else None,
         "published": len(published),
@@ -280,10 +292,11 @@ def main(argv=None) -> int:
                 f"{key} {result[key]}" for key in ("published", "raised", "lost", "dup", "closed")
             )
             print(
-                f"round {number + 1}/{args.rounds}: failover {result['failover_s']:.2f} s, first delivery "
-                f"{_s(result['first_s'])}, all sockets {_s(result['all_s'])}; {counts}"
+                f"round {number + 1}/{args.rounds}: failover {result['failover_s']:.2f} s, first publish "
+                f"ok {_s(result['publish_ok_s'])}, first delivery {_s(result['first_s'])}, all sockets "
+                f"{_s(result['all_s'])}; {counts}"
             )
-    for key in ("failover_s", "first_s", "all_s"):
+    for key in ("failover_s", "publish_ok_s", "first_s", "all_s"):
         values = [r[key] for r in rounds if r[key] is not None]
         if values:
             print(f"{key[:-2]:9} median {statistics.median(values):.2f} s, max {max(values):.2f} s")

@@ -52,11 +52,15 @@ class RedisClusterGroup(Managed):
         self.nodes = [
             RedisServer(
                 extra_args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(NODE_TIMEOUT_MS),
                     # a replica takes over however long its master was away from it
-                    "--cluster-replica-validity-factor", "0",
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ],
                 port_picker=free_cluster_port,
             )  # fmt: skip
@@ -131,6 +135,13 @@ class RedisClusterGroup(Managed):
     def wait_for_new_master(self, key: str, old: RedisServer, timeout: float = 30.0) -> None:
         """Return once a node other than *old* serves *key*'s slot and the cluster is ok again."""
         deadline = time.monotonic() + timeout
+        self.wait_for_takeover(key, old, timeout)
+        self.wait_until_ok(timeout=max(0.1, deadline - time.monotonic()))
+
+    def wait_for_takeover(
+        self, key: str, old: RedisServer, timeout: float = 30.0, every: float = 0.1
+    ) -> None:
+        """Return once a surviving node's ``CLUSTER SLOTS`` names a master other than *old* for *key*."""
         slot = self.client().keyslot(key)
 
         def taken_over() -> bool:
@@ -139,8 +150,8 @@ class RedisClusterGroup(Managed):
             owner = [entry for entry in slots if entry[0] <= slot <= entry[1]]
             return bool(owner) and owner[0][2][1] != old.port
 
-        wait_until(taken_over, timeout, f"a replica taking over from 127.0.0.1:{old.port}", 0.1, RuntimeError)
-        self.wait_until_ok(timeout=max(0.1, deadline - time.monotonic()))
+        waited_for = f"a replica taking over from 127.0.0.1:{old.port}"
+        wait_until(taken_over, timeout, waited_for, every, RuntimeError)
 
     def close(self) -> None:
         for node in self.nodes:

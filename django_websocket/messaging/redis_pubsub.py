@@ -14,6 +14,7 @@ keepalive.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
@@ -27,6 +28,13 @@ from redis.connection import parse_url
 PubSubEvent = tuple[str, bytes, bytes | int]
 
 READ_SIZE = 262144
+
+#: While a cluster master refuses connections, the slot map is read again every FAILOVER_POLL s,
+#: for up to FAILOVER_WAIT s: a replica takes over after the cluster's ``cluster-node-timeout``
+#: (15 s by default) and an election, and the hub should subscribe there at once, not up to its
+#: backoff's 1 s later. The wait bounds how long a subscribe() (and the hub's lock) is held.
+FAILOVER_POLL = 0.05
+FAILOVER_WAIT = 5.0
 
 
 class PubSubConnection(Protocol):
@@ -247,6 +255,13 @@ class ShardedSubscriber:
     died, a ``MOVED`` reply) and a server-initiated ``sunsubscribe`` (the slot moved) end
     ``batches()`` with ``ConnectionError``: the hub then reconnects every shard from a fresh
     slot map, resubscribes and recovers, as after any reconnection.
+
+    When the master named for a slot refuses a connection (it died and the cluster has not
+    promoted its replica yet), ``subscribe()`` reads the slot map again every
+    ``FAILOVER_POLL`` s, for up to ``FAILOVER_WAIT`` s, and subscribes those channels on
+    whichever master serves their slots then: the hub resubscribes as soon as the cluster's
+    election ends, not at its next backoff step (up to 1 s later). Past the wait, or when no
+    node answers for the slot map, it raises ``ConnectionError`` as before.
     """
 
     def __init__(
@@ -268,18 +283,44 @@ class ShardedSubscriber:
             raise ConnectionError(f"cannot load the Redis Cluster's slot map: {error}") from error
 
     def subscribe(self, channels: Iterable[str]) -> None:
+        pending = list(channels)
+        deadline = time.monotonic() + FAILOVER_WAIT
+        while True:
+            try:
+                pending = self._subscribe_where_served(pending)
+                if not pending:
+                    return
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(
+                        f"the master serving {pending[0]} (and {len(pending) - 1} more channels) "
+                        f"refused connections for {FAILOVER_WAIT} s"
+                    )
+                gevent.sleep(FAILOVER_POLL)
+                self.connect()  # the slot map again: has a replica taken over?
+            except ConnectionError as error:
+                self.events.put(error)  # the reader reconnects every shard, this one included
+                raise
+
+    def _subscribe_where_served(self, channels: list[str]) -> list[str]:
+        """Subscribe *channels* on the masters serving their slots; return those whose master refused.
+
+        Raises ``ConnectionError`` when a shard connection already open fails.
+        """
         by_slot: dict[tuple[str, int], list[str]] = {}
         for channel in channels:
             node, slot = self.node_of(channel)
             self.node_by_channel[channel] = (node, slot)
             self.leaving.discard(channel)
             by_slot.setdefault((node, slot), []).append(channel)
+        refused: list[str] = []
         for (node, _), names in by_slot.items():
             try:
-                self._shard(node).subscribe(names)
-            except ConnectionError as error:
-                self.events.put(error)  # the reader reconnects every shard, this one included
-                raise
+                shard = self._shard(node)
+            except ConnectionError:
+                refused.extend(names)  # its master is down: wait for the slot map to name another
+                continue
+            shard.subscribe(names)
+        return refused
 
     def unsubscribe(self, channels: Iterable[str]) -> None:
         by_slot: dict[tuple[str, int], list[str]] = {}

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from django_websocket.messaging.redis_pubsub import RespParser, encode_command
+from django_websocket.messaging import redis_pubsub
+from django_websocket.messaging.redis_pubsub import (
+    FAILOVER_POLL,
+    RespParser,
+    ShardedSubscriber,
+    encode_command,
+)
+from tests.redis_server import RedisServer, free_port
 
 MESSAGE = b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$6\r\nthello\r\n"
 CONFIRM = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n"
@@ -73,3 +82,56 @@ def test_unix_socket_url(tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.fixture
+def redis_server():
+    with RedisServer() as running:
+        yield running
+
+
+class SlotMap:
+    """A fake cluster slot map naming *dead* for a channel until it has been read *reads* times more."""
+
+    def __init__(self, dead: str, live: str, reads: int) -> None:
+        self.dead, self.live, self.reads_left, self.reads = dead, live, reads, 0
+
+    def refresh(self) -> None:
+        self.reads += 1
+        self.reads_left -= 1
+
+    def node_of(self, channel: str) -> tuple[str, int]:
+        return (self.dead if self.reads_left > 0 else self.live), 7
+
+
+def dead_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there: connections are refused
+
+
+def test_sharded_subscribe_polls_the_slot_map_until_a_master_accepts(redis_server):
+    """A refused master: the slot map is read every FAILOVER_POLL s until a live master serves the slot."""
+    slots = SlotMap(dead_url(), redis_server.url, reads=4)  # the first read is connect()'s
+    subscriber = ShardedSubscriber(slots.refresh, slots.node_of, timeout=1.0)
+    subscriber.connect()
+    started = time.monotonic()
+    subscriber.subscribe(["chan"])
+    assert slots.reads == 4
+    assert time.monotonic() - started >= 3 * FAILOVER_POLL
+    assert next(subscriber.batches()) == [("subscribe", b"chan", 1)]
+    assert list(subscriber.shards) == [redis_server.url]
+    subscriber.close()
+
+
+def test_sharded_subscribe_gives_up_after_the_failover_wait(monkeypatch):
+    """A master that stays down: ConnectionError after FAILOVER_WAIT, and batches() raises it too."""
+    monkeypatch.setattr(redis_pubsub, "FAILOVER_WAIT", 0.2)
+    dead = dead_url()
+    slots = SlotMap(dead, dead, reads=10**6)
+    subscriber = ShardedSubscriber(slots.refresh, slots.node_of, timeout=1.0)
+    subscriber.connect()
+    with pytest.raises(ConnectionError, match="refused connections"):
+        subscriber.subscribe(["chan"])
+    assert slots.reads > 2
+    with pytest.raises(ConnectionError):
+        next(subscriber.batches())
+    subscriber.close()

@@ -11,7 +11,9 @@ spread over the slots (and shards) by their names. Messages reach a worker's hub
 subscriber connection per shard (``SSUBSCRIBE``,
 :class:`~django_websocket.messaging.redis_pubsub.ShardedSubscriber`); a shard's failover or
 a slot moved away makes the hub reconnect, resubscribe and recover from the history, or
-signal a gap, as with one Redis.
+signal a gap, as with one Redis. While a dead master's slots have no new master yet, the
+subscriber reads the slot map every 50 ms until one serves them (``FAILOVER_POLL``), so the
+hub resubscribes when the cluster's election ends, not at its next backoff step.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from django_websocket.exceptions import PublishError
 from django_websocket.messaging.brokers.redis import RedisBroker, safe_url
 from django_websocket.messaging.options import Options
+from tests.redis_server import RedisServer
 
 _names = itertools.count()
 
@@ -32,6 +33,32 @@ def test_a_stream_expires_after_the_ttl(redis_server):
     channel = "ttl-" + fresh()
     message_id, _ = broker.publish(channel, broker.options.key(channel), b"t", "x")
     assert message_id and 0 < redis_server.client().ttl(broker.stream_key(channel)) <= 30
+
+
+@pytest.mark.parametrize("history_size", [100, 0], ids=["script", "plain"])
+def test_the_first_publishes_after_a_redis_restart_succeed_without_disconnect(history_size):
+    """Redis restarts: every pooled connection it closed is replaced when next used, none fails a publish.
+
+    No retry does it: redis-py's pool checks each idle connection it hands out (``can_read()``
+    sees the closed socket's EOF) and opens a new one instead; a script the restarted Redis
+    does not know is loaded again (``NOSCRIPT``) before it runs, once.
+    """
+    with RedisServer() as server:
+        broker = RedisBroker(server.url, Options(history_size=history_size))
+        channel = fresh()
+        pool = broker.client.connection_pool
+        idle = [pool.get_connection() for _ in range(3)]  # three pooled connections, then idle
+        for connection in idle:
+            pool.release(connection)
+        broker.publish(channel, broker.key(channel), b"t", "before")
+        server.kill()
+        server.start()
+        published = [broker.publish(channel, broker.key(channel), b"t", f"after {n}") for n in range(4)]
+        stored = [entry.id for entry in broker.entries(channel)] if history_size else []
+    if history_size:  # Redis restarted empty: the four publishes after it, each once
+        assert stored == [message_id for message_id, _ in published]
+    else:
+        assert published == [("", 0)] * 4
 
 
 def test_redis_down_raises_publish_error():

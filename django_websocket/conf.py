@@ -1,7 +1,8 @@
 """Every ``WEBSOCKET_*`` setting, its default, and how it is read.
 
 Settings are read when used, never at import time, so ``override_settings``
-works in tests and importing the package never touches ``django.conf``.
+works in tests and importing the package never reads ``django.conf.settings``;
+:func:`get` remembers each value until the settings change (``override_settings``).
 ``django_websocket.checks`` validates them through Django's system checks.
 
 ============================== ============ =====================================================
@@ -76,7 +77,13 @@ INTERVAL                                    (``publish(durable=True)``) in each 
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# The modules only: importing them reads no setting (django.conf.settings stays lazy).
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 #: The documented defaults. ``WEBSOCKET_URLCONF`` has none: it is required.
 DEFAULTS: dict[str, Any] = {
@@ -110,24 +117,62 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Values :func:`get` returned, by name, for the settings object in :data:`_source`. A handshake
+#: reads about a dozen settings, and an unset one costs Django's ``LazySettings`` an
+#: ``AttributeError`` raised and caught (4–7 µs) on every lookup.
+_values: dict[str, Any] = {}
+#: The object behind ``django.conf.settings`` that :data:`_values` were read from:
+#: ``override_settings`` (even without arguments) puts a new one there.
+_source: Any = None
+
+
 def get(name: str) -> Any:
     """Return setting *name* from ``django.conf.settings``, or its documented default.
 
     Raises ``KeyError`` for a name that is neither set nor in :data:`DEFAULTS`
     (that is, a missing ``WEBSOCKET_URLCONF``); ``manage.py check`` reports it first.
+    The value is remembered while ``django.conf.settings`` wraps the same settings object and
+    until Django's ``setting_changed`` signal: ``override_settings`` (as a decorator, a context
+    manager or pytest-django's ``settings``) is seen at once, an assignment to
+    ``django.conf.settings`` outside it is not. Settings are still read when used, but from
+    Django once per process and override.
     """
-    from django.conf import settings
-
+    if settings._wrapped is _source:
+        try:
+            return _values[name]
+        except KeyError:
+            pass
     try:
-        return getattr(settings, name)
+        value = getattr(settings, name)
     except AttributeError:
-        return DEFAULTS[name]
+        value = DEFAULTS[name]
+    _remember(settings._wrapped, name, value)
+    return value
+
+
+def _remember(source: Any, name: str, value: Any) -> None:
+    global _source
+    if source is not _source:
+        # Connected here too, not only in AppConfig.ready(): a project may serve websockets
+        # without listing the app. Idempotent (one dispatch_uid).
+        watch_settings()
+        _values.clear()
+        _source = source
+    _values[name] = value
+
+
+def forget(**kwargs: Any) -> None:
+    """``setting_changed`` receiver: forget every remembered value (any setting may be ours)."""
+    _values.clear()
+
+
+def watch_settings() -> None:
+    """Connect :func:`forget` to Django's ``setting_changed``. Idempotent."""
+    setting_changed.connect(forget, dispatch_uid="django_websocket.conf.forget")
 
 
 def websocket_urlconf() -> str:
     """Return ``WEBSOCKET_URLCONF``; raise ``ImproperlyConfigured`` when it is not set."""
-    from django.core.exceptions import ImproperlyConfigured
-
     try:
         return get("WEBSOCKET_URLCONF")
     except (KeyError, AttributeError):
@@ -139,6 +184,4 @@ def websocket_urlconf() -> str:
 
 def redis_url() -> str | None:
     """``WEBSOCKET_REDIS_URL``, else the ``REDIS_URL`` environment variable, else ``None`` (embedded)."""
-    import os
-
     return get("WEBSOCKET_REDIS_URL") or os.environ.get("REDIS_URL") or None

@@ -81,8 +81,13 @@ def close_connections() -> None:
 
     Called when a websocket view ends, whatever state it left its connections in: an
     unfinished ``atomic()`` block is rolled back by the database when it closes. Never raises.
+    A greenlet that opened no connection (or gave them all back) returns at once: every
+    connection Django opens is announced by ``connection_created`` (:func:`track_connections`).
     """
-    _holding.discard(getcurrent())
+    current = getcurrent()
+    if current not in _holding:
+        return
+    _holding.discard(current)
     for conn in connections.all(initialized_only=True):
         _close(conn)
 

@@ -51,6 +51,8 @@ def token_from_request(request: HttpRequest) -> tuple[str | None, str | None]:
     for subprotocol in handshake.subprotocols:
         if subprotocol.startswith(PROTOCOL_PREFIX) and len(subprotocol) > len(PROTOCOL_PREFIX):
             return subprotocol.removeprefix(PROTOCOL_PREFIX), "subprotocol"
+    if not request.META.get("QUERY_STRING"):
+        return None, None  # most handshakes: no query string to parse into request.GET
     token = request.GET.get(QUERY_PARAMETER)
     if token:
         return token, "query"

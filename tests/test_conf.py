@@ -8,6 +8,7 @@ import sys
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.test import SimpleTestCase, override_settings
 
 from django_websocket import conf
@@ -65,6 +66,18 @@ class GetTests(SimpleTestCase):
             with override_settings(WEBSOCKET_MAX_MESSAGE_SIZE=456):
                 self.assertEqual(conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"), 456)
             self.assertEqual(conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"), 123)
+
+    def test_values_are_remembered_until_settings_change(self):
+        """A value is read from Django once; setting_changed (sent by override_settings) forgets it."""
+        name = "WEBSOCKET_CLOSE_TIMEOUT"
+        with override_settings():
+            if hasattr(settings, name):
+                delattr(settings, name)
+            self.assertEqual(conf.get(name), 5.0)
+            setattr(settings._wrapped, name, 2.0)  # behind Django's back: no signal
+            self.assertEqual(conf.get(name), 5.0)
+            setting_changed.send(sender=None, setting=name, value=2.0, enter=True)
+            self.assertEqual(conf.get(name), 2.0)
 
     @override_settings(WEBSOCKET_SERVER=None)
     def test_explicit_none_is_kept(self):

@@ -115,6 +115,14 @@ def test_close_connections_closes_everything(use):
     assert conn.closes == 1
 
 
+def test_close_connections_in_a_greenlet_that_never_connected_costs_no_walk(monkeypatch):
+    """A view that never touched the database ends without a walk over DATABASES."""
+    handler = StandInConnections(StandIn())
+    monkeypatch.setattr(database, "connections", handler)
+    gevent.spawn(database.close_connections).join()
+    assert handler.walks == 0
+
+
 def test_a_failing_close_is_logged_not_raised(use, caplog):
     """A connection the server already dropped must not turn a wait into an error."""
     use(StandIn(fail=True))

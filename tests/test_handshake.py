@@ -132,6 +132,14 @@ def test_refused_origins_are_403(origin, allowed):
     assert caught.value.status == 403
 
 
+def test_origin_decisions_follow_the_allowed_patterns_they_were_made_with():
+    """A remembered decision is per (origin, patterns): other patterns decide again."""
+    check_origin("https://app.example.com", [".example.com"], allow_missing=False)
+    check_origin("https://app.example.com", (".example.com",), allow_missing=False)  # remembered
+    with pytest.raises(HandshakeError):
+        check_origin("https://app.example.com", ["other.test"], allow_missing=False)
+
+
 def test_missing_origin_policy():
     """No Origin header passes only while allow_missing is on."""
     check_origin(None, ["localhost"], allow_missing=True)

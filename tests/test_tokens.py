@@ -187,6 +187,17 @@ def test_token_from_request_only_on_handshakes():
     assert token_from_request(empty) == (None, None)
 
 
+def test_a_handshake_without_query_string_never_parses_one():
+    """No query string: no token, and request.GET is not built for it."""
+    from django_websocket.decorators import HANDSHAKE_ATTRIBUTE
+    from django_websocket.handshake import Handshake
+
+    request = RequestFactory().get("/socket/")
+    setattr(request, HANDSHAKE_ATTRIBUTE, Handshake("k", (), "", None))
+    assert token_from_request(request) == (None, None)
+    assert "GET" not in request.__dict__
+
+
 def test_plain_requests_pass_untouched():
     """Not a handshake: the middleware neither reads a token nor touches the response."""
     request = RequestFactory().get("/?token=garbage")

@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import time
+from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 
@@ -68,10 +69,20 @@ class RedisClusterGroup(Managed):
         seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:2])
         return f"redis+cluster://{seeds}"
 
-    def client(self) -> RedisCluster:
-        """A redis-py cluster client (explicit timeouts) for the test's own checks."""
+    def client(self, **kwargs: Any) -> RedisCluster:
+        """A redis-py cluster client for the test's own checks (explicit timeouts unless *kwargs* say)."""
         startup = [ClusterNode("127.0.0.1", node.port) for node in self.nodes if node.process is not None]
-        return RedisCluster(startup_nodes=startup, socket_timeout=5.0, socket_connect_timeout=2.0)
+        options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, **kwargs}
+        return RedisCluster(startup_nodes=startup, **options)
+
+    def subscribers(self, key: str) -> int:
+        """``PUBSUB SHARDNUMSUB`` of broker channel *key* on the master serving its slot."""
+        with self.master_of(key).client(socket_timeout=1.0) as client:
+            return client.execute_command("PUBSUB", "SHARDNUMSUB", key)[1]
+
+    def kill_subscriber_connections(self) -> int:
+        """``CLIENT KILL TYPE pubsub`` on every master (sharded subscribers too); return how many."""
+        return sum(master.kill_subscriber_connections() for master in self.masters())
 
     def masters(self) -> list[RedisServer]:
         """The running nodes that are masters now."""
@@ -118,7 +129,8 @@ class RedisClusterGroup(Managed):
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving *key*'s slot now."""
-        node = self.client().get_node_from_key(key)
+        with self.client() as client:
+            node = client.get_node_from_key(key)
         return next(server for server in self.nodes if server.port == node.port)
 
     def kill_master_of(self, key: str, timeout: float = 30.0) -> RedisServer:

@@ -24,7 +24,9 @@ import pytest
 import redis
 from websockets.sync.client import ClientConnection, connect
 
+from django_websocket.brokers import remote_broker
 from django_websocket.exceptions import PublishError
+from django_websocket.messaging.options import Options
 from tests.conftest import MAKE_SESSION
 from tests.redis_server import RedisServer
 from tests.servers import ROOT, Server, gunicorn
@@ -246,8 +248,7 @@ def second_alice_session(server_db: dict[str, str]) -> str:
 def numsub(redis_server: RedisServer, channel: str) -> int:
     """Subscriber connections Redis has for *channel* (0 while Redis is unreachable)."""
     try:
-        with redis_server.client(socket_timeout=1.0) as client:
-            return client.pubsub_numsub(PREFIX + channel)[0][1]
+        return redis_server.subscribers(remote_broker(redis_server.url, Options()).key(channel))
     except redis.RedisError:
         return 0
 

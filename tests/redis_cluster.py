@@ -48,10 +48,12 @@ def _is_free(port: int) -> bool:
 class RedisClusterGroup(Managed):
     """Six nodes forming one cluster: ``url`` (``redis+cluster://`` with two seeds), ``client()``."""
 
-    def __init__(self, startup_timeout: float = 30.0) -> None:
+    def __init__(self, startup_timeout: float = 30.0, persistent: bool = False) -> None:
+        """*persistent*: every node keeps every write on disk (``RedisServer(persistent=True)``)."""
         self.startup_timeout = startup_timeout
         self.nodes = [
             RedisServer(
+                persistent=persistent,
                 extra_args=[
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
@@ -107,6 +109,19 @@ class RedisClusterGroup(Managed):
         )
         self.wait_until_ok()
         self.wait_until_replicated()
+
+    def kill_every_node(self) -> None:
+        """SIGKILL every node: the whole cluster is away (each node keeps its ``nodes.conf``)."""
+        for node in self.nodes:
+            node.kill()
+
+    def restart_every_node(self) -> None:
+        """Start every node again on its port; return once the cluster, re-formed from each
+        node's ``nodes.conf``, is ok (its data is gone, as a restarted Redis's is)."""
+        for node in self.nodes:
+            if node.process is None:
+                node.start()
+        self.wait_until_ok()
 
     def wait_until_replicated(self, timeout: float | None = None) -> None:
         """Return once every master has a replica in sync (what a failover then keeps)."""

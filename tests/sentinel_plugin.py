@@ -23,12 +23,8 @@ import tests.redis_sentinel  # bound to the real RedisServer before it is replac
 import tests.redis_server
 from tests.redis_standin import StandIn, replace_redis_server, skip_listed
 
-#: Test ids (file::name) that do not apply on Sentinel, and why.
-NOT_ON_SENTINEL = {
-    "tests/messaging/test_hub.py::test_subscribing_during_an_outage_does_not_stall_and_resyncs": (
-        "kills and restarts Redis (tests/test_sentinel_integration.py kills the primary instead)"
-    ),
-}
+#: Test ids (file::name) that do not apply on Sentinel, and why, beyond ``NOT_ON_A_GROUP``.
+NOT_ON_SENTINEL: dict[str, str] = {}
 
 
 class PrimaryThroughSentinel(StandIn):
@@ -36,8 +32,8 @@ class PrimaryThroughSentinel(StandIn):
 
     killed_in = "tests/test_sentinel_integration.py for the primary's SIGKILL"
 
-    def new_group(self) -> tests.redis_sentinel.SentinelGroup:
-        return tests.redis_sentinel.SentinelGroup()
+    def new_group(self, persistent: bool) -> tests.redis_sentinel.SentinelGroup:
+        return tests.redis_sentinel.SentinelGroup()  # persistent or not: it is never restarted
 
     def data_server(self) -> tests.redis_server.RedisServer:
         return self.group.primary

@@ -61,10 +61,18 @@ class Clients:
         assert hello["subscribed"], hello
         return websocket, hello
 
-    def on_each_worker(self, path: str, workers: int = 2, attempts: int = 60) -> list[ClientConnection]:
-        """Open connections to *path* until every worker serves one; return one per worker."""
+    def on_each_worker(self, path: str, workers: int = 2, timeout: float = 30.0) -> list[ClientConnection]:
+        """Open connections to *path* until every worker serves one; return one per worker.
+
+        For *timeout* seconds, not a number of attempts: gunicorn logs "Booting worker" before
+        the worker has imported Django, and on a busy machine the first worker can take every
+        connection for seconds.
+        """
         by_pid: dict[int, ClientConnection] = {}
-        for _ in range(attempts):
+        deadline = time.monotonic() + timeout
+        attempts = 0
+        while time.monotonic() < deadline:
+            attempts += 1
             websocket, hello = self.join(path)
             if hello["pid"] in by_pid:
                 websocket.close()

@@ -55,8 +55,6 @@ class ClusterInPlaceOfRedis(StandIn):
     def start(self) -> None:
         self.group.restart_every_node()
 
-    stop = kill
-
 
 def pytest_configure(config: pytest.Config) -> None:
     replace_redis_server(ClusterInPlaceOfRedis)

@@ -3,9 +3,9 @@
 ``pytest -p tests.sentinel_plugin -m redis`` and ``pytest -p tests.cluster_plugin -m redis``
 rerun the tests marked ``redis`` (``tests/conftest.py``: they start a ``RedisServer``) with
 every ``RedisServer`` replaced by a :class:`StandIn`: a group of real processes (a Sentinel
-group, a Redis Cluster) reached through its URL. A test that restarts "the" Redis is skipped
-when it tries; tests that cannot mean the same thing on the group are skipped at collection,
-each with its reason.
+group, a Redis Cluster) reached through its URL. A test that kills and restarts "the" Redis
+kills and restarts the group's data nodes; tests that cannot mean the same thing on a group
+are skipped at collection, each with its reason.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ Self = TypeVar("Self", bound="StandIn")  # typing.Self needs Python 3.11
 class StandIn:
     """Stands in for ``RedisServer`` (whatever its arguments): ``url``, ``client()``, ``subscribers()``.
 
-    A subclass makes the group (:meth:`new_group`) and says which of its servers a test's
-    ``client()`` talks to (:meth:`data_server`); ``with`` starts the group and always closes it.
-    ``kill()``, ``start()`` and ``stop()`` skip the test: a group has no one process to restart
-    (:attr:`killed_in` names the test that kills a primary or a master instead).
+    A subclass makes the group (:meth:`new_group`), says which of its servers a test's
+    ``client()`` talks to (:meth:`data_server`), and what a test's ``kill()`` (or ``stop()``)
+    and ``start()`` of "the" Redis take away and bring back. ``with`` starts the group and
+    always closes it.
     """
-
-    killed_in = ""
 
     def __init__(self, *args: Any, persistent: bool = False, **kwargs: Any) -> None:
         self.group = self.new_group(persistent)
@@ -57,9 +55,15 @@ class StandIn:
         return self.data_server().kill_subscriber_connections()
 
     def kill(self) -> None:
-        pytest.skip(f"kills and restarts Redis: see {self.killed_in}")
+        """Redis is away: SIGKILL every data node (the group's own processes, by PID)."""
+        raise NotImplementedError
 
-    start = stop = kill
+    def start(self) -> None:
+        """Redis is back: start every data node again on its port; return once the group serves."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.kill()
 
     def __enter__(self: Self) -> Self:
         self.group.__enter__()

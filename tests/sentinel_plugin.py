@@ -9,10 +9,13 @@ sentinels. ``make test`` runs it after the main run, on the tests marked ``redis
 starts a Redis. The default run itself covers a few representative tests on Sentinel
 (``ALSO_ON_SENTINEL`` in ``tests/test_publishing.py``).
 
-Tests that cannot mean the same thing on Sentinel are skipped, each with its reason
-(``NOT_ON_SENTINEL`` here, ``NOT_ON_A_GROUP`` in ``tests/redis_standin.py``, which holds
-what this plugin shares with ``tests/cluster_plugin.py``): killing and restarting "the"
-Redis, testing the plain ``RedisBroker``, counting one server's connections.
+A test that kills and restarts "the" Redis kills the primary and the replica and starts
+them again on their ports (the sentinels, with no replica to promote, keep naming the
+primary; ``persistent=True`` nodes keep their data). Tests that cannot mean the same thing
+on Sentinel are skipped, each with its reason (``NOT_ON_SENTINEL`` here, ``NOT_ON_A_GROUP``
+in ``tests/redis_standin.py``, which holds what this plugin shares with
+``tests/cluster_plugin.py``): testing the plain ``RedisBroker``, counting one server's
+connections.
 """
 
 from __future__ import annotations
@@ -30,10 +33,8 @@ NOT_ON_SENTINEL: dict[str, str] = {}
 class PrimaryThroughSentinel(StandIn):
     """Stands in for ``RedisServer``: a Sentinel group, reached through its URL."""
 
-    killed_in = "tests/test_sentinel_integration.py for the primary's SIGKILL"
-
     def new_group(self, persistent: bool) -> tests.redis_sentinel.SentinelGroup:
-        return tests.redis_sentinel.SentinelGroup()  # persistent or not: it is never restarted
+        return tests.redis_sentinel.SentinelGroup(persistent=persistent)
 
     def data_server(self) -> tests.redis_server.RedisServer:
         return self.group.primary
@@ -45,6 +46,12 @@ class PrimaryThroughSentinel(StandIn):
     @property
     def port(self) -> int | None:
         return self.group.primary.port
+
+    def kill(self) -> None:
+        self.group.kill_data_nodes()
+
+    def start(self) -> None:
+        self.group.restart_data_nodes()
 
 
 def pytest_configure(config: pytest.Config) -> None:

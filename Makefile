@@ -75,15 +75,19 @@ docs: setup
 typecheck: $(NODE_STAMP)
 	npx --no -- tsc --noEmit -p $(TSCONFIG)
 
-# pytest twice: the whole suite (SQLite, plus its own PostgreSQL, Redis and nginx servers),
+# pytest four times: the whole suite (SQLite, plus its own PostgreSQL, Redis and nginx servers),
 # then the tests that use the test database (marked db_both in tests/conftest.py: a django_db
 # mark, a db fixture or a Django TestCase) again on a throwaway PostgreSQL cluster, which
-# tests/settings.py switches to when DJANGO_POSTGRES_* are set. Exit status 5 (every test
-# deselected, say by PYTEST_ARGS=-k ...) is not a failure of the second run.
+# tests/settings.py switches to when DJANGO_POSTGRES_* are set; then the tests that start a
+# Redis (marked redis) again with every such Redis a Sentinel group (tests/sentinel_plugin.py),
+# then a six-node Redis Cluster (tests/cluster_plugin.py). Exit status 5 (every test
+# deselected, say by PYTEST_ARGS=-k ...) is not a failure of the last three runs.
 test: lint check docs typecheck
 	$(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 	$(PY) -m tests.postgres_server -- $(PY) -m pytest -p no:cacheprovider -ra -m db_both $(PYTEST_ARGS) \
 		|| [ $$? -eq 5 ]
+	$(PY) -m pytest -p no:cacheprovider -ra -p tests.sentinel_plugin -m redis $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -p no:cacheprovider -ra -p tests.cluster_plugin -m redis $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Each pair in its own virtualenv under .nox/, reused between runs; PYTEST_ARGS reach pytest.
 # node_modules too: tests/test_typescript.py runs its tsc.

@@ -3,14 +3,21 @@
 Tests that use the test database (pytest-django's ``django_db`` mark or ``db`` fixtures, or
 a Django ``TestCase``) are marked ``db_both``: ``make test`` runs them a second time on a
 real PostgreSQL (``-m db_both`` under ``python -m tests.postgres_server``).
+
+Tests that start a :class:`~tests.redis_server.RedisServer` (themselves, or through a fixture
+such as ``redis_server``, or as the ``broker`` fixture's ``redis`` run) are marked ``redis``:
+``make test`` runs them again with it standing for a Sentinel group (``-p tests.sentinel_plugin
+-m redis``), then for a Redis Cluster (``-p tests.cluster_plugin -m redis``).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from types import CodeType
 
 import pytest
 
@@ -174,13 +181,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "db_both: uses the test database; `make test` runs it on SQLite, then on PostgreSQL"
     )
+    config.addinivalue_line(
+        "markers", "redis: starts a RedisServer; `make test` runs it on Redis, Sentinel and Cluster"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the test database ``db_both`` (so new ones are never left out)."""
+    """Mark tests ``db_both`` and ``redis`` by what they use (so new ones are never left out)."""
     from django.test import TransactionTestCase
 
     for item in items:
+        if starts_redis(item):
+            item.add_marker(pytest.mark.redis)
         cls = getattr(item, "cls", None)
         if (
             item.get_closest_marker("django_db") is not None
@@ -209,3 +221,34 @@ def postgres_db(postgres_server):
     """``postgres_server`` with its database migrated, for gunicorn servers (given ``.env()``)."""
     manage("migrate", "--noinput", "-v", "0", env=postgres_server.env())
     return postgres_server
+
+
+# ---------------------------------------------------------------- Redis, Sentinel, Cluster
+
+
+def starts_redis(item: pytest.Item) -> bool:
+    """Whether *item* starts a ``RedisServer``: the ``broker`` fixture's ``redis`` run, or a test
+    or one of its fixtures (the whole closure: ``fanout_server`` through ``redis_server``) whose
+    code names ``RedisServer``."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("broker") == "redis":
+        return True
+    functions = [getattr(item, "obj", None)]
+    # pytest has no public map from a test's fixture names to their functions.
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    if fixtureinfo is not None:
+        for definitions in fixtureinfo.name2fixturedefs.values():
+            functions += [definition.func for definition in definitions]
+    return any(_names(function, "RedisServer") for function in functions)
+
+
+def _names(function: object, name: str) -> bool:
+    """Whether *function*'s code (or a function or lambda inside it) uses the global or imported *name*."""
+    code = getattr(inspect.unwrap(getattr(function, "__func__", function)), "__code__", None)
+    return code is not None and _code_names(code, name)
+
+
+def _code_names(code: CodeType, name: str) -> bool:
+    return name in code.co_names or any(
+        _code_names(const, name) for const in code.co_consts if isinstance(const, CodeType)
+    )

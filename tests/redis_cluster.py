@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import time
+from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 
@@ -47,10 +48,12 @@ def _is_free(port: int) -> bool:
 class RedisClusterGroup(Managed):
     """Six nodes forming one cluster: ``url`` (``redis+cluster://`` with two seeds), ``client()``."""
 
-    def __init__(self, startup_timeout: float = 30.0) -> None:
+    def __init__(self, startup_timeout: float = 30.0, persistent: bool = False) -> None:
+        """*persistent*: every node keeps every write on disk (``RedisServer(persistent=True)``)."""
         self.startup_timeout = startup_timeout
         self.nodes = [
             RedisServer(
+                persistent=persistent,
                 extra_args=[
                     "--cluster-enabled",
                     "yes",
@@ -72,10 +75,20 @@ class RedisClusterGroup(Managed):
         seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:2])
         return f"redis+cluster://{seeds}"
 
-    def client(self) -> RedisCluster:
-        """A redis-py cluster client (explicit timeouts) for the test's own checks."""
+    def client(self, **kwargs: Any) -> RedisCluster:
+        """A redis-py cluster client for the test's own checks (explicit timeouts unless *kwargs* say)."""
         startup = [ClusterNode("127.0.0.1", node.port) for node in self.nodes if node.process is not None]
-        return RedisCluster(startup_nodes=startup, socket_timeout=5.0, socket_connect_timeout=2.0)
+        options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, **kwargs}
+        return RedisCluster(startup_nodes=startup, **options)
+
+    def subscribers(self, key: str) -> int:
+        """``PUBSUB SHARDNUMSUB`` of broker channel *key* on the master serving its slot."""
+        with self.master_of(key).client(socket_timeout=1.0) as client:
+            return client.execute_command("PUBSUB", "SHARDNUMSUB", key)[1]
+
+    def kill_subscriber_connections(self) -> int:
+        """``CLIENT KILL TYPE pubsub`` on every master (sharded subscribers too); return how many."""
+        return sum(master.kill_subscriber_connections() for master in self.masters())
 
     def masters(self) -> list[RedisServer]:
         """The running nodes that are masters now."""
@@ -101,6 +114,19 @@ class RedisClusterGroup(Managed):
         self.wait_until_ok()
         self.wait_until_replicated()
 
+    def kill_every_node(self) -> None:
+        """SIGKILL every node: the whole cluster is away (each node keeps its ``nodes.conf``)."""
+        for node in self.nodes:
+            node.kill()
+
+    def restart_every_node(self) -> None:
+        """Start every node again on its port; return once the cluster, re-formed from each
+        node's ``nodes.conf``, is ok (its data is gone, as a restarted Redis's is)."""
+        for node in self.nodes:
+            if node.process is None:
+                node.start()
+        self.wait_until_ok()
+
     def wait_until_replicated(self, timeout: float | None = None) -> None:
         """Return once every master has a replica in sync (what a failover then keeps)."""
 
@@ -122,7 +148,8 @@ class RedisClusterGroup(Managed):
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving *key*'s slot now."""
-        node = self.client().get_node_from_key(key)
+        with self.client() as client:
+            node = client.get_node_from_key(key)
         return next(server for server in self.nodes if server.port == node.port)
 
     def kill_master_of(self, key: str, timeout: float = 30.0) -> RedisServer:

@@ -186,8 +186,11 @@ class SentinelGroup(Managed):
         tls: Path | None = None,
         password: str | None = None,
         sentinel_password: str | None = None,
+        persistent: bool = False,
     ) -> None:
         self.startup_timeout = startup_timeout
+        #: Data nodes keep every write on disk (``RedisServer(persistent=True)``).
+        self.persistent = persistent
         self.tls = tls
         self.password = password
         self.sentinel_password = sentinel_password
@@ -195,7 +198,7 @@ class SentinelGroup(Managed):
         self.announced: dict[int, int] = {}
         self._next_tls_port = 0
         self.directory = Path(tempfile.mkdtemp(prefix="redis-sentinel-test-"))
-        self.primary = RedisServer(extra_args=self._node_args())
+        self.primary = RedisServer(extra_args=self._node_args(), persistent=persistent)
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelProcess] = []
         #: Data nodes this group started and killed (kept so close() can remove their files).
@@ -237,7 +240,9 @@ class SentinelGroup(Managed):
         self.primary.start()
         self._started(self.primary)
         primary = str(self.sentinel_port(self.primary))
-        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", primary, *self._node_args()))
+        self.replica = RedisServer(
+            extra_args=("--replicaof", "127.0.0.1", primary, *self._node_args()), persistent=self.persistent
+        )
         self.replica.start()
         self._started(self.replica)
         for _ in range(3):
@@ -276,6 +281,23 @@ class SentinelGroup(Managed):
         killed.kill()
         self.killed.append(killed)
         return killed
+
+    def kill_data_nodes(self) -> None:
+        """SIGKILL the primary and the replica: Redis is away (the sentinels stay, with no one to promote)."""
+        assert self.replica is not None
+        for server in (self.primary, self.replica):
+            server.kill()
+
+    def restart_data_nodes(self) -> None:
+        """Start the primary, then the replica, again on their ports; return once both accept connections.
+
+        As soon as a restarted Redis would: the sentinels, which kept naming the primary, see it
+        back within a second, and never had a replica to promote meanwhile.
+        """
+        for server in (self.primary, self.replica):
+            assert server is not None
+            if server.process is None:
+                server.start()
 
     def switch_roles(self, timeout: float = 30.0) -> None:
         """``SENTINEL FAILOVER``: the replica becomes primary, the primary a replica, both alive."""

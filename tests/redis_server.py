@@ -79,6 +79,16 @@ class RedisServer(Managed):
         options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, **kwargs}
         return redis.Redis.from_url(self.url, **options)
 
+    def subscribers(self, key: str) -> int:
+        """``PUBSUB NUMSUB`` of broker channel *key*: the connections subscribed to it."""
+        with self.client(socket_timeout=1.0) as client:
+            return client.pubsub_numsub(key)[0][1]
+
+    def kill_subscriber_connections(self) -> int:
+        """``CLIENT KILL TYPE pubsub``: drop every pub/sub connection (a network fault); return how many."""
+        with self.client() as client:
+            return client.client_kill_filter(_type="pubsub")
+
     def start(self) -> None:
         """Start Redis and return once it accepts connections.
 

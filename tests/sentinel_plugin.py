@@ -1,51 +1,43 @@
-"""Run the Redis-backed tests on Redis Sentinel: ``pytest -p tests.sentinel_plugin tests/...``.
+"""Run the Redis-backed tests on Redis Sentinel: ``pytest -p tests.sentinel_plugin -m redis``.
 
 Every :class:`~tests.redis_server.RedisServer` a test (or a fixture such as ``redis_server``)
 starts becomes a Sentinel group (``tests/redis_sentinel.py``) whose ``url`` is the group's
 ``redis+sentinel://`` URL and whose ``client()`` talks to the primary: ``publish()``, the
 hub, history and presence, in this process and in gunicorn workers, all go through the
-sentinels. Opt-in (a group per module costs about 5 s), for the few representative runs the
-default suite does itself (``ALSO_ON_SENTINEL`` in ``tests/test_publishing.py``).
+sentinels. ``make test`` runs it after the main run, on the tests marked ``redis``
+(``tests/conftest.py``); a group costs a few seconds to start, once per module or test that
+starts a Redis. The default run itself covers a few representative tests on Sentinel
+(``ALSO_ON_SENTINEL`` in ``tests/test_publishing.py``).
 
-Tests that cannot mean the same thing on Sentinel are skipped, each with its reason:
-killing and restarting "the" Redis, building a plain ``RedisBroker`` from the URL, and
-counting the primary's pub/sub clients (each sentinel holds one).
+A test that kills and restarts "the" Redis kills the primary and the replica and starts
+them again on their ports (the sentinels, with no replica to promote, keep naming the
+primary; ``persistent=True`` nodes keep their data). Tests that cannot mean the same thing
+on Sentinel are skipped, each with its reason (``NOT_ON_SENTINEL`` here, ``NOT_ON_A_GROUP``
+in ``tests/redis_standin.py``, which holds what this plugin shares with
+``tests/cluster_plugin.py``): testing the plain ``RedisBroker``, counting one server's
+connections.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 import tests.redis_sentinel  # bound to the real RedisServer before it is replaced below
 import tests.redis_server
+from tests.redis_standin import StandIn, replace_redis_server, skip_listed
 
-#: Test ids (file::name) that do not apply on Sentinel, and why.
-NOT_ON_SENTINEL = {
-    "tests/messaging/brokers/test_redis.py::test_a_stream_expires_after_the_ttl": (
-        "builds a plain RedisBroker"
-    ),
-    "tests/messaging/brokers/test_redis.py::test_redis_members_of_a_dead_process_expire_with_one_leave": (
-        "builds a plain RedisBroker"
-    ),
-    "tests/messaging/brokers/test_redis.py::test_redis_heartbeat_re_adds_a_swept_connection_with_a_join": (
-        "builds a plain RedisBroker"
-    ),
-    "tests/messaging/test_hub.py::test_subscribing_during_an_outage_does_not_stall_and_resyncs": (
-        "kills and restarts Redis (tests/test_sentinel_integration.py kills the primary instead)"
-    ),
-    "tests/test_fanout_integration.py::test_thousand_sockets_one_worker_one_redis_connection": (
-        "counts the primary's pub/sub clients: each sentinel holds one"
-    ),
-}
+#: Test ids (file::name) that do not apply on Sentinel, and why, beyond ``NOT_ON_A_GROUP``.
+NOT_ON_SENTINEL: dict[str, str] = {}
 
 
-class PrimaryThroughSentinel:
+class PrimaryThroughSentinel(StandIn):
     """Stands in for ``RedisServer``: a Sentinel group, reached through its URL."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.group = tests.redis_sentinel.SentinelGroup()
+    def new_group(self, persistent: bool) -> tests.redis_sentinel.SentinelGroup:
+        return tests.redis_sentinel.SentinelGroup(persistent=persistent)
+
+    def data_server(self) -> tests.redis_server.RedisServer:
+        return self.group.primary
 
     @property
     def url(self) -> str:
@@ -55,30 +47,16 @@ class PrimaryThroughSentinel:
     def port(self) -> int | None:
         return self.group.primary.port
 
-    def client(self, **kwargs: Any) -> Any:
-        return self.group.primary.client(**kwargs)
-
     def kill(self) -> None:
-        pytest.skip(
-            "kills and restarts Redis: see tests/test_sentinel_integration.py for the primary's SIGKILL"
-        )
+        self.group.kill_data_nodes()
 
-    start = stop = kill
-
-    def __enter__(self) -> PrimaryThroughSentinel:
-        self.group.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.group.__exit__(*exc_info)
+    def start(self) -> None:
+        self.group.restart_data_nodes()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    tests.redis_server.RedisServer = PrimaryThroughSentinel  # type: ignore[misc]
+    replace_redis_server(PrimaryThroughSentinel)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        reason = NOT_ON_SENTINEL.get(item.nodeid.split("[")[0])
-        if reason is not None:
-            item.add_marker(pytest.mark.skip(reason=f"not on Sentinel: {reason}"))
+    skip_listed(items, NOT_ON_SENTINEL, "Sentinel")

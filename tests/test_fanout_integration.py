@@ -24,7 +24,9 @@ import pytest
 import redis
 from websockets.sync.client import ClientConnection, connect
 
+from django_websocket.brokers import remote_broker
 from django_websocket.exceptions import PublishError
+from django_websocket.messaging.options import Options
 from tests.conftest import MAKE_SESSION
 from tests.redis_server import RedisServer
 from tests.servers import ROOT, Server, gunicorn
@@ -59,10 +61,18 @@ class Clients:
         assert hello["subscribed"], hello
         return websocket, hello
 
-    def on_each_worker(self, path: str, workers: int = 2, attempts: int = 60) -> list[ClientConnection]:
-        """Open connections to *path* until every worker serves one; return one per worker."""
+    def on_each_worker(self, path: str, workers: int = 2, timeout: float = 30.0) -> list[ClientConnection]:
+        """Open connections to *path* until every worker serves one; return one per worker.
+
+        For *timeout* seconds, not a number of attempts: gunicorn logs "Booting worker" before
+        the worker has imported Django, and on a busy machine the first worker can take every
+        connection for seconds.
+        """
         by_pid: dict[int, ClientConnection] = {}
-        for _ in range(attempts):
+        deadline = time.monotonic() + timeout
+        attempts = 0
+        while time.monotonic() < deadline:
+            attempts += 1
             websocket, hello = self.join(path)
             if hello["pid"] in by_pid:
                 websocket.close()
@@ -246,8 +256,7 @@ def second_alice_session(server_db: dict[str, str]) -> str:
 def numsub(redis_server: RedisServer, channel: str) -> int:
     """Subscriber connections Redis has for *channel* (0 while Redis is unreachable)."""
     try:
-        with redis_server.client(socket_timeout=1.0) as client:
-            return client.pubsub_numsub(PREFIX + channel)[0][1]
+        return redis_server.subscribers(remote_broker(redis_server.url, Options()).key(channel))
     except redis.RedisError:
         return 0
 

@@ -133,8 +133,7 @@ def test_subscriber_connection_killed_messages_come_from_history(server_a, durab
     client.subscribed()
     first = publish("room:clientkill", "first")
     assert client.until("message")["id"] == first
-    with durable_redis.client() as redis:
-        assert redis.client_kill_filter(_type="pubsub") >= 1
+    assert durable_redis.kill_subscriber_connections() >= 1
     burst = [publish("room:clientkill", n) for n in range(50)]
     while len(client.messages) < 51:
         client.frame(timeout=10)

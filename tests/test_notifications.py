@@ -18,6 +18,8 @@ from http.client import HTTPConnection
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from django_websocket.brokers import remote_broker
+from django_websocket.messaging.options import Options
 from tests.pages import page_factory
 from tests.readme import README, block_with, code_blocks
 from tests.servers import ROOT, Server, gunicorn
@@ -114,10 +116,9 @@ def _wait_subscribed(redis_server, env: dict[str, str], username: str, timeout: 
     """
     with sqlite3.connect(env["DJANGO_DB_PATH"]) as db:
         (pk,) = db.execute("SELECT id FROM auth_user WHERE username = ?", (username,)).fetchone()
-    channel = f"django_websocket:notifications@user:{pk}"
-    client = redis_server.client()
+    channel = remote_broker(env["REDIS_URL"], Options()).key("notifications", f"@user:{pk}")
     deadline = time.monotonic() + timeout
-    while client.pubsub_numsub(channel)[0][1] == 0:
+    while redis_server.subscribers(channel) == 0:
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing subscribed to {channel} within {timeout} s")
         time.sleep(0.02)  # polling Redis, not waiting for the browser

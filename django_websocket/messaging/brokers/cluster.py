@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from redis import BlockingConnectionPool
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
@@ -95,11 +96,18 @@ class ClusterBroker(RedisBroker):
         return self._call(lambda: self._cluster_client(timeout), "reach")
 
     def _cluster_client(self, timeout: float) -> RedisCluster:
+        (host, port), *others = self.seeds
         return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in self.seeds],
+            # Given a URL (here the first seed's: its scheme picks TLS), redis-py builds each
+            # node's pool from connection_pool_class; without one, a plain pool that raises
+            # "Too many connections" at REDIS_CONNECTIONS instead of queueing, as the plain
+            # broker's pool does (hundreds of sockets resuming after a deploy hit that).
+            url=f"{'rediss' if self.tls else 'redis'}://{host}:{port}",
+            startup_nodes=[ClusterNode(host, port) for host, port in others],
+            connection_pool_class=BlockingConnectionPool,
+            timeout=timeout,  # the pool's wait for a free connection
             username=self.username,
             password=self.password,
-            ssl=self.tls,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             max_connections=REDIS_CONNECTIONS,  # per node

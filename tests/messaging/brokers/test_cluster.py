@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import gevent
 import pytest
@@ -93,6 +94,20 @@ def cluster():
 
     with RedisClusterGroup() as running:
         yield running
+
+
+def test_more_readers_than_connections_queue_for_one(cluster):
+    """200 reads at once through one broker (16 connections per node) wait their turn; none fails.
+
+    redis-py's cluster client raised "Too many connections" at the 17th: sockets resuming
+    together after a deploy got gaps instead of their history.
+    """
+    broker = ClusterBroker(cluster.url, Options())
+    channel = fresh()
+    message_id, _ = broker.publish(channel, broker.key(channel), b"t", "x")
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        readings = list(pool.map(lambda _: broker.read(channel, None), range(200)))
+    assert {reading.position for reading in readings} == {message_id}
 
 
 def test_channels_spread_over_every_shard(cluster):

@@ -496,7 +496,7 @@ def breakdown(args, env: dict[str, str], headers: list[str], tmp: Path) -> int:
         Stack(
             "ours",
             gunicorn(OUR_WORKER, "test_project.wsgi:websocket", args.sockets, ("-c", str(config))),
-            {**env, "BENCH_TRACEMALLOC_DIR": str(directory), "BENCH_TRACEMALLOC_FRAMES": "1"},
+            {**env, "BENCH_TRACEMALLOC_DIR": str(directory), "BENCH_TRACEMALLOC_FRAMES": str(args.frames)},
         )
     )
     extra: dict[str, dict] = {}
@@ -567,7 +567,18 @@ def breakdown(args, env: dict[str, str], headers: list[str], tmp: Path) -> int:
             (f"{stat.size_diff / n:,.1f}", f"{stat.count_diff / n:.2f}", short(stat.traceback[0].filename))
         )
     print(aligned(rows))
+    if args.frames > 1:
+        print_tracebacks(after.compare_to(before, "traceback"), n)
     return 1 if result["errors"] else 0
+
+
+def print_tracebacks(stats: list, n: int, top: int = 10) -> None:
+    """The *top* call stacks that grew most, per socket (``--frames`` > 1), oldest frame first."""
+    print(f"\ntop {top} call stacks by growth, per socket (tracemalloc, --frames deep):")
+    for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:top]:
+        print(f"\n{stat.size_diff / n:,.1f} B/socket, {stat.count_diff / n:.2f} blocks/socket")
+        for frame in stat.traceback:
+            print(f"    {short(frame.filename)}:{frame.lineno}")
 
 
 def aligned(rows: list[tuple[str, ...]]) -> str:
@@ -610,6 +621,12 @@ def parse_args(argv=None):
         "--breakdown",
         action="store_true",
         help="ours only, under tracemalloc: the allocation sites that grow per socket",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=1,
+        help="--breakdown: frames per trace (default 1); above 1 the top call stacks are printed too",
     )
     parser.add_argument("--only", action="append", help="measure only this server (repeatable; ours is kept)")
     parser.add_argument("--warmup-sockets", type=int, default=200, help="warm-up batch (default 200)")

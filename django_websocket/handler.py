@@ -31,6 +31,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
 from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import ResponseHeaders
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
@@ -251,6 +252,9 @@ class WebSocketHandler(WSGIHandler):
             (name, value) for name, value in _response_headers(accept) if name.lower() not in NOT_ON_UPGRADE
         ]
         sock, read = upgrade(headers)
+        # Sent with the 101: the marker need not keep them for the connection's life.
+        accept.headers = ResponseHeaders({})
+        accept.cookies.clear()
         return WebSocket(
             sock,
             read,

@@ -19,9 +19,11 @@ from django.test import override_settings
 from gevent import pywsgi, socket
 
 from django_websocket.server import (
+    PackedHeaders,
     UpgradeHandler,
     buffered_bytes,
     connection_limit,
+    direct_call,
     handshake_timeout,
     http_date,
     read_headers,
@@ -103,6 +105,35 @@ def test_read_headers_makes_the_message_pywsgi_makes_for_random_bytes():
 
 def test_the_handler_reads_headers_with_read_headers():
     assert UpgradeHandler.MessageClass(None, io.BytesIO(b"Host: a\r\n\r\n"), 0).get("host") == "a"
+
+
+def test_direct_call_binds_a_python_class_s_call_and_leaves_functions_alone():
+    """An application instance becomes its bound ``__call__`` (called inline); a function stays."""
+
+    class Base:
+        def __call__(self, environ, start_response):
+            return [environ["x"]]
+
+    class App(Base):
+        pass
+
+    app = App()
+    bound = direct_call(app)
+    assert bound.__self__ is app and bound({"x": b"1"}, None) == [b"1"]
+
+    def function(environ, start_response):
+        return []
+
+    assert direct_call(function) is function
+    assert direct_call(print) is print
+
+
+def test_packed_headers_give_back_the_pairs_they_were_given():
+    """What the access log reads after the upgrade: str pairs via items(), bytes pairs by iterating."""
+    request = [("Host", "h"), ("Cookie", "a=1; b=\x002"), ("Host", "dup")]
+    assert PackedHeaders(request).items() == request
+    response = [(b"Upgrade", b"websocket"), (b"Date", b"x")]
+    assert list(PackedHeaders(response)) == response
 
 
 def test_http_date_is_pywsgi_s_date_of_this_second():

@@ -270,7 +270,9 @@ class WebSocket(MessageMixin):
         self._plain_below = plain_frame_limit(self.protocol.extensions)
         # Whether channel messages' shared frames may go out as they are (see _forward()).
         self._plain_frames = allows_plain_frames(self.protocol.extensions)
-        self._messages: deque[Message] = deque()
+        # A deque only from the first message (_deliver()): its first block is 0.6 KiB, and
+        # many sockets (notifications, dashboards) never get a message from their client.
+        self._messages: deque[Message] | tuple[()] = ()
         self._fragments: list[Any] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         self._read_lock = Semaphore()
@@ -352,13 +354,13 @@ class WebSocket(MessageMixin):
             try:
                 if opcode is Opcode.TEXT:
                     if frame.fin:
-                        self._messages.append(bytes(frame.data).decode())
+                        self._deliver(bytes(frame.data).decode())
                     else:
                         self._decoder = codecs.getincrementaldecoder("utf-8")()
                         self._fragments = [self._decoder.decode(frame.data)]
                 elif opcode is Opcode.BINARY:
                     if frame.fin:
-                        self._messages.append(bytes(frame.data))
+                        self._deliver(bytes(frame.data))
                     else:
                         self._decoder = None
                         self._fragments = [bytes(frame.data)]
@@ -370,6 +372,12 @@ class WebSocket(MessageMixin):
                 # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
                 self.protocol.fail(1007, "invalid UTF-8 in text message")
                 return
+
+    def _deliver(self, message: Message) -> None:
+        """Queue a complete message for ``receive()``."""
+        if type(self._messages) is not deque:  # the first one (see __init__)
+            self._messages = deque()
+        self._messages.append(message)  # type: ignore[union-attr]
 
     def _over_rate_limit(self) -> bool:
         """Take a token for one incoming message; ``True`` (and a warning) when none is left.
@@ -421,7 +429,7 @@ class WebSocket(MessageMixin):
             self._fragments.append(bytes(data))
         if fin:
             joiner = "" if self._decoder is not None else b""
-            self._messages.append(joiner.join(self._fragments))
+            self._deliver(joiner.join(self._fragments))
             self._fragments = []
             self._decoder = None
 
@@ -685,7 +693,8 @@ class WebSocket(MessageMixin):
                 while True:
                     try:
                         self._receive_more()
-                        self._messages.clear()
+                        if self._messages:
+                            self._messages.clear()
                     except ConnectionClosed:
                         break
         self._abort()

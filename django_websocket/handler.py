@@ -52,7 +52,7 @@ from .decorators import HANDSHAKE_ATTRIBUTE
 from .exceptions import ConnectionClosed, HandshakeError
 from .handshake import accept_headers, check_origin, is_upgrade_request, parse_handshake
 from .response import AcceptWebSocket, handshake_refused
-from .server import UPGRADE_ENVIRON_KEY, connection_limit
+from .server import DETACH_ENVIRON_KEY, UPGRADE_ENVIRON_KEY, connection_limit
 from .stock import StockWebSocket
 
 logger = logging.getLogger("django_websocket")
@@ -223,11 +223,14 @@ class WebSocketHandler(WSGIHandler):
             if not keep:
                 websocket.on_wait = release_connections
                 release_connections()  # what the middleware used (session, user)
-            try:
-                run_view(request, websocket, accept)
-            finally:
-                if not keep:
-                    close_connections()
+            detach = None if keep else environ.get(DETACH_ENVIRON_KEY)
+            if detach is not None:
+                # The view runs in a greenlet of its own, shallow while it waits (see
+                # server.UpgradeHandler.detach_connection), which does the rest; this one ends.
+                detach(serve_detached, request, websocket, accept, owner)
+                owner = None
+                return []
+            serve(request, websocket, accept, keep)
         finally:
             if owner is not None:
                 owner_connections.release(owner)
@@ -314,6 +317,27 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
             websocket.close(code, reason)
         except ConnectionClosed:
             pass
+
+
+def serve(request: HttpRequest, websocket: Any, accept: AcceptWebSocket, keep: Any) -> None:
+    """:func:`run_view`, then close the greenlet's database connections (unless *keep*)."""
+    try:
+        run_view(request, websocket, accept)
+    finally:
+        if not keep:
+            close_connections()
+
+
+def serve_detached(
+    request: HttpRequest, websocket: Any, accept: AcceptWebSocket, owner: tuple[str, Any] | None
+) -> None:
+    """:func:`serve` in the connection's own greenlet, then the rest of the request's end."""
+    try:
+        serve(request, websocket, accept, False)
+    finally:
+        if owner is not None:
+            owner_connections.release(owner)
+        accept.close()  # request_finished, as the WSGI server would when the response ends
 
 
 class OwnerConnections:

@@ -185,20 +185,27 @@ def masked_text(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def handshake_request(path: str = "/echo/", *headers: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade"]
+    lines += [*headers, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def read_until(sock: stdlib_socket.socket, marker: bytes, received: bytes = b"") -> bytes:
+    """What *sock* sent, appended to *received*, up to the first chunk that brings *marker*."""
+    while marker not in received:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    return received
+
+
 def test_a_frame_sent_with_the_handshake_is_not_lost(server_db):
     with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as server:
-        key = base64.b64encode(os.urandom(16)).decode()
-        handshake = (
-            f"GET /echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
         with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(handshake + masked_text(b"early"))
-            received = b""
-            while b"early" not in received:
-                chunk = sock.recv(4096)
-                assert chunk, received
-                received += chunk
+            sock.sendall(handshake_request() + masked_text(b"early"))
+            received = read_until(sock, b"early")
         assert received.startswith(b"HTTP/1.1 101")
         assert received.endswith(b"\x81\x05early")
 
@@ -206,24 +213,12 @@ def test_a_frame_sent_with_the_handshake_is_not_lost(server_db):
 def test_a_detached_connection_is_logged_with_its_headers_when_it_ends(server_db):
     """The view runs in a greenlet of its own; the 101's access line (user agent too) comes at the end."""
     with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as server:
-        key = base64.b64encode(os.urandom(16)).decode()
-        handshake = (
-            f"GET /echo/?detached HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nUser-Agent: detached-test/1\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
         with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(handshake + masked_text(b"one"))
-            received = b""
-            while b"one" not in received:
-                chunk = sock.recv(4096)
-                assert chunk, received
-                received += chunk
+            sock.sendall(
+                handshake_request("/echo/?detached", "User-Agent: detached-test/1") + masked_text(b"one")
+            )
+            received = read_until(sock, b"one")
             sock.sendall(masked_text(b"two"))  # still served after the request's greenlet ended
-            while b"two" not in received:
-                chunk = sock.recv(4096)
-                assert chunk, received
-                received += chunk
+            read_until(sock, b"two", received)
             assert "/echo/?detached" not in server.log  # open: not logged yet
-        line = server.wait_for_log(r'"GET /echo/\?detached HTTP/1.1" 101 .*detached-test/1')
-        assert line
+        assert server.wait_for_log(r'"GET /echo/\?detached HTTP/1.1" 101 .*detached-test/1')

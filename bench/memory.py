@@ -1,8 +1,8 @@
 """Idle memory per websocket, ours against the references in one run: ``python bench/memory.py``.
 
-``python bench/memory.py [--sockets N] [--rounds R] [--breakdown]`` (issue 11, item 1). Servers, each
-started by ``bench/run.py``'s ``serve()`` — one process (one gunicorn worker) pinned to CPU 0,
-127.0.0.1 on a free port, stopped (its whole process group) when its run ends:
+``python bench/memory.py [--sockets N] [--rounds R] [--breakdown [--frames N]]`` (issue 11, item 1).
+Servers, each started by ``bench/run.py``'s ``serve()`` — one process (one gunicorn worker) pinned
+to CPU 0, 127.0.0.1 on a free port, stopped (its whole process group) when its run ends:
 
 * ours — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``,
   ``/echo/`` through test_project's default middleware, keepalive pings on (20 s, the default);
@@ -28,7 +28,8 @@ with pongs all along, as a browser would. Rounds alternate the order of the serv
 gives each round, the median, and ours ÷ each reference (the median of per-round ratios).
 
 ``--breakdown`` runs ours alone, under ``tracemalloc`` (``bench/memory_gconf.py``): a snapshot
-before and after the N sockets, and the allocation sites that grew the most, per socket.
+before and after the N sockets, and the allocation sites that grew the most, per socket; with
+``--frames N`` (N > 1) each allocation keeps N frames, and the call stacks that grew most follow.
 
 Exit status: 0 if every run was clean, 1 if a run errored (a handshake refused, a socket closed,
 an echo missing or wrong, a server that died), 2 if a server did not start. Memory is reported,

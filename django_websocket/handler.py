@@ -188,9 +188,12 @@ class WebSocketHandler(WSGIHandler):
         """Accept the handshake, run the view on the socket, close it; return the finished response.
 
         The returned response's ``close()`` — called by the WSGI server, or here under the
-        stock worker, which never calls it — fires ``request_finished``. Nothing after the
-        101 is written as HTTP. *started* (``time.perf_counter()`` when the request reached
-        the handler): the 101's latency goes to ``counters.observe_handshake`` if it is set.
+        stock worker, which never calls it — fires ``request_finished``. Where the server
+        offers ``DETACH_ENVIRON_KEY`` (our pywsgi handler), the view runs in the connection's
+        own greenlet instead (:func:`serve_detached`, which fires it) and this returns ``[]``
+        at once. Nothing after the 101 is written as HTTP. *started* (``time.perf_counter()``
+        when the request reached the handler): the 101's latency goes to
+        ``counters.observe_handshake`` if it is set.
         """
         try:
             owner = connection_owner(request) if conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER") else None

@@ -153,8 +153,11 @@ class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
         # gunicorn's access() returns at once without an access log, but only after this handler
         # built its arguments (two datetimes, the request's header list): skip them, as gunicorn's
         # own ASGI protocol does with the same flag.
-        if getattr(self.server.log, "access_log_enabled", True):
+        if self.logs_access():
             super().log_request()
+
+    def logs_access(self) -> bool:
+        return bool(getattr(self.server.log, "access_log_enabled", True))
 
     def read_requestline(self) -> Any:
         # Between two requests of a keep-alive connection: idle, safe to drop at shutdown.

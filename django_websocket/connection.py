@@ -282,7 +282,8 @@ class WebSocket(MessageMixin):
         self._raw = getattr(sock, "_sock", sock)  # gevent's non-blocking socket underneath
         self.send_timeout = send_timeout
         self.ping_timeout = ping_timeout
-        self._pong = Event()
+        # Set by the pong to the ping in flight; an Event only during a ping's round trip.
+        self._pong: Event | None = None
         self._ping_payload = b""
         self._ping_interval = ping_interval
         # A timer of the event loop (bytes), not a greenlet waiting for the next ping (a saved
@@ -366,7 +367,11 @@ class WebSocket(MessageMixin):
                         self._fragments = [bytes(frame.data)]
                 elif opcode is Opcode.CONT:
                     self._continue_message(frame.data, frame.fin)
-                elif opcode is Opcode.PONG and bytes(frame.data) == self._ping_payload:
+                elif (
+                    opcode is Opcode.PONG
+                    and self._pong is not None
+                    and bytes(frame.data) == self._ping_payload
+                ):
                     self._pong.set()
             except UnicodeDecodeError:
                 # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
@@ -649,30 +654,34 @@ class WebSocket(MessageMixin):
         if self._closed.is_set():
             return
         self._ping_payload = os.urandom(4)
-        self._pong.clear()
-        with self._write_lock:
-            if self.protocol.state is not OPEN:
-                return
-            self.protocol.send_ping(self._ping_payload)
-            try:
-                self._flush()
-            except OSError:
-                return
-        if not self._await_pong():
+        self._pong = pong = Event()
+        try:
+            with self._write_lock:
+                if self.protocol.state is not OPEN:
+                    return
+                self.protocol.send_ping(self._ping_payload)
+                try:
+                    self._flush()
+                except OSError:
+                    return
+            answered = self._await_pong(pong)
+        finally:
+            self._pong = None  # until the next round: idle sockets keep no Event for it
+        if not answered:
             logger.info("websocket closed: no pong within %.1f s", self.ping_timeout)
             self.terminate(1011, "keepalive ping timeout")
             return
         self._schedule_ping()
 
-    def _await_pong(self) -> bool:
-        """Wait for the pong to the last ping; ``False`` when ``ping_timeout`` passed without it."""
+    def _await_pong(self, pong: Event) -> bool:
+        """Wait until *pong* (the last ping's) is set; ``False`` when ``ping_timeout`` passed without it."""
         deadline = time.monotonic() + self.ping_timeout
-        while not self._pong.is_set() and not self._closed.is_set():
+        while not pong.is_set() and not self._closed.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if self._read_lock.locked():
-                self._pong.wait(min(remaining, 0.5))  # the view is reading: it will see the pong
+                pong.wait(min(remaining, 0.5))  # the view is reading: it will see the pong
                 continue
             with gevent.Timeout(remaining, False):
                 try:

@@ -1,8 +1,8 @@
 """Idle memory per websocket, ours against the references in one run: ``python bench/memory.py``.
 
-``python bench/memory.py [--sockets N] [--rounds R] [--breakdown]`` (issue 11, item 1). Servers, each
-started by ``bench/run.py``'s ``serve()`` — one process (one gunicorn worker) pinned to CPU 0,
-127.0.0.1 on a free port, stopped (its whole process group) when its run ends:
+``python bench/memory.py [--sockets N] [--rounds R] [--breakdown [--frames N]]`` (issue 11, item 1).
+Servers, each started by ``bench/run.py``'s ``serve()`` — one process (one gunicorn worker) pinned
+to CPU 0, 127.0.0.1 on a free port, stopped (its whole process group) when its run ends:
 
 * ours — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker test_project.wsgi:websocket``,
   ``/echo/`` through test_project's default middleware, keepalive pings on (20 s, the default);
@@ -28,7 +28,8 @@ with pongs all along, as a browser would. Rounds alternate the order of the serv
 gives each round, the median, and ours ÷ each reference (the median of per-round ratios).
 
 ``--breakdown`` runs ours alone, under ``tracemalloc`` (``bench/memory_gconf.py``): a snapshot
-before and after the N sockets, and the allocation sites that grew the most, per socket.
+before and after the N sockets, and the allocation sites that grew the most, per socket; with
+``--frames N`` (N > 1) each allocation keeps N frames, and the call stacks that grew most follow.
 
 Exit status: 0 if every run was clean, 1 if a run errored (a handshake refused, a socket closed,
 an echo missing or wrong, a server that died), 2 if a server did not start. Memory is reported,
@@ -496,7 +497,7 @@ def breakdown(args, env: dict[str, str], headers: list[str], tmp: Path) -> int:
         Stack(
             "ours",
             gunicorn(OUR_WORKER, "test_project.wsgi:websocket", args.sockets, ("-c", str(config))),
-            {**env, "BENCH_TRACEMALLOC_DIR": str(directory), "BENCH_TRACEMALLOC_FRAMES": "1"},
+            {**env, "BENCH_TRACEMALLOC_DIR": str(directory), "BENCH_TRACEMALLOC_FRAMES": str(args.frames)},
         )
     )
     extra: dict[str, dict] = {}
@@ -567,7 +568,18 @@ def breakdown(args, env: dict[str, str], headers: list[str], tmp: Path) -> int:
             (f"{stat.size_diff / n:,.1f}", f"{stat.count_diff / n:.2f}", short(stat.traceback[0].filename))
         )
     print(aligned(rows))
+    if args.frames > 1:
+        print_tracebacks(after.compare_to(before, "traceback"), n)
     return 1 if result["errors"] else 0
+
+
+def print_tracebacks(stats: list, n: int, top: int = 10) -> None:
+    """The *top* call stacks that grew most, per socket (``--frames`` > 1), oldest frame first."""
+    print(f"\ntop {top} call stacks by growth, per socket (tracemalloc, --frames deep):")
+    for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:top]:
+        print(f"\n{stat.size_diff / n:,.1f} B/socket, {stat.count_diff / n:.2f} blocks/socket")
+        for frame in stat.traceback:
+            print(f"    {short(frame.filename)}:{frame.lineno}")
 
 
 def aligned(rows: list[tuple[str, ...]]) -> str:
@@ -610,6 +622,12 @@ def parse_args(argv=None):
         "--breakdown",
         action="store_true",
         help="ours only, under tracemalloc: the allocation sites that grow per socket",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=1,
+        help="--breakdown: frames per trace (default 1); above 1 the top call stacks are printed too",
     )
     parser.add_argument("--only", action="append", help="measure only this server (repeatable; ours is kept)")
     parser.add_argument("--warmup-sockets", type=int, default=200, help="warm-up batch (default 200)")

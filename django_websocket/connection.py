@@ -270,7 +270,9 @@ class WebSocket(MessageMixin):
         self._plain_below = plain_frame_limit(self.protocol.extensions)
         # Whether channel messages' shared frames may go out as they are (see _forward()).
         self._plain_frames = allows_plain_frames(self.protocol.extensions)
-        self._messages: deque[Message] = deque()
+        # A deque only from the first message (_deliver()): its first block is 0.6 KiB, and
+        # many sockets (notifications, dashboards) never get a message from their client.
+        self._messages: deque[Message] | tuple[()] = ()
         self._fragments: list[Any] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         self._read_lock = Semaphore()
@@ -280,7 +282,8 @@ class WebSocket(MessageMixin):
         self._raw = getattr(sock, "_sock", sock)  # gevent's non-blocking socket underneath
         self.send_timeout = send_timeout
         self.ping_timeout = ping_timeout
-        self._pong = Event()
+        # Set by the pong to the ping in flight; an Event only during a ping's round trip.
+        self._pong: Event | None = None
         self._ping_payload = b""
         self._ping_interval = ping_interval
         # A timer of the event loop (bytes), not a greenlet waiting for the next ping (a saved
@@ -352,24 +355,34 @@ class WebSocket(MessageMixin):
             try:
                 if opcode is Opcode.TEXT:
                     if frame.fin:
-                        self._messages.append(bytes(frame.data).decode())
+                        self._deliver(bytes(frame.data).decode())
                     else:
                         self._decoder = codecs.getincrementaldecoder("utf-8")()
                         self._fragments = [self._decoder.decode(frame.data)]
                 elif opcode is Opcode.BINARY:
                     if frame.fin:
-                        self._messages.append(bytes(frame.data))
+                        self._deliver(bytes(frame.data))
                     else:
                         self._decoder = None
                         self._fragments = [bytes(frame.data)]
                 elif opcode is Opcode.CONT:
                     self._continue_message(frame.data, frame.fin)
-                elif opcode is Opcode.PONG and bytes(frame.data) == self._ping_payload:
+                elif (
+                    opcode is Opcode.PONG
+                    and self._pong is not None
+                    and bytes(frame.data) == self._ping_payload
+                ):
                     self._pong.set()
             except UnicodeDecodeError:
                 # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
                 self.protocol.fail(1007, "invalid UTF-8 in text message")
                 return
+
+    def _deliver(self, message: Message) -> None:
+        """Queue a complete message for ``receive()``."""
+        if type(self._messages) is not deque:  # the first one (see __init__)
+            self._messages = deque()
+        self._messages.append(message)  # type: ignore[union-attr]
 
     def _over_rate_limit(self) -> bool:
         """Take a token for one incoming message; ``True`` (and a warning) when none is left.
@@ -421,7 +434,7 @@ class WebSocket(MessageMixin):
             self._fragments.append(bytes(data))
         if fin:
             joiner = "" if self._decoder is not None else b""
-            self._messages.append(joiner.join(self._fragments))
+            self._deliver(joiner.join(self._fragments))
             self._fragments = []
             self._decoder = None
 
@@ -641,30 +654,34 @@ class WebSocket(MessageMixin):
         if self._closed.is_set():
             return
         self._ping_payload = os.urandom(4)
-        self._pong.clear()
-        with self._write_lock:
-            if self.protocol.state is not OPEN:
-                return
-            self.protocol.send_ping(self._ping_payload)
-            try:
-                self._flush()
-            except OSError:
-                return
-        if not self._await_pong():
+        self._pong = pong = Event()
+        try:
+            with self._write_lock:
+                if self.protocol.state is not OPEN:
+                    return
+                self.protocol.send_ping(self._ping_payload)
+                try:
+                    self._flush()
+                except OSError:
+                    return
+            answered = self._await_pong(pong)
+        finally:
+            self._pong = None  # until the next round: idle sockets keep no Event for it
+        if not answered:
             logger.info("websocket closed: no pong within %.1f s", self.ping_timeout)
             self.terminate(1011, "keepalive ping timeout")
             return
         self._schedule_ping()
 
-    def _await_pong(self) -> bool:
-        """Wait for the pong to the last ping; ``False`` when ``ping_timeout`` passed without it."""
+    def _await_pong(self, pong: Event) -> bool:
+        """Wait until *pong* (the last ping's) is set; ``False`` when ``ping_timeout`` passed without it."""
         deadline = time.monotonic() + self.ping_timeout
-        while not self._pong.is_set() and not self._closed.is_set():
+        while not pong.is_set() and not self._closed.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if self._read_lock.locked():
-                self._pong.wait(min(remaining, 0.5))  # the view is reading: it will see the pong
+                pong.wait(min(remaining, 0.5))  # the view is reading: it will see the pong
                 continue
             with gevent.Timeout(remaining, False):
                 try:
@@ -685,7 +702,8 @@ class WebSocket(MessageMixin):
                 while True:
                     try:
                         self._receive_more()
-                        self._messages.clear()
+                        if self._messages:
+                            self._messages.clear()
                     except ConnectionClosed:
                         break
         self._abort()

@@ -31,6 +31,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
 from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import ResponseHeaders
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
@@ -51,7 +52,7 @@ from .decorators import HANDSHAKE_ATTRIBUTE
 from .exceptions import ConnectionClosed, HandshakeError
 from .handshake import accept_headers, check_origin, is_upgrade_request, parse_handshake
 from .response import AcceptWebSocket, handshake_refused
-from .server import UPGRADE_ENVIRON_KEY, connection_limit
+from .server import DETACH_ENVIRON_KEY, UPGRADE_ENVIRON_KEY, connection_limit
 from .stock import StockWebSocket
 
 logger = logging.getLogger("django_websocket")
@@ -187,9 +188,12 @@ class WebSocketHandler(WSGIHandler):
         """Accept the handshake, run the view on the socket, close it; return the finished response.
 
         The returned response's ``close()`` — called by the WSGI server, or here under the
-        stock worker, which never calls it — fires ``request_finished``. Nothing after the
-        101 is written as HTTP. *started* (``time.perf_counter()`` when the request reached
-        the handler): the 101's latency goes to ``counters.observe_handshake`` if it is set.
+        stock worker, which never calls it — fires ``request_finished``. Where the server
+        offers ``DETACH_ENVIRON_KEY`` (our pywsgi handler), the view runs in the connection's
+        own greenlet instead (:func:`serve_detached`, which fires it) and this returns ``[]``
+        at once. Nothing after the 101 is written as HTTP. *started* (``time.perf_counter()``
+        when the request reached the handler): the 101's latency goes to
+        ``counters.observe_handshake`` if it is set.
         """
         try:
             owner = connection_owner(request) if conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER") else None
@@ -222,11 +226,14 @@ class WebSocketHandler(WSGIHandler):
             if not keep:
                 websocket.on_wait = release_connections
                 release_connections()  # what the middleware used (session, user)
-            try:
-                run_view(request, websocket, accept)
-            finally:
-                if not keep:
-                    close_connections()
+            detach = None if keep else environ.get(DETACH_ENVIRON_KEY)
+            if detach is not None:
+                # The view runs in a greenlet of its own, shallow while it waits (see
+                # server.UpgradeHandler.detach_connection), which does the rest; this one ends.
+                detach(serve_detached, request, websocket, accept, owner)
+                owner = None
+                return []
+            serve(request, websocket, accept, keep)
         finally:
             if owner is not None:
                 owner_connections.release(owner)
@@ -251,6 +258,9 @@ class WebSocketHandler(WSGIHandler):
             (name, value) for name, value in _response_headers(accept) if name.lower() not in NOT_ON_UPGRADE
         ]
         sock, read = upgrade(headers)
+        # Sent with the 101: the marker need not keep them for the connection's life.
+        accept.headers = ResponseHeaders({})
+        accept.cookies.clear()
         return WebSocket(
             sock,
             read,
@@ -310,6 +320,27 @@ def run_view(request: HttpRequest, websocket: Any, accept: AcceptWebSocket) -> N
             websocket.close(code, reason)
         except ConnectionClosed:
             pass
+
+
+def serve(request: HttpRequest, websocket: Any, accept: AcceptWebSocket, keep: Any) -> None:
+    """:func:`run_view`, then close the greenlet's database connections (unless *keep*)."""
+    try:
+        run_view(request, websocket, accept)
+    finally:
+        if not keep:
+            close_connections()
+
+
+def serve_detached(
+    request: HttpRequest, websocket: Any, accept: AcceptWebSocket, owner: tuple[str, Any] | None
+) -> None:
+    """:func:`serve` in the connection's own greenlet, then the rest of the request's end."""
+    try:
+        serve(request, websocket, accept, False)
+    finally:
+        if owner is not None:
+            owner_connections.release(owner)
+        accept.close()  # request_finished, as the WSGI server would when the response ends
 
 
 class OwnerConnections:

@@ -24,7 +24,10 @@ gunicorn's own gevent worker (``gevent.pywsgi`` underneath) with these changes:
 - unless ``WEBSOCKET_MAX_CONNECTIONS`` is set, handshakes past 90 % of
   ``--worker-connections`` get a fast 503, leaving room to answer them;
 - with ``prometheus_client`` installed, each worker pushes its counters into it every second
-  and removes its live gauge file when it exits (``django_websocket.metrics``).
+  and removes its live gauge file when it exits (``django_websocket.metrics``);
+- at start-up the worker raises its soft limit on open files to the hard limit (often 1,024
+  soft against a far higher hard limit): every websocket holds a descriptor, and raising the
+  hard limit itself is the system's decision (``ulimit -Hn``, systemd's ``LimitNOFILE``).
 
 gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 """
@@ -32,6 +35,7 @@ gevent's monkey-patching happens in the worker's start-up, as gunicorn does it.
 from __future__ import annotations
 
 import gc
+import resource
 import socket
 import weakref
 from typing import Any
@@ -64,6 +68,20 @@ def close_all(code: int, reason: str, wait: float = 2.0) -> None:
 
     closing = [gevent.spawn(websocket.shutdown, code, reason) for websocket in list(open_connections)]
     gevent.joinall(closing, timeout=wait)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; return the soft limit before, after.
+
+    Leaves it as it is where the system refuses (and returns the same value twice).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft, soft
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 #: This process's listening servers and its keep-alive connections waiting for a request.
@@ -135,8 +153,11 @@ class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):
         # gunicorn's access() returns at once without an access log, but only after this handler
         # built its arguments (two datetimes, the request's header list): skip them, as gunicorn's
         # own ASGI protocol does with the same flag.
-        if getattr(self.server.log, "access_log_enabled", True):
+        if self.logs_access():
             super().log_request()
+
+    def logs_access(self) -> bool:
+        return bool(getattr(self.server.log, "access_log_enabled", True))
 
     def read_requestline(self) -> Any:
         # Between two requests of a keep-alive connection: idle, safe to drop at shutdown.
@@ -155,6 +176,9 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
     server_class = WorkerServer
 
     def init_process(self) -> None:
+        before, after = raise_open_files_limit()
+        if after != before:
+            self.log.info("open files limit raised from %s to %s (the hard limit)", before, after)
         server.default_connection_limit = max(1, int(self.worker_connections * CONNECTION_SHARE))
         GunicornUpgradeHandler.worker = self
         super().init_process()

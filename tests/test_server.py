@@ -19,12 +19,16 @@ from django.test import override_settings
 from gevent import pywsgi, socket
 
 from django_websocket.server import (
+    EnvironHeaders,
+    PackedHeaders,
     UpgradeHandler,
     buffered_bytes,
     connection_limit,
+    direct_call,
     handshake_timeout,
     http_date,
     read_headers,
+    shared_keys,
     socket_reader,
 )
 from tests.servers import gunicorn
@@ -39,6 +43,13 @@ def test_buffered_bytes_takes_what_the_parser_read_ahead_and_never_waits():
     assert buffered_bytes(rfile, server) == b"frame bytes"
     assert buffered_bytes(rfile, server) == b""  # nothing more, and no wait for it
     assert server.gettimeout() is None  # the socket is left blocking, as it was
+
+
+def test_socket_reader_without_a_leftover_is_the_socket_s_recv():
+    server, client = socket.socketpair()
+    assert socket_reader(server, b"") == server.recv
+    server.close()
+    client.close()
 
 
 def test_socket_reader_serves_the_leftover_first_then_the_socket():
@@ -105,6 +116,54 @@ def test_the_handler_reads_headers_with_read_headers():
     assert UpgradeHandler.MessageClass(None, io.BytesIO(b"Host: a\r\n\r\n"), 0).get("host") == "a"
 
 
+def test_direct_call_binds_a_python_class_s_call_and_leaves_functions_alone():
+    """An application instance becomes its bound ``__call__`` (called inline); a function stays."""
+
+    class Base:
+        def __call__(self, environ, start_response):
+            return [environ["x"]]
+
+    class App(Base):
+        pass
+
+    app = App()
+    bound = direct_call(app)
+    assert bound.__self__ is app and bound({"x": b"1"}, None) == [b"1"]
+
+    def function(environ, start_response):
+        return []
+
+    assert direct_call(function) is function
+    assert direct_call(print) is print
+
+
+def test_packed_headers_give_back_the_pairs_they_were_given():
+    """What the access log reads after the upgrade: str pairs via items(), bytes pairs by iterating."""
+    request = [("Host", "h"), ("Cookie", "a=1; b=\x002"), ("Host", "dup")]
+    assert PackedHeaders(request).items() == request
+    response = [(b"Upgrade", b"websocket"), (b"Date", b"x")]
+    assert list(PackedHeaders(response)) == response
+
+
+def test_environ_headers_give_the_access_log_the_request_s_headers():
+    environ = {"HTTP_USER_AGENT": "ua/1", "CONTENT_TYPE": "text/plain", "PATH_INFO": "/", "HTTP_X_A": "1,2"}
+    assert dict(EnvironHeaders(environ).items()) == {
+        "USER-AGENT": "ua/1",
+        "CONTENT-TYPE": "text/plain",
+        "X-A": "1,2",
+    }
+
+
+def test_shared_keys_make_equal_environs_share_their_key_strings():
+    """The keys of two handshakes' environs are the same objects; the values are untouched."""
+    first = shared_keys({"HTTP_" + "X_SHARED": "1", "PATH_INFO": "/a"})
+    second = shared_keys({"HTTP_" + "X_SHARED": "2", "PATH_INFO": "/b"})
+    assert first == {"HTTP_X_SHARED": "1", "PATH_INFO": "/a"}
+    (key_one,) = (key for key in first if key.startswith("HTTP_"))
+    (key_two,) = (key for key in second if key.startswith("HTTP_"))
+    assert key_one is key_two
+
+
 def test_http_date_is_pywsgi_s_date_of_this_second():
     import time
 
@@ -126,19 +185,40 @@ def masked_text(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def handshake_request(path: str = "/echo/", *headers: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade"]
+    lines += [*headers, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def read_until(sock: stdlib_socket.socket, marker: bytes, received: bytes = b"") -> bytes:
+    """What *sock* sent, appended to *received*, up to the first chunk that brings *marker*."""
+    while marker not in received:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    return received
+
+
 def test_a_frame_sent_with_the_handshake_is_not_lost(server_db):
     with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as server:
-        key = base64.b64encode(os.urandom(16)).decode()
-        handshake = (
-            f"GET /echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
         with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(handshake + masked_text(b"early"))
-            received = b""
-            while b"early" not in received:
-                chunk = sock.recv(4096)
-                assert chunk, received
-                received += chunk
+            sock.sendall(handshake_request() + masked_text(b"early"))
+            received = read_until(sock, b"early")
         assert received.startswith(b"HTTP/1.1 101")
         assert received.endswith(b"\x81\x05early")
+
+
+def test_a_detached_connection_is_logged_with_its_headers_when_it_ends(server_db):
+    """The view runs in a greenlet of its own; the 101's access line (user agent too) comes at the end."""
+    with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as server:
+        with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                handshake_request("/echo/?detached", "User-Agent: detached-test/1") + masked_text(b"one")
+            )
+            received = read_until(sock, b"one")
+            sock.sendall(masked_text(b"two"))  # still served after the request's greenlet ended
+            read_until(sock, b"two", received)
+            assert "/echo/?detached" not in server.log  # open: not logged yet
+        assert server.wait_for_log(r'"GET /echo/\?detached HTTP/1.1" 101 .*detached-test/1')

@@ -243,3 +243,20 @@ def test_no_access_log_arguments_are_built_without_an_access_log(monkeypatch):
     handler.server.log = SimpleNamespace()  # a logger class without the flag: logged as before
     handler.log_request()
     assert logged == [handler, handler]
+
+
+def test_the_worker_raises_its_open_files_limit_to_the_hard_limit():
+    """raise_open_files_limit(): the soft limit ends at the hard one (here, in the test process)."""
+    import resource
+
+    from django_websocket.workers import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+        before, after = raise_open_files_limit()
+        assert before == min(soft, 1024)
+        assert after == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert raise_open_files_limit() == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

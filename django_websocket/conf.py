@@ -80,8 +80,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# The modules only: importing them reads no setting (django.conf.settings stays lazy).
-from django.conf import settings
+# Not django.conf: importing it creates LazySettings, and gevent's monkey-patching in the worker
+# then inspects every object (isinstance), which makes LazySettings read an unset
+# DJANGO_SETTINGS_MODULE and the worker fail to boot. It is imported in get().
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
@@ -137,6 +138,8 @@ def get(name: str) -> Any:
     ``django.conf.settings`` outside it is not. Settings are still read when used, but from
     Django once per process and override.
     """
+    from django.conf import settings
+
     if settings._wrapped is _source:
         try:
             return _values[name]

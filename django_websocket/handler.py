@@ -36,7 +36,7 @@ from django.urls import set_script_prefix, set_urlconf
 from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
 
-from . import conf
+from . import blocking, conf
 from .brokers import get_hub
 from .compression import negotiate
 from .connection import WebSocket, open_connections
@@ -336,7 +336,9 @@ def serve_detached(
 ) -> None:
     """:func:`serve` in the connection's own greenlet, then the rest of the request's end."""
     try:
-        serve(request, websocket, accept, False)
+        # The request's greenlet, which request_started labelled, has ended: label this one.
+        with blocking.serving(request.path):
+            serve(request, websocket, accept, False)
     finally:
         if owner is not None:
             owner_connections.release(owner)

@@ -24,6 +24,11 @@ MAX_ROUND_TRIP = SLOW_QUERY / 2
 ECHO_SOCKETS = 5
 
 
+#: The echo sockets run a closed loop, faster than a client's fair rate: the rate limit is off,
+#: as in the benchmarks (test_project's settings read it from the environment).
+CLOSED_LOOP = {"WEBSOCKET_MESSAGE_RATE_LIMIT": "none"}
+
+
 def echo_round_trips_during_slow_query(server: Server) -> tuple[float, float]:
     """Run ``pg_sleep(SLOW_QUERY)`` in one socket while others echo in a closed loop.
 
@@ -52,7 +57,7 @@ def echo_round_trips_during_slow_query(server: Server) -> tuple[float, float]:
 def test_preload_with_psycopg3(postgres_db):
     """``--preload`` with psycopg 3 and the pool: the worker says what it fixed, queries work, and
     a 1 s query leaves the other sockets' echo round trips well under its duration."""
-    with gunicorn(extra_args=["--preload"], env=postgres_db.env(pool=4)) as server:
+    with gunicorn(extra_args=["--preload"], env={**postgres_db.env(pool=4), **CLOSED_LOOP}) as server:
         slowest, query = echo_round_trips_during_slow_query(server)
         log = server.log
     assert query >= SLOW_QUERY
@@ -66,7 +71,7 @@ def test_preload_with_psycopg3(postgres_db):
 def test_psycopg2_with_psycogreen(postgres_db, preload):
     """Django on psycopg2 (psycopg 3 hidden): the worker installs psycogreen's wait callback, and
     a 1 s query leaves the other sockets' echo round trips well under its duration."""
-    env = {**postgres_db.env(), "DJANGO_HIDE_MODULES": "psycopg"}
+    env = {**postgres_db.env(), "DJANGO_HIDE_MODULES": "psycopg", **CLOSED_LOOP}
     with gunicorn(extra_args=["--preload"] if preload else [], env=env) as server:
         slowest, query = echo_round_trips_during_slow_query(server)
         log = server.log

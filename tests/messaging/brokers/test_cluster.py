@@ -120,10 +120,11 @@ def test_channels_spread_over_every_shard(cluster):
     assert len(counts) == 3 and max(counts.values()) <= 50
 
 
-def test_publish_history_and_presence_on_the_cluster(cluster):
+def test_publish_history_and_presence_on_the_cluster(cluster, request):
     """Sharded delivery to a hub, ids from the stream, presence: each channel's scripts in one slot."""
     broker = ClusterBroker(cluster.url, Options())
     hub = Hub(broker)
+    request.addfinalizer(lambda: stop_reading(hub))
     rooms = [fresh() for _ in range(6)]
     boxes = {room: Box() for room in rooms}
     for room in rooms:
@@ -150,10 +151,11 @@ def test_publish_history_and_presence_on_the_cluster(cluster):
     until(lambda: len(boxes[rooms[1]].messages) == 2)
 
 
-def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster):
+def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster, request):
     """SIGKILL the master of a room: the hub resubscribes on its replica and recovers from the history."""
     broker = ClusterBroker(cluster.url, Options())
     hub = Hub(broker)
+    request.addfinalizer(lambda: stop_reading(hub))
     room = fresh("failover")
     box = Box()
     hub.add(broker.key(room), box)
@@ -183,3 +185,9 @@ def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster):
 def test_probe_finds_every_master_new_enough(cluster):
     """probe(): None on Redis 7 masters (the sharded pub/sub check a worker runs at start)."""
     assert ClusterBroker(cluster.url, Options()).probe() is None
+
+
+def stop_reading(hub: Hub) -> None:
+    """Stop *hub*'s reader: a hub left reading a stopped cluster retries (and logs) for the whole session."""
+    if hub._reader is not None:
+        hub._reader.kill()

@@ -15,6 +15,11 @@ so a relay that published a row and died before deleting it, or two relays racin
 the same rows, never deliver it twice. Rows are read under ``SELECT ... FOR UPDATE`` where
 the database has it, so relays take turns and keep the order. Ids are assigned by the
 broker on delivery, as for any publish.
+
+A row keeps the broker channel name it was published on, audience included; the relay
+names it again for the broker of the moment (:func:`current_key`), so rows that waited
+across a change of ``WEBSOCKET_REDIS_URL``'s kind (plain Redis to Cluster, whose names carry
+a hash tag) or of ``WEBSOCKET_CHANNEL_PREFIX`` go where the subscribers now listen.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from django.db import DatabaseError, connections, router, transaction
 from .brokers import get_broker
 from .database import close_connections
 from .exceptions import PublishError
+from .messaging.brokers.base import Broker
+from .messaging.options import AUDIENCE_SEPARATOR
 from .models import OutboxMessage
 
 logger = logging.getLogger("django_websocket")
@@ -90,7 +97,14 @@ def relay(using: str = "default", batch: int = BATCH) -> int:
         rows = OutboxMessage.objects.using(using).select_for_update().order_by("pk")[:batch]
         try:
             for row in rows:
-                broker.publish(row.channel, row.key, row.kind.encode(), _data(row), once=str(row.token))
+                try:
+                    key = current_key(broker, row.channel, row.key)
+                except ValueError as error:
+                    # Kept, it would stop every later row for good: the one thing worse than losing it.
+                    logger.error("outbox of %r: dropped message #%s, unpublishable: %s", using, row.pk, error)
+                    published.append(row.pk)
+                    continue
+                broker.publish(row.channel, key, row.kind.encode(), _data(row), once=str(row.token))
                 published.append(row.pk)
         except PublishError as error:
             state.failed_at = time.monotonic()
@@ -101,6 +115,20 @@ def relay(using: str = "default", batch: int = BATCH) -> int:
     if published:
         state.failed_at = 0.0
     return len(published)
+
+
+def current_key(broker: Broker, channel: str, stored: str) -> str:
+    """The name *broker* gives the broker channel a row stored as *stored* (of *channel*).
+
+    The audience suffix (``@user:7``) is kept; what comes before it (prefix, hash tag) is
+    *broker*'s. The suffix starts at the first ``@`` after the current prefix when *stored*
+    starts with it (a prefix may contain ``@``; a channel name may not), else at the first
+    ``@``. Raises ``ValueError`` when *broker* cannot name *channel* (braces on a cluster).
+    """
+    prefix = broker.options.prefix
+    start = len(prefix) if stored.startswith(prefix) else 0
+    at = stored.find(AUDIENCE_SEPARATOR, start)
+    return broker.key(channel, stored[at:] if at >= 0 else "")
 
 
 def relay_all(batch: int = BATCH) -> int:

@@ -110,6 +110,55 @@ def test_a_row_relayed_twice_is_published_once(broker):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_rows_stored_under_another_broker_or_prefix_go_where_subscribers_listen_now(broker):
+    """A row named by an older prefix (or by plain Redis, no hash tag) is published under today's name.
+
+    Under the cluster pass, the stored name hashes to another slot than the channel's history:
+    published as stored, it failed with a cross-slot error and stopped the outbox.
+    """
+    channel = fresh()
+    with transaction.atomic():
+        outbox.enqueue(channel, f"old_prefix:{channel}@user:7", b"t", "moved", None)
+        outbox.enqueue(channel, f"old_prefix:{channel}", b"t", "to all", None)
+        outbox.state.failed_at = time.monotonic()  # keep the commit from relaying them
+    assert outbox.relay_all() == 2
+    entries = get_broker().read(channel, "0-0").entries
+    assert [(entry.data, entry.key) for entry in entries] == [
+        (b"moved", get_broker().key(channel, "@user:7")),
+        (b"to all", get_broker().key(channel)),
+    ]
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_broker_cannot_name_is_dropped_with_an_error_not_stopping_the_rest(broker, caplog):
+    """Braces are fine in a channel name until the project moves to a cluster: that row goes, loudly."""
+    channel = fresh()
+    with transaction.atomic():
+        outbox.enqueue("{braced}", "django_websocket:{braced}", b"t", "stuck?", None)
+        outbox.enqueue(channel, get_broker().key(channel), b"t", "next", None)
+        outbox.state.failed_at = time.monotonic()
+    assert outbox.relay_all() == 2
+    assert [m.data for m in history(channel)] == ["next"]
+    assert not OutboxMessage.objects.exists()
+    on_cluster = "cluster" in type(get_broker()).__name__.lower()
+    dropped = [r for r in caplog.records if "dropped message" in r.getMessage()]
+    assert [r.levelname for r in dropped] == (["ERROR"] if on_cluster else [])
+
+
+def test_current_key_keeps_the_audience_and_takes_the_brokers_prefix(broker):
+    """Stored names with today's prefix (even one with an ``@``), another prefix, or none at all."""
+    current = get_broker()
+    named = current.key("room", "@user:1")
+    assert outbox.current_key(current, "room", named) == named
+    assert outbox.current_key(current, "room", "x:{room}@group:a@b") == current.key("room", "@group:a@b")
+    assert outbox.current_key(current, "room", "room") == current.key("room")
+    with override_settings(WEBSOCKET_CHANNEL_PREFIX="at@home:"):
+        moved = get_broker()
+        assert outbox.current_key(moved, "room", moved.key("room", "@user:1")) == moved.key("room", "@user:1")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_relay_command(redis_server):
     """``websocket_relay --once`` publishes what waits; with the broker down it fails, rows kept."""
     channel = fresh()

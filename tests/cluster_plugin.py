@@ -27,11 +27,6 @@ from tests.redis_standin import StandIn, replace_redis_server, skip_listed
 NOT_ON_CLUSTER = {
     "tests/messaging/brokers/test_sentinel.py::"
     "test_the_subscriber_leaves_a_server_the_sentinels_no_longer_name": "fake sentinels name a plain Redis",
-    # The hub resubscribes as soon as a node answers, while the re-forming cluster still says
-    # CLUSTERDOWN: its one recovery read fails, and that is signalled as a gap (never silence).
-    "tests/test_history_integration.py::test_redis_restart_hub_recovers_what_was_published_meanwhile": (
-        "a restarted cluster refuses reads a moment after SSUBSCRIBE works: a gap, which this test forbids"
-    ),
 }
 
 

@@ -9,7 +9,8 @@ Messages of channels with history carry ids; the hub remembers the newest id it 
 per channel (its *position*). After a reconnection it reads each channel's history
 from that position and delivers what it missed before anything newer (sockets drop
 what they already have, by id), so subscribers lose nothing; only a gap it cannot
-fill (history trimmed or lost) becomes a :class:`~django_websocket.events.Gap`.
+fill (history trimmed or lost, or unreadable for :data:`RECOVERY_PATIENCE` seconds after
+the reconnection) becomes a :class:`~django_websocket.events.Gap`.
 
 Fan-out never blocks: each mailbox takes a message or, when its socket has stopped
 reading and its queue is full, closes that socket (1013). Redis faults are handled
@@ -20,6 +21,7 @@ and gives every affected socket a :class:`~django_websocket.events.Resync` event
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -42,6 +44,11 @@ RECONNECT_BACKOFF = (0.05, 1.0)
 PRESENCE_BATCH = 0.1
 #: How long subscribe() waits for Redis to confirm a new subscription.
 SUBSCRIBE_TIMEOUT = 5.0
+#: Seconds after a reconnection during which a failed history read is tried again (every
+#: RECOVERY_RETRY s) before it becomes a gap: a server that took the subscription back may
+#: refuse reads a moment longer (a re-forming cluster answers CLUSTERDOWN after SSUBSCRIBE works).
+RECOVERY_PATIENCE = 2.0
+RECOVERY_RETRY = 0.1
 
 
 class Mailbox(Protocol):
@@ -388,19 +395,16 @@ class Hub:
         unrecoverable = [key for key in self.mailboxes if self.channel_name(key) not in recovering]
         if unrecoverable:
             self.resync(unrecoverable)
+        deadline = time.monotonic() + RECOVERY_PATIENCE  # for the whole pass, not per channel
         for channel in list(recovering):
-            self._recover_channel(channel)
+            self._recover_channel(channel, deadline)
             for key, items in recovering.pop(channel, ()):
                 self.dispatch(key, items)
         self.recoveries += 1
 
-    def _recover_channel(self, channel: str) -> None:
+    def _recover_channel(self, channel: str, deadline: float) -> None:
         position = self.positions.get(channel, ORIGIN)
-        try:
-            reading = self.broker.read(channel, position)
-        except PublishError as error:
-            logger.warning("cannot read the history of %s to recover it: %s", channel, error)
-            reading = Reading(position=position, gap=True)
+        reading = self._read_history(channel, position, deadline)
         keys = [key for key in self.mailboxes if self.channel_name(key) == channel]
         if reading.gap:
             logger.warning("messages of %s after %s are no longer in its history: gap", channel, position)
@@ -421,6 +425,17 @@ class Hub:
         if reading.entries:
             logger.warning("recovered %d messages of %s from its history", len(reading.entries), channel)
         self.positions[channel] = reading.position
+
+    def _read_history(self, channel: str, position: str, deadline: float) -> Reading:
+        """What *channel*'s history holds after *position*; a gap when it cannot be read by *deadline*."""
+        while True:
+            try:
+                return self.broker.read(channel, position)
+            except PublishError as error:
+                if time.monotonic() + RECOVERY_RETRY > deadline or self._subscriber is None:
+                    logger.warning("cannot read the history of %s to recover it: %s", channel, error)
+                    return Reading(position=position, gap=True)
+            gevent.sleep(RECOVERY_RETRY)
 
     def _put_gap(self, keys: list[str], gap: Gap) -> None:
         mailboxes = {mailbox for key in keys for mailbox in self.mailboxes.get(key, ())}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gevent
 
-from django_websocket.events import ChannelMessage
+from django_websocket.events import ChannelMessage, Gap
+from django_websocket.exceptions import PublishError
+from django_websocket.messaging import hub as hub_module
 from django_websocket.messaging.brokers.local import LocalBroker
 from django_websocket.messaging.brokers.redis import RedisBroker
 from django_websocket.messaging.hub import PRESENCE_BATCH, Hub
@@ -154,6 +156,65 @@ def test_subscribing_during_an_outage_does_not_stall_and_resyncs(redis_server):
             gevent.sleep(0.01)
     assert late.messages[0].data == "after"
     hub._reader.kill()
+
+
+class RefusingReads(RedisBroker):
+    """A Redis broker whose next *refusals* history reads fail, as a re-forming cluster's do."""
+
+    refusals = 0
+
+    def read(self, channel, position):
+        if self.refusals:
+            self.refusals -= 1
+            raise PublishError("CLUSTERDOWN The cluster is down")
+        return super().read(channel, position)
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    with gevent.Timeout(timeout):
+        while not condition():
+            gevent.sleep(0.01)
+
+
+def test_a_history_read_refused_just_after_the_reconnection_is_tried_again_not_a_gap(redis_server):
+    """Two refused reads after resubscribing: the third recovers what was missed; no Gap."""
+    broker = RefusingReads(redis_server.url, OPTIONS)
+    hub, box, key = Hub(broker), FakeMailbox(), broker.key("refused")
+    try:
+        hub.add(key, box)
+        hub.track("refused")
+        before = broker.publish("refused", key, b"t", "before")[0]
+        wait_for(lambda: box.messages)
+        broker.refusals = 2
+        with redis_server.client() as redis:
+            redis.client_kill_filter(_type="pubsub")
+        missed = broker.publish("refused", key, b"t", "missed")[0]
+        wait_for(lambda: hub.recoveries >= 1)
+        wait_for(lambda: len(box.messages) >= 2)
+        gevent.sleep(0.1)  # a duplicate would arrive now
+        assert [m.id for m in box.messages] == [before, missed]
+        assert broker.refusals == 0 and not [e for e in box.resyncs if isinstance(e, Gap)]
+    finally:
+        hub._reader.kill()
+
+
+def test_a_history_refused_for_longer_than_the_patience_is_a_gap(redis_server, monkeypatch):
+    """Reads refused past RECOVERY_PATIENCE: the channel's sockets get a Gap, never silence."""
+    monkeypatch.setattr(hub_module, "RECOVERY_PATIENCE", 0.3)
+    broker = RefusingReads(redis_server.url, OPTIONS)
+    hub, box, key = Hub(broker), FakeMailbox(), broker.key("refused-long")
+    try:
+        hub.add(key, box)
+        hub.track("refused-long")
+        broker.publish("refused-long", key, b"t", "before")
+        wait_for(lambda: box.messages)
+        broker.refusals = 1000
+        with redis_server.client() as redis:
+            redis.client_kill_filter(_type="pubsub")
+        wait_for(lambda: hub.recoveries >= 1)
+        assert [type(e) for e in box.resyncs] == [Gap] and 2 <= 1000 - broker.refusals <= 5
+    finally:
+        hub._reader.kill()
 
 
 def test_one_read_of_several_messages_is_one_batch_per_channel():

@@ -13,8 +13,8 @@ committed together, rolled back together. A *relay* then publishes the outbox in
 Each row carries a token the broker remembers for an hour (``Broker.publish(once=...)``),
 so a relay that published a row and died before deleting it, or two relays racing over
 the same rows, never deliver it twice. Rows are read under ``SELECT ... FOR UPDATE`` where
-the database has it, so relays take turns and keep the order. Ids are assigned by the
-broker on delivery, as for any publish.
+the database has it, so relays take turns and keep the order (SQLite: see :func:`relay`).
+Ids are assigned by the broker on delivery, as for any publish.
 
 A row keeps the broker channel name it was published on, audience included; the relay
 names it again for the broker of the moment (:func:`current_key`), so rows that waited
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 import gevent
 from django.db import DatabaseError, connections, router, transaction
@@ -90,31 +91,56 @@ def relay(using: str = "default", batch: int = BATCH) -> int:
 
     Stops at the first message the broker does not take (``PublishError``: logged, the row
     stays for the next relay). Raises ``DatabaseError`` when the outbox cannot be read.
+
+    Where the database locks rows (``SELECT ... FOR UPDATE``), the rows stay locked while
+    they are published, so relays take turns. SQLite cannot lock rows, and must hold no lock
+    while the broker is waited for: its lock waits sleep in C, blocking the whole worker, so
+    a greenlet waiting for a lock held across a publish would keep the holder from ever
+    finishing ("database is locked" after the busy timeout, its view held that long). There
+    the rows are read, published and deleted in three steps; two relays racing over the same
+    rows still publish each once (the tokens), in order.
     """
     broker = get_broker()
-    published: list[int] = []
-    with transaction.atomic(using=using):
-        rows = OutboxMessage.objects.using(using).select_for_update().order_by("pk")[:batch]
-        try:
-            for row in rows:
-                try:
-                    key = current_key(broker, row.channel, row.key)
-                except ValueError as error:
-                    # Kept, it would stop every later row for good: the one thing worse than losing it.
-                    logger.error("outbox of %r: dropped message #%s, unpublishable: %s", using, row.pk, error)
-                    published.append(row.pk)
-                    continue
-                broker.publish(row.channel, key, row.kind.encode(), _data(row), once=str(row.token))
-                published.append(row.pk)
-        except PublishError as error:
-            state.failed_at = time.monotonic()
-            logger.warning("outbox of %r: %d messages wait for the broker: %s", using, _waiting(using), error)
-        finally:
-            if published:
-                OutboxMessage.objects.using(using).filter(pk__in=published).delete()
+    if connections[using].vendor == "sqlite":
+        rows = list(OutboxMessage.objects.using(using).order_by("pk")[:batch])
+        published = publish_rows(broker, rows, using)
+        OutboxMessage.objects.using(using).filter(pk__in=published).delete()
+    else:
+        with transaction.atomic(using=using):
+            rows = OutboxMessage.objects.using(using).select_for_update().order_by("pk")[:batch]
+            published = []
+            try:
+                published = publish_rows(broker, rows, using)
+            finally:
+                if published:
+                    OutboxMessage.objects.using(using).filter(pk__in=published).delete()
     if published:
         state.failed_at = 0.0
     return len(published)
+
+
+def publish_rows(broker: Broker, rows: Iterable[OutboxMessage], using: str) -> list[int]:
+    """Publish *rows* in order until the broker refuses one; return the ids of those done.
+
+    A refusal (``PublishError``) is logged and remembered (:func:`broker_unavailable`); a row
+    the broker cannot name (:func:`current_key`) is dropped with an error and counts as done.
+    """
+    published: list[int] = []
+    try:
+        for row in rows:
+            try:
+                key = current_key(broker, row.channel, row.key)
+            except ValueError as error:
+                # Kept, it would stop every later row for good: the one thing worse than losing it.
+                logger.error("outbox of %r: dropped message #%s, unpublishable: %s", using, row.pk, error)
+                published.append(row.pk)
+                continue
+            broker.publish(row.channel, key, row.kind.encode(), _data(row), once=str(row.token))
+            published.append(row.pk)
+    except PublishError as error:
+        state.failed_at = time.monotonic()
+        logger.warning("outbox of %r: %d messages wait for the broker: %s", using, _waiting(using), error)
+    return published
 
 
 def current_key(broker: Broker, channel: str, stored: str) -> str:

@@ -288,16 +288,30 @@ class SentinelGroup(Managed):
         for server in (self.primary, self.replica):
             server.kill()
 
-    def restart_data_nodes(self) -> None:
+    def restart_data_nodes(self, timeout: float = 30.0) -> None:
         """Start the primary, then the replica, again on their ports; return once both accept connections.
 
-        As soon as a restarted Redis would: the sentinels, which kept naming the primary, see it
-        back within a second, and never had a replica to promote meanwhile.
+        The replica starts only once every sentinel sees the primary up again: a replica back
+        while they still hold the primary down would be promoted, and the primary demoted
+        alive, its clients' open connections then reading a replica that lags.
         """
-        for server in (self.primary, self.replica):
-            assert server is not None
-            if server.process is None:
-                server.start()
+        primary, replica = self.primary, self.replica
+        assert replica is not None
+        if primary.process is None:
+            primary.start()
+
+        def primary_up() -> bool:
+            states = [s.client().sentinel_master(SERVICE) for s in self.sentinels]
+            return all(
+                _address((state["ip"], state["port"])) == ("127.0.0.1", self.sentinel_port(primary))
+                and not state["is_sdown"]
+                and not state["is_odown"]
+                for state in states
+            )
+
+        wait_until(primary_up, timeout, "the sentinels to see the primary up again")
+        if replica.process is None:
+            replica.start()
 
     def switch_roles(self, timeout: float = 30.0) -> None:
         """``SENTINEL FAILOVER``: the replica becomes primary, the primary a replica, both alive."""

@@ -90,6 +90,16 @@ NOT_ON_A_GROUP = {
     "tests/messaging/test_hub.py::test_subscribing_during_an_outage_does_not_stall_and_resyncs": (
         "builds a plain RedisBroker"
     ),
+    "tests/messaging/test_hub.py::test_a_refused_history_read_is_tried_again_not_a_gap": (
+        "builds a plain RedisBroker"
+    ),
+    "tests/messaging/test_hub.py::test_a_history_refused_for_longer_than_the_patience_is_a_gap": (
+        "builds a plain RedisBroker"
+    ),
+    "tests/messaging/test_redis_pubsub.py::"
+    "test_sharded_subscribe_polls_the_slot_map_until_a_master_accepts": (
+        "a plain Redis stands for one shard's master"
+    ),
     "tests/test_fanout_integration.py::test_thousand_sockets_one_worker_one_redis_connection": (
         "counts the connections of one server (a sentinel or a cluster node holds its own)"
     ),

@@ -475,9 +475,18 @@ def test_slow_consumer_is_closed_others_keep_receiving(clients, publish, fanout_
         slow.read_until(lambda: slow.closed, timeout=20)
         assert slow.eof or slow.close_code == 1013, slow.close_code
         print(f"slow consumer closed ({slow.close_code or 'EOF'}) after {sent} messages published")
-        # Whatever it got before the close is a prefix of what was published, in order.
-        indices = [int.from_bytes(message[:4], "big") for message in slow.messages[1:]]
-        assert indices == list(range(len(indices)))
+        # Whatever it got before the close is a prefix of what was published, in order. Where the
+        # worker's hub lost Redis under this flood (the replicas of a Sentinel group slow Redis
+        # down enough for its pub/sub output buffer limit), a resync frame says so, and what it
+        # missed meanwhile is skipped: still in order, nothing twice.
+        frames = slow.messages[1:]
+        resyncs = [frame for frame in frames if isinstance(frame, str)]
+        assert all("resync" in json.loads(frame) for frame in resyncs), resyncs
+        indices = [int.from_bytes(frame[:4], "big") for frame in frames if isinstance(frame, bytes)]
+        if resyncs:
+            assert indices == sorted(set(indices)), "out of order or twice"
+        else:
+            assert indices == list(range(len(indices)))
         assert len(indices) < sent
     finally:
         slow.sock.close()

@@ -8,6 +8,7 @@ worker's own relay publishes it: every member gets it exactly once. The broadcas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -99,3 +100,26 @@ def test_broadcast_sender_is_told_and_keeps_its_socket(outage_server, outage_red
                 break
             assert time.monotonic() < deadline, f"still {reply!r} after Redis came back"
             time.sleep(0.2)
+
+
+def test_concurrent_posters_on_sqlite_never_lock_each_other_out(outage_server):
+    """Ten chat sockets post at once on SQLite: every message arrives once, nobody waits on a lock.
+
+    The relay used to publish inside its transaction: a greenlet that then wanted SQLite's lock
+    waited for it in C, blocking the worker, so the relay never got back from the broker to
+    release it, until the wait failed ("database is locked", the socket closed 1013) 5 s later.
+    """
+    with contextlib.ExitStack() as stack:
+        paths = [f"/chat/turns/?handle=p{n}" for n in range(10)]
+        sockets = [stack.enter_context(open_socket(outage_server, path)) for path in paths]
+        for websocket in sockets:
+            frames_until(websocket, lambda frame: frame.get("ws") == "subscribed")
+        sent = [f"m{n}-{k}" for k in range(5) for n in range(len(sockets))]
+        for k in range(5):
+            for n, websocket in enumerate(sockets):
+                websocket.send(json.dumps({"handle": f"p{n}", "message": f"m{n}-{k}", "color": "#112233"}))
+        received: list[str] = []
+        while len(received) < len(sent):
+            received += chat_messages(frames_until(sockets[0], lambda frame: frame.get("ws") == "message"))
+        assert sorted(received) == sorted(sent)  # each once
+    assert "database is locked" not in outage_server.log

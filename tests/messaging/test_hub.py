@@ -176,7 +176,7 @@ def wait_for(condition, timeout: float = 10.0) -> None:
             gevent.sleep(0.01)
 
 
-def test_a_history_read_refused_just_after_the_reconnection_is_tried_again_not_a_gap(redis_server):
+def test_a_refused_history_read_is_tried_again_not_a_gap(redis_server):
     """Two refused reads after resubscribing: the third recovers what was missed; no Gap."""
     broker = RefusingReads(redis_server.url, OPTIONS)
     hub, box, key = Hub(broker), FakeMailbox(), broker.key("refused")

@@ -118,8 +118,9 @@ def test_concurrent_posters_on_sqlite_never_lock_each_other_out(outage_server):
         for k in range(5):
             for n, websocket in enumerate(sockets):
                 websocket.send(json.dumps({"handle": f"p{n}", "message": f"m{n}-{k}", "color": "#112233"}))
-        received: list[str] = []
-        while len(received) < len(sent):
-            received += chat_messages(frames_until(sockets[0], lambda frame: frame.get("ws") == "message"))
-        assert sorted(received) == sorted(sent)  # each once
+        for websocket in sockets:  # every member gets every message, once
+            received: list[str] = []
+            while len(received) < len(sent):
+                received += chat_messages(frames_until(websocket, lambda frame: frame.get("ws") == "message"))
+            assert sorted(received) == sorted(sent)
     assert "database is locked" not in outage_server.log

@@ -162,6 +162,7 @@ def make_django_only(application: object, path: str, cookie: str | None):  # typ
 
     def request() -> None:
         environ = dict(template)
+        environ["wsgi.input"] = io.BytesIO()  # the server's; the handler swaps in this for a handshake
         signals.request_started.send(sender=handler_class, environ=environ)
         request = WSGIRequest(environ)
         set_urlconf(urlconf)

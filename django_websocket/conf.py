@@ -216,12 +216,22 @@ def handshake_settings() -> HandshakeSettings:
     lookups through Django's ``LazySettings``. Raises ``ImproperlyConfigured`` without
     ``WEBSOCKET_URLCONF``.
     """
-    global _handshake
+    handshake = _handshake
+    if handshake is not None and _lazy_settings is not None and _lazy_settings._wrapped is _source:
+        return handshake
+    return _read_handshake_settings()
+
+
+#: ``django.conf.settings``, once :func:`handshake_settings` has imported it (not at import: see above).
+_lazy_settings: Any = None
+
+
+def _read_handshake_settings() -> HandshakeSettings:
+    """Read and keep :func:`handshake_settings`' object."""
+    global _handshake, _lazy_settings
     from django.conf import settings
 
-    handshake = _handshake
-    if handshake is not None and settings._wrapped is _source:
-        return handshake
+    _lazy_settings = settings
     origins = get("WEBSOCKET_ALLOWED_ORIGINS")
     if origins is None:
         origins = (

@@ -253,9 +253,11 @@ class WebSocketHandler(WSGIHandler):
         handshake = getattr(request, HANDSHAKE_ATTRIBUTE)
         extensions_header, extensions = getattr(request, EXTENSIONS_ATTRIBUTE, (None, []))
         headers = accept_headers(handshake, accept.subprotocol, extensions_header)
-        headers += [
-            (name, value) for name, value in _response_headers(accept) if name.lower() not in NOT_ON_UPGRADE
-        ]
+        for name, value in accept.items():
+            if name.lower() not in NOT_ON_UPGRADE:
+                headers.append((name, value))
+        if accept.cookies:
+            headers += _cookie_headers(accept)
         sock, read = upgrade(headers)
         # Sent with the 101: the marker need not keep them for the connection's life.
         accept.headers = ResponseHeaders({})
@@ -464,10 +466,11 @@ class _KeepConnectionOnClose:
 
 
 def _response_headers(response: HttpResponse) -> list[tuple[str, str]]:
-    return [
-        *response.items(),
-        *(("Set-Cookie", cookie.output(header="").strip()) for cookie in response.cookies.values()),
-    ]
+    return [*response.items(), *_cookie_headers(response)]
+
+
+def _cookie_headers(response: HttpResponse) -> list[tuple[str, str]]:
+    return [("Set-Cookie", cookie.output(header="").strip()) for cookie in response.cookies.values()]
 
 
 def _send_http(response: HttpResponse, start_response: StartResponse) -> HttpResponse:

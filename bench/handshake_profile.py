@@ -12,12 +12,25 @@ the worker). What it prints is process CPU time per handshake, median over round
     python bench/handshake_profile.py --session            # /whoami/ with a logged-in session (SQLite)
     python bench/handshake_profile.py --against /tmp/before-hs   # the same, interleaved with another checkout
     python bench/handshake_profile.py --profile 20000      # cProfile of 20,000 handshakes, top functions
+    python bench/handshake_profile.py --floor              # and Django's part alone, interleaved
+    python bench/handshake_profile.py --session --postgres 20 --profile 5000   # the same on PostgreSQL
 
 With ``--against DIR`` every round runs each checkout in its own subprocess (``PYTHONPATH``
 set to the checkout), the order alternating between rounds, and the table shows both medians
 and their ratio: the A/B of a change, less noisy than ``bench/run.py``'s handshakes but blind
 to what happens in the server before the application (parsing, accept, the socket's close).
 A throwaway SQLite database is made (and migrated for ``--session``) in a temporary directory.
+
+``--floor`` measures, in the same process and interleaved with the whole handshake, what Django
+itself spends on this request whatever the server: ``request_started``, the ``WSGIRequest``,
+test_project's whole ``MIDDLEWARE`` with the URL resolver and the ``@websocket`` view's marker,
+and ``request_finished`` — without our handshake checks, the 101, the socket or the view's run.
+No websocket server serving Django's middleware can take less per handshake.
+
+``--postgres POOL`` starts a throwaway PostgreSQL (``tests/postgres_server.py``) and uses
+``bench.orm_echo_settings`` (test_project's, the database there through Django's pool of
+``max_size`` POOL), as ``bench/run.py --postgres`` does: with ``--session`` the handshake loads
+the session and the user from it. The server's own CPU is not in the figures.
 """
 
 from __future__ import annotations
@@ -72,7 +85,7 @@ def environ_for(path: str, cookie: str | None) -> dict:
 
 def setup(session: bool) -> tuple[object, str, str | None]:
     """Set up Django on a throwaway database; return (application, path, cookie)."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "test_project.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "test_project.settings")  # or --postgres's
     os.environ["DJANGO_DEBUG"] = "0"
     os.environ["DJANGO_DB_PATH"] = str(Path(tempfile.mkdtemp(prefix="hs-profile-")) / "db.sqlite3")
     import django
@@ -124,6 +137,65 @@ def make_handshake(application: object, path: str, cookie: str | None):  # type:
         client.close()
 
     return handshake
+
+
+def make_django_only(application: object, path: str, cookie: str | None):  # type: ignore[no-untyped-def]
+    """Return ``request()``: Django's own work for the handshake's request, as :func:`make_handshake` runs it.
+
+    The signals, the request object and the middleware chain over ``WEBSOCKET_URLCONF`` (whose
+    ``@websocket`` view answers with its marker); the handshake is parsed once, outside.
+    """
+    from django.core import signals
+    from django.core.handlers.wsgi import WSGIRequest
+    from django.urls import set_urlconf
+
+    from django_websocket import conf
+    from django_websocket.decorators import HANDSHAKE_ATTRIBUTE
+    from django_websocket.handshake import parse_handshake
+    from django_websocket.response import AcceptWebSocket
+
+    template = environ_for(path, cookie)
+    handshake = parse_handshake(template)
+    urlconf = conf.websocket_urlconf()
+    chain = application._middleware_chain  # type: ignore[attr-defined]
+    handler_class = type(application)
+
+    def request() -> None:
+        environ = dict(template)
+        environ["wsgi.input"] = io.BytesIO()  # the server's; the handler swaps in this for a handshake
+        signals.request_started.send(sender=handler_class, environ=environ)
+        request = WSGIRequest(environ)
+        set_urlconf(urlconf)
+        request.urlconf = urlconf
+        setattr(request, HANDSHAKE_ATTRIBUTE, handshake)
+        response = chain(request)
+        assert isinstance(response, AcceptWebSocket), response
+        response._handler_class = handler_class
+        response._resource_closers.append(request.close)
+        response.close()  # request_finished
+
+    return request
+
+
+def floor(args: argparse.Namespace) -> None:
+    """The whole handshake and Django's part of it, interleaved in this process; print both."""
+    application, path, cookie = setup(args.session)
+    kinds = {
+        "whole handshake": make_handshake(application, path, cookie),
+        "Django alone (signals, request, MIDDLEWARE, resolve, marker)": make_django_only(
+            application, path, cookie
+        ),
+    }
+    results: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for run in kinds.values():
+        measure(run, max(args.count // 10, 50))
+    for round_ in range(args.rounds):
+        for kind, run in kinds.items() if round_ % 2 == 0 else reversed(kinds.items()):
+            results[kind].append(measure(run, args.count))
+    print(f"process CPU µs per request, {path}, median of {args.rounds} rounds × {args.count}")
+    for kind, values in results.items():
+        low, high = min(values), max(values)
+        print(f"  {kind:62} {statistics.median(values):6,.0f} µs   (rounds {low:,.0f}–{high:,.0f})")
 
 
 def measure(handshake, count: int) -> float:  # type: ignore[no-untyped-def]
@@ -185,6 +257,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, action="append", default=[], help="another checkout")
     parser.add_argument("--profile", type=int, metavar="N", help="cProfile N handshakes in this process")
     parser.add_argument("--top", type=int, default=35, help="functions shown by --profile")
+    parser.add_argument("--floor", action="store_true", help="also time Django's part alone")
+    parser.add_argument("--postgres", type=int, metavar="POOL", help="PostgreSQL, pool max_size POOL")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -194,8 +268,21 @@ def main() -> None:
     if args.child:  # the checkout is on PYTHONPATH
         return child(args)
     sys.path.insert(0, str(ROOT))
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            from tests.postgres_server import PostgresServer
+
+            pg = stack.enter_context(PostgresServer())
+            os.environ.update(pg.env(pool=args.postgres), DJANGO_SETTINGS_MODULE="bench.orm_echo_settings")
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The parent's work: ``--profile``, ``--floor`` or the rounds over the checkouts."""
     if args.profile:
         return profile(args)
+    if args.floor:
+        return floor(args)
     checkouts = [ROOT, *(path.resolve() for path in args.against)]
     results: dict[Path, list[float]] = {checkout: [] for checkout in checkouts}
     for round_ in range(args.rounds):

@@ -78,6 +78,7 @@ INTERVAL                                    (``publish(durable=True)``) in each 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 # Not django.conf: importing it creates LazySettings, and gevent's monkey-patching in the worker
@@ -85,6 +86,9 @@ from typing import Any
 # DJANGO_SETTINGS_MODULE and the worker fail to boot. It is imported in get().
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+
+#: What ALLOWED_HOSTS means when it is empty and DEBUG is on (as in ``HttpRequest.get_host``).
+DEBUG_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "[::1]")
 
 #: The documented defaults. ``WEBSOCKET_URLCONF`` has none: it is required.
 DEFAULTS: dict[str, Any] = {
@@ -154,24 +158,104 @@ def get(name: str) -> Any:
 
 
 def _remember(source: Any, name: str, value: Any) -> None:
-    global _source
+    global _source, _handshake
     if source is not _source:
         # Connected here too, not only in AppConfig.ready(): a project may serve websockets
         # without listing the app. Idempotent (one dispatch_uid).
         watch_settings()
         _values.clear()
+        _handshake = None
         _source = source
     _values[name] = value
 
 
 def forget(**kwargs: Any) -> None:
     """``setting_changed`` receiver: forget every remembered value (any setting may be ours)."""
+    global _handshake
     _values.clear()
+    _handshake = None
 
 
 def watch_settings() -> None:
     """Connect :func:`forget` to Django's ``setting_changed``. Idempotent."""
     setting_changed.connect(forget, dispatch_uid="django_websocket.conf.forget")
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeSettings:
+    """The settings every handshake reads, read once: see :func:`handshake_settings`."""
+
+    #: ``WEBSOCKET_URLCONF``.
+    urlconf: str
+    #: ``WEBSOCKET_ALLOWED_ORIGINS``, or ``ALLOWED_HOSTS`` (with Django's DEBUG fallback).
+    allowed_origins: tuple[str, ...]
+    allow_missing_origin: bool
+    compression: bool
+    compression_threshold: int
+    max_message_size: int | None
+    close_timeout: float
+    #: ``WEBSOCKET_PING_INTERVAL``, ``None`` when off (``0`` too).
+    ping_interval: float | None
+    ping_timeout: float
+    send_timeout: float
+    #: ``WEBSOCKET_MESSAGE_RATE_LIMIT`` as ``(count, seconds)``, or ``None``.
+    message_rate_limit: tuple[int, float] | None
+    max_connections_per_user: int | None
+
+
+#: The :class:`HandshakeSettings` of :data:`_source`, ``None`` until read (or after a change).
+_handshake: HandshakeSettings | None = None
+
+
+def handshake_settings() -> HandshakeSettings:
+    """The settings of a handshake (accept, origin, compression, the socket's limits) in one object.
+
+    Read from :func:`get` (and ``ALLOWED_HOSTS``/``DEBUG``) once, then kept as :func:`get` keeps
+    its values: until ``setting_changed`` (``override_settings``) or another settings object.
+    A handshake reads about a dozen settings; this makes them one check instead of a dozen
+    lookups through Django's ``LazySettings``. Raises ``ImproperlyConfigured`` without
+    ``WEBSOCKET_URLCONF``.
+    """
+    handshake = _handshake
+    if handshake is not None and _lazy_settings is not None and _lazy_settings._wrapped is _source:
+        return handshake
+    return _read_handshake_settings()
+
+
+#: ``django.conf.settings``, once :func:`handshake_settings` has imported it (not at import: see above).
+_lazy_settings: Any = None
+
+
+def _read_handshake_settings() -> HandshakeSettings:
+    """Read and keep :func:`handshake_settings`' object."""
+    global _handshake, _lazy_settings
+    from django.conf import settings
+
+    _lazy_settings = settings
+    origins = get("WEBSOCKET_ALLOWED_ORIGINS")
+    if origins is None:
+        origins = (
+            DEBUG_ALLOWED_HOSTS if settings.DEBUG and not settings.ALLOWED_HOSTS else settings.ALLOWED_HOSTS
+        )
+    rate_limit = get("WEBSOCKET_MESSAGE_RATE_LIMIT")
+    handshake = HandshakeSettings(
+        urlconf=websocket_urlconf(),
+        allowed_origins=tuple(origins),
+        allow_missing_origin=get("WEBSOCKET_ALLOW_MISSING_ORIGIN"),
+        compression=get("WEBSOCKET_COMPRESSION"),
+        compression_threshold=get("WEBSOCKET_COMPRESSION_THRESHOLD"),
+        max_message_size=get("WEBSOCKET_MAX_MESSAGE_SIZE"),
+        close_timeout=get("WEBSOCKET_CLOSE_TIMEOUT"),
+        ping_interval=get("WEBSOCKET_PING_INTERVAL") or None,
+        ping_timeout=get("WEBSOCKET_PING_TIMEOUT"),
+        send_timeout=get("WEBSOCKET_SEND_TIMEOUT"),
+        message_rate_limit=None if rate_limit is None else tuple(rate_limit),  # type: ignore[arg-type]
+        max_connections_per_user=get("WEBSOCKET_MAX_CONNECTIONS_PER_USER"),
+    )
+    # Read after get(), which may have moved _source to the current settings object (and
+    # cleared what was remembered for the previous one).
+    _handshake = handshake
+    return handshake
 
 
 def websocket_urlconf() -> str:

@@ -51,13 +51,15 @@ def websocket(view: View | None = None, /, *, subprotocols: Sequence[str] = ()) 
     request with ``426 Upgrade Required``.
     """
 
+    supported = tuple(subprotocols)
+
     def decorator(view: View) -> Callable[..., HttpResponse]:
         @wraps(view)
         def handshake_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             handshake = getattr(request, HANDSHAKE_ATTRIBUTE, None)
             if handshake is None:
                 return upgrade_required()
-            subprotocol = select_subprotocol(handshake.subprotocols, tuple(subprotocols))
+            subprotocol = select_subprotocol(handshake.subprotocols, supported)
             return AcceptWebSocket(view, args, kwargs, subprotocol)
 
         handshake_view.websocket_view = view  # type: ignore[attr-defined]

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.conf import settings
 from django.core import signals
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
@@ -57,8 +56,6 @@ from .stock import StockWebSocket
 
 logger = logging.getLogger("django_websocket")
 
-#: What ALLOWED_HOSTS means when it is empty and DEBUG is on (as in ``HttpRequest.get_host``).
-DEBUG_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
 #: Headers of the marker response that must not go out with a 101.
 NOT_ON_UPGRADE = {"content-type", "content-length", "transfer-encoding"}
 
@@ -133,7 +130,7 @@ class WebSocketHandler(WSGIHandler):
         greenlet (so ``reverse()`` in a websocket view resolves against it) and a
         malformed or cross-origin handshake refused before the middleware runs.
         """
-        urlconf = conf.websocket_urlconf()
+        urlconf = conf.handshake_settings().urlconf
         set_urlconf(urlconf)
         request.urlconf = urlconf
         response = self.check_handshake(request) or self._middleware_chain(request)
@@ -151,14 +148,15 @@ class WebSocketHandler(WSGIHandler):
         environ = request.environ
         if not is_upgrade_request(environ):
             return None
+        options = conf.handshake_settings()
         try:
             handshake = parse_handshake(environ)
-            check_origin(handshake.origin, allowed_origins(), conf.get("WEBSOCKET_ALLOW_MISSING_ORIGIN"))
+            check_origin(handshake.origin, options.allowed_origins, options.allow_missing_origin)
             extensions = negotiate(
                 handshake.extensions,
-                enabled=conf.get("WEBSOCKET_COMPRESSION"),
-                threshold=conf.get("WEBSOCKET_COMPRESSION_THRESHOLD"),
-                max_message_size=conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"),
+                enabled=options.compression,
+                threshold=options.compression_threshold,
+                max_message_size=options.max_message_size,
             )
         except HandshakeError as error:
             logger.warning(
@@ -196,7 +194,8 @@ class WebSocketHandler(WSGIHandler):
         ``counters.observe_handshake`` if it is set.
         """
         try:
-            owner = connection_owner(request) if conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER") else None
+            per_user = conf.handshake_settings().max_connections_per_user
+            owner = connection_owner(request) if per_user else None
         except Exception:  # loading the user failed (the database is down…): a refusal, as before the accept
             logger.exception("websocket handshake for %s: cannot tell whose connection it is", request.path)
             owner, refusal = None, _take_over(handshake_refused(500, "Internal Server Error"), accept)
@@ -254,24 +253,28 @@ class WebSocketHandler(WSGIHandler):
         handshake = getattr(request, HANDSHAKE_ATTRIBUTE)
         extensions_header, extensions = getattr(request, EXTENSIONS_ATTRIBUTE, (None, []))
         headers = accept_headers(handshake, accept.subprotocol, extensions_header)
-        headers += [
-            (name, value) for name, value in _response_headers(accept) if name.lower() not in NOT_ON_UPGRADE
-        ]
+        for name, value in accept.items():
+            if name.lower() not in NOT_ON_UPGRADE:
+                headers.append((name, value))
+        if accept.cookies:
+            headers += _cookie_headers(accept)
         sock, read = upgrade(headers)
         # Sent with the 101: the marker need not keep them for the connection's life.
         accept.headers = ResponseHeaders({})
-        accept.cookies.clear()
+        if accept.cookies:
+            accept.cookies.clear()
+        options = conf.handshake_settings()
         return WebSocket(
             sock,
             read,
             subprotocol=accept.subprotocol,
-            max_message_size=conf.get("WEBSOCKET_MAX_MESSAGE_SIZE"),
-            close_timeout=conf.get("WEBSOCKET_CLOSE_TIMEOUT"),
-            ping_interval=conf.get("WEBSOCKET_PING_INTERVAL") or None,
-            ping_timeout=conf.get("WEBSOCKET_PING_TIMEOUT"),
-            send_timeout=conf.get("WEBSOCKET_SEND_TIMEOUT"),
+            max_message_size=options.max_message_size,
+            close_timeout=options.close_timeout,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            send_timeout=options.send_timeout,
             extensions=extensions,
-            message_rate_limit=_rate_limit(conf.get("WEBSOCKET_MESSAGE_RATE_LIMIT")),
+            message_rate_limit=options.message_rate_limit,
         )
 
     def refuse_stock_websocket(self, response: HttpResponse, environ: dict) -> Iterable[bytes]:
@@ -359,7 +362,7 @@ class OwnerConnections:
 
     def reserve(self, owner: tuple[str, Any]) -> bool:
         """Count one more socket for *owner*; ``False`` (nothing counted) when at the cap."""
-        limit = conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER")
+        limit = conf.handshake_settings().max_connections_per_user
         count = self.counts.get(owner, 0)
         if limit is not None and count >= limit:
             self.refusals += 1
@@ -405,16 +408,9 @@ def _known_user_id(request: HttpRequest) -> Any:
     return user.pk if user.is_authenticated else None
 
 
-def _rate_limit(value: Any) -> tuple[int, float] | None:
-    """``WEBSOCKET_MESSAGE_RATE_LIMIT`` as the connection takes it: ``(count, seconds)`` or ``None``."""
-    if value is None:
-        return None
-    return value if isinstance(value, tuple) else tuple(value)
-
-
 def _per_user_refusal(request: HttpRequest, accept: AcceptWebSocket) -> HttpResponse:
     """The 429 for a user at ``WEBSOCKET_MAX_CONNECTIONS_PER_USER``, in place of the accept."""
-    limit = conf.get("WEBSOCKET_MAX_CONNECTIONS_PER_USER")
+    limit = conf.handshake_settings().max_connections_per_user
     user_id = _known_user_id(request)
     logger.warning(
         "websocket handshake refused (429) for %s: %s already holds %d connections on this worker",
@@ -436,12 +432,7 @@ def _take_over(refusal: HttpResponse, accept: AcceptWebSocket) -> HttpResponse:
 
 def allowed_origins() -> list[str]:
     """``WEBSOCKET_ALLOWED_ORIGINS``, or ``ALLOWED_HOSTS`` (with Django's DEBUG fallback)."""
-    origins = conf.get("WEBSOCKET_ALLOWED_ORIGINS")
-    if origins is not None:
-        return list(origins)
-    if settings.DEBUG and not settings.ALLOWED_HOSTS:
-        return DEBUG_ALLOWED_HOSTS
-    return list(settings.ALLOWED_HOSTS)
+    return list(conf.handshake_settings().allowed_origins)
 
 
 @contextmanager
@@ -475,10 +466,11 @@ class _KeepConnectionOnClose:
 
 
 def _response_headers(response: HttpResponse) -> list[tuple[str, str]]:
-    return [
-        *response.items(),
-        *(("Set-Cookie", cookie.output(header="").strip()) for cookie in response.cookies.values()),
-    ]
+    return [*response.items(), *_cookie_headers(response)]
+
+
+def _cookie_headers(response: HttpResponse) -> list[tuple[str, str]]:
+    return [("Set-Cookie", cookie.output(header="").strip()) for cookie in response.cookies.values()]
 
 
 def _send_http(response: HttpResponse, start_response: StartResponse) -> HttpResponse:

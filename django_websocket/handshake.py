@@ -65,7 +65,10 @@ def is_upgrade_request(environ: dict) -> bool:
     Such a request gets a websocket answer (101 or a handshake error); any other
     request is ordinary HTTP.
     """
-    return "websocket" in header_tokens(environ.get("HTTP_UPGRADE", ""))
+    value = environ.get("HTTP_UPGRADE")
+    if not value:
+        return False
+    return value == "websocket" or "websocket" in header_tokens(value)  # the first: what clients send
 
 
 def parse_handshake(environ: dict) -> Handshake:
@@ -79,7 +82,8 @@ def parse_handshake(environ: dict) -> Handshake:
         raise HandshakeError(400, "A websocket handshake must use the GET method.")
     if environ.get("SERVER_PROTOCOL", "HTTP/1.0") in ("HTTP/0.9", "HTTP/1.0"):
         raise HandshakeError(400, "A websocket handshake needs HTTP/1.1.")
-    if "upgrade" not in header_tokens(environ.get("HTTP_CONNECTION", "")):
+    connection = environ.get("HTTP_CONNECTION", "")
+    if connection != "Upgrade" and "upgrade" not in header_tokens(connection):
         raise HandshakeError(400, "A websocket handshake needs the header 'Connection: Upgrade'.")
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
     if version != VERSION:
@@ -91,13 +95,10 @@ def parse_handshake(environ: dict) -> Handshake:
     key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
     if not is_valid_key(key):
         raise HandshakeError(400, "Missing or invalid Sec-WebSocket-Key header.")
+    offered = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL")
     return Handshake(
         key=key,
-        subprotocols=tuple(
-            token.strip()
-            for token in environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
-            if token.strip()
-        ),
+        subprotocols=tuple(token.strip() for token in offered.split(",") if token.strip()) if offered else (),
         extensions=environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", ""),
         origin=environ.get("HTTP_ORIGIN"),
     )
@@ -120,6 +121,8 @@ def accept_key(key: str) -> str:
 
 def select_subprotocol(offered: tuple[str, ...], supported: tuple[str, ...] | list[str]) -> str | None:
     """Return the first of the server's *supported* subprotocols the client *offered*, or ``None``."""
+    if not offered:
+        return None
     for subprotocol in supported:
         if subprotocol in offered:
             return subprotocol

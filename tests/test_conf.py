@@ -111,6 +111,45 @@ class WebsocketURLconfTests(SimpleTestCase):
                 conf.websocket_urlconf()
 
 
+class HandshakeSettingsTests(SimpleTestCase):
+    def test_one_object_until_settings_change(self):
+        """handshake_settings() returns the same object until setting_changed, then reads again."""
+        with override_settings(WEBSOCKET_CLOSE_TIMEOUT=3.0):
+            first = conf.handshake_settings()
+            self.assertIs(conf.handshake_settings(), first)
+            self.assertEqual(first.close_timeout, 3.0)
+            settings._wrapped.WEBSOCKET_CLOSE_TIMEOUT = 2.0  # behind Django's back: no signal
+            self.assertIs(conf.handshake_settings(), first)
+            with override_settings(WEBSOCKET_CLOSE_TIMEOUT=4.0):
+                self.assertEqual(conf.handshake_settings().close_timeout, 4.0)
+            self.assertEqual(conf.handshake_settings().close_timeout, 2.0)
+
+    @override_settings(
+        WEBSOCKET_ALLOWED_ORIGINS=None,
+        ALLOWED_HOSTS=[],
+        DEBUG=True,
+        WEBSOCKET_PING_INTERVAL=0,
+        WEBSOCKET_MESSAGE_RATE_LIMIT=[5, 1.0],
+    )
+    def test_values_as_the_handshake_takes_them(self):
+        """Origins follow ALLOWED_HOSTS (DEBUG's defaults when empty); 0: no pings; the limit a tuple."""
+        options = conf.handshake_settings()
+        self.assertEqual(options.allowed_origins, conf.DEBUG_ALLOWED_HOSTS)
+        self.assertIsNone(options.ping_interval)
+        self.assertEqual(options.message_rate_limit, (5, 1.0))
+        with override_settings(ALLOWED_HOSTS=["example.com"]):
+            self.assertEqual(conf.handshake_settings().allowed_origins, ("example.com",))
+        with override_settings(WEBSOCKET_ALLOWED_ORIGINS=["https://a.example"]):
+            self.assertEqual(conf.handshake_settings().allowed_origins, ("https://a.example",))
+
+    def test_missing_urlconf(self):
+        """Without WEBSOCKET_URLCONF it raises ImproperlyConfigured naming the setting."""
+        with override_settings():
+            del settings.WEBSOCKET_URLCONF
+            with self.assertRaisesMessage(ImproperlyConfigured, "WEBSOCKET_URLCONF is not set"):
+                conf.handshake_settings()
+
+
 class ImportTests(SimpleTestCase):
     def test_import_without_settings(self):
         """Importing the package, conf, urls and checks never touches django.conf.settings."""

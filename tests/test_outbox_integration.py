@@ -54,6 +54,10 @@ def frames_until(websocket: ClientConnection, predicate, timeout: float = 10.0) 
             return frames
 
 
+def is_message(frame: dict) -> bool:
+    return frame.get("ws") == "message"
+
+
 def chat_messages(frames: list[dict]) -> list[str]:
     return [frame["data"]["message"] for frame in frames if frame.get("ws") == "message"]
 
@@ -118,9 +122,14 @@ def test_concurrent_posters_on_sqlite_never_lock_each_other_out(outage_server):
         for k in range(5):
             for n, websocket in enumerate(sockets):
                 websocket.send(json.dumps({"handle": f"p{n}", "message": f"m{n}-{k}", "color": "#112233"}))
-        for websocket in sockets:  # every member gets every message, once
+        for n, websocket in enumerate(sockets):  # every member gets every message, once
             received: list[str] = []
-            while len(received) < len(sent):
-                received += chat_messages(frames_until(websocket, lambda frame: frame.get("ws") == "message"))
+            try:
+                while len(received) < len(sent):
+                    received += chat_messages(frames_until(websocket, is_message))
+            except TimeoutError:
+                missing = sorted(set(sent) - set(received))
+                log = outage_server.log[-5000:]
+                pytest.fail(f"socket {n} lacks {missing} after 10 s; server log:\n{log}")
             assert sorted(received) == sorted(sent)
     assert "database is locked" not in outage_server.log

@@ -24,6 +24,7 @@ temp directory. Sibling workers are found in ``/proc/<master>/task/<master>/chil
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -96,12 +97,18 @@ def close_in_batches(
     needs one to close, its close does spawn). Returns once the last batch has started:
     :func:`wait_closed` waits for the handshakes.
     """
-    steps = max(1, int(window / POLL))
-    per_step = max(1, -(-len(sockets) // steps))  # ceiling division
-    for start in range(0, len(sockets), per_step):
-        for socket in sockets[start : start + per_step]:
+    total, done = len(sockets), 0
+    started = time.monotonic()
+    while done < total:
+        # Due by the clock, not a fixed count per wake-up: when the sockets closed so far keep
+        # the worker busy (each view ends, its request finishes), a sleep of POLL lasts longer,
+        # and the next batch is bigger, so the last close frame still goes out within *window*.
+        share = 1.0 if window <= 0 else min(1.0, (time.monotonic() - started + POLL) / window)
+        due = max(done + 1, math.ceil(total * share))
+        for socket in sockets[done:due]:
             close(socket, code, reason)
-        if start + per_step < len(sockets):
+        done = due
+        if done < total:
             gevent.sleep(POLL)
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import gc
 import resource
 import socket
+import time
 import weakref
 from typing import Any
 
@@ -61,6 +62,8 @@ def open_sockets() -> list[Any]:
 #: Seconds a stopping worker waits for its clients' close frames after sending its own
 #: (a shutdown's ``close_timeout``); the clients that have not answered are then dropped.
 SHUTDOWN_GRACE = 1.0
+#: Seconds SIGQUIT/SIGINT waits, after the closes, for the views to end before the worker exits.
+QUIT_WAIT = 2.0
 
 
 def close_socket(websocket: Any, code: int, reason: str) -> None:
@@ -89,6 +92,15 @@ def close_all(code: int, reason: str, wait: float = SHUTDOWN_GRACE) -> None:
     websockets = open_sockets()
     drain.close_in_batches(websockets, code, reason, 0.0, close_socket)
     finish_closing(websockets, code, reason, wait)
+
+
+def wait_for_handlers(timeout: float) -> bool:
+    """Wait until no connection of this process's servers is being handled, at most *timeout* s."""
+    deadline = time.monotonic() + timeout
+    for listening in list(_servers):
+        if not listening.pool.join(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+    return True
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -280,6 +292,9 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         super().handle_exit(sig, frame)
         if self.draining is not None:
             return  # gunicorn's master repeats its SIGTERM every second until the worker is gone
+        # The connections are torn down from here on, and this process ends: the collector need
+        # not walk what is alive now (every socket's objects) again and again meanwhile.
+        gc.freeze()
         gevent.spawn(stop_serving)
         window = float(conf.get("WEBSOCKET_DRAIN_WINDOW"))
         timeout = float(conf.get("WEBSOCKET_DRAIN_TIMEOUT"))
@@ -291,5 +306,9 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         gevent.spawn(self._close_then_quit, sig, frame)
 
     def _close_then_quit(self, sig: int, frame: Any) -> None:
+        gc.freeze()  # as in handle_exit()
         close_all(1001, "server shutting down", wait=1.0)
+        # The views end (request_finished, their database connections closed) before the
+        # process does: at exit, greenlets still running are unwound one by one, far slower.
+        wait_for_handlers(QUIT_WAIT)
         Worker.handle_quit(self, sig, frame)

@@ -14,7 +14,7 @@ a worker told to stop (:func:`drain`):
    spread out too. Each close is started by the draining greenlet itself, without waiting
    (a close frame written at once); the peers' answers are awaited together afterwards, for
    a bounded time. With a greenlet per socket waiting for its peer's close instead, 19,900
-   sockets on one worker stretched a one-second window over 8.6 s (``bench/shutdown.py``).
+   sockets on one worker stretched a one-second window over 8–15 s (``bench/shutdown.py``).
 
 Readiness is a file per worker in a directory named after the master's pid, in the system
 temp directory. Sibling workers are found in ``/proc/<master>/task/<master>/children``

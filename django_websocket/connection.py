@@ -636,6 +636,34 @@ class WebSocket(MessageMixin):
                 pass
         self._abort()
 
+    def start_shutdown(self, code: int = 1001, reason: str = "") -> None:
+        """Start closing for a server shutdown, without waiting: a drain's step per socket.
+
+        When a greenlet is reading the socket (the view's, as in ``for message in websocket``)
+        and no send is in progress, the close frame is written here, non-blocking (the rest of a
+        partial write by a helper holding the write lock); the reader then gets the peer's close
+        and ends the connection. Otherwise a greenlet runs :meth:`shutdown`. The caller ends
+        whatever is still open after its own grace period (:meth:`terminate`). Never blocks.
+        """
+        if self._closed.is_set() or self.protocol.state is not OPEN:
+            return
+        if not self._read_lock.locked() or self._write_lock.locked() or self._raw is self.socket:
+            gevent.spawn(self.shutdown, code, reason)
+            return
+        self.protocol.send_close(code, reason)
+        frame = b"".join(self.protocol.data_to_send())
+        try:
+            sent = self._raw.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._abort()  # the peer is gone
+            return
+        counters.bytes_sent += len(frame)
+        if sent < len(frame):
+            self._write_lock.acquire()  # free (checked above) and released by the helper
+            gevent.spawn(self._finish_write, memoryview(frame)[sent:])
+
     def _schedule_ping(self) -> None:
         """Start the next keepalive round ``ping_interval`` s from now (no-op without pings, or closed)."""
         if self._ping_interval is None or self._closed.is_set():

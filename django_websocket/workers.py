@@ -37,6 +37,7 @@ from __future__ import annotations
 import gc
 import resource
 import socket
+import time
 import weakref
 from typing import Any
 
@@ -58,16 +59,48 @@ def open_sockets() -> list[Any]:
     return list(open_connections)
 
 
+#: Seconds a stopping worker waits for its clients' close frames after sending its own
+#: (a shutdown's ``close_timeout``); the clients that have not answered are then dropped.
+SHUTDOWN_GRACE = 1.0
+#: Seconds SIGQUIT/SIGINT waits, after the closes, for the views to end before the worker exits.
+QUIT_WAIT = 2.0
+
+
 def close_socket(websocket: Any, code: int, reason: str) -> None:
-    websocket.shutdown(code, reason)
+    """Start closing *websocket* for a shutdown, without blocking (``WebSocket.start_shutdown``)."""
+    websocket.start_shutdown(code, reason)
 
 
-def close_all(code: int, reason: str, wait: float = 2.0) -> None:
-    """Close every open websocket of this process with *code*, concurrently; wait up to *wait* s."""
-    from .connection import open_connections
+def is_open(websocket: Any) -> bool:
+    return websocket.close_code is None
 
-    closing = [gevent.spawn(websocket.shutdown, code, reason) for websocket in list(open_connections)]
-    gevent.joinall(closing, timeout=wait)
+
+def finish_closing(websockets: list[Any], code: int, reason: str, grace: float = SHUTDOWN_GRACE) -> None:
+    """Wait up to *grace* s for the closing handshakes of *websockets*; drop those still open.
+
+    A socket still open gets ``terminate(code, reason)`` (in a greenlet of its own: a send
+    stuck on a client that stopped reading holds its write lock for up to a second); returns
+    when those are done, a second more at most.
+    """
+    left = drain.wait_closed(websockets, is_open, grace)
+    ending = [gevent.spawn(websocket.terminate, code, reason) for websocket in left]
+    gevent.joinall(ending, timeout=1.0)
+
+
+def close_all(code: int, reason: str, wait: float = SHUTDOWN_GRACE) -> None:
+    """Close every open websocket of this process with *code* at once; wait up to *wait* s for the peers."""
+    websockets = open_sockets()
+    drain.close_in_batches(websockets, code, reason, 0.0, close_socket)
+    finish_closing(websockets, code, reason, wait)
+
+
+def wait_for_handlers(timeout: float) -> bool:
+    """Wait until no connection of this process's servers is being handled, at most *timeout* s."""
+    deadline = time.monotonic() + timeout
+    for listening in list(_servers):
+        if not listening.pool.join(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+    return True
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -259,16 +292,23 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
         super().handle_exit(sig, frame)
         if self.draining is not None:
             return  # gunicorn's master repeats its SIGTERM every second until the worker is gone
+        # The connections are torn down from here on, and this process ends: the collector need
+        # not walk what is alive now (every socket's objects) again and again meanwhile.
+        gc.freeze()
         gevent.spawn(stop_serving)
         window = float(conf.get("WEBSOCKET_DRAIN_WINDOW"))
         timeout = float(conf.get("WEBSOCKET_DRAIN_TIMEOUT"))
         self.draining = gevent.spawn(
-            drain.drain, self.ppid, self.pid, open_sockets, close_socket, window, timeout
+            drain.drain, self.ppid, self.pid, open_sockets, close_socket, window, timeout, finish_closing
         )
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         gevent.spawn(self._close_then_quit, sig, frame)
 
     def _close_then_quit(self, sig: int, frame: Any) -> None:
+        gc.freeze()  # as in handle_exit()
         close_all(1001, "server shutting down", wait=1.0)
+        # The views end (request_finished, their database connections closed) before the
+        # process does: at exit, greenlets still running are unwound one by one, far slower.
+        wait_for_handlers(QUIT_WAIT)
         Worker.handle_quit(self, sig, frame)

@@ -74,3 +74,27 @@ def test_a_shutdown_waits_for_no_one_and_says_going_away():
     drain.drain(999_999_999, os.getpid(), lambda: ["a"], lambda *args: closed.append(args), 1.0, 10.0)
     assert closed == [("a", 1001, "server shutting down")]
     assert time.monotonic() - started < 0.5
+
+
+def test_a_busy_worker_still_closes_within_the_window(monkeypatch):
+    """When each sleep lasts 0.2 s instead of POLL (closing views keep the worker busy), the
+    batches grow: 100 sockets over 1 s take 5 sleeps (by the clock), not 20 (by the count)."""
+    clock = [0.0]
+    sleeps = []
+
+    def slow_sleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += 0.2
+
+    monkeypatch.setattr(drain.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(drain.gevent, "sleep", slow_sleep)
+    closed = []
+    drain.close_in_batches(list(range(100)), 1001, "", 1.0, lambda socket, *_: closed.append(socket))
+    assert closed == list(range(100))
+    assert len(sleeps) == 5
+
+
+def test_wait_closed_returns_the_sockets_still_open():
+    """wait_closed(): at once when none is open; after the timeout, those still open."""
+    assert drain.wait_closed(["a", "b"], lambda socket: False, timeout=5) == []
+    assert drain.wait_closed(["a", "b"], lambda socket: socket == "b", timeout=0.1) == ["b"]

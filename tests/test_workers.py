@@ -7,8 +7,10 @@ with short timing settings passed through the environment (see tests/settings.py
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
+import struct
 import time
 from contextlib import ExitStack
 
@@ -47,9 +49,12 @@ def close_code(websocket) -> int | None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_shutdown_closes_sockets_with_1001_promptly(server_db, sig):
     """SIGTERM (or SIGINT) to gunicorn: every client sees close 1001 within 2 s, views end."""
-    with gunicorn(
-        env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--graceful-timeout", "30"]
-    ) as server, ExitStack() as stack:
+    with (
+        gunicorn(
+            env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--graceful-timeout", "30"]
+        ) as server,
+        ExitStack() as stack,
+    ):
         clients = [stack.enter_context(connect(server.ws_url("/echo/"))) for _ in range(3)]
         for client in clients:
             client.send("x")
@@ -62,6 +67,59 @@ def test_shutdown_closes_sockets_with_1001_promptly(server_db, sig):
         assert elapsed < 2.0
         server.process.wait(timeout=10)  # and the worker exits well before --graceful-timeout
         assert time.monotonic() - started < 5.0
+
+
+def read_until_closed(socks: list[socket.socket], answer: set[socket.socket], timeout: float = 20.0) -> dict:
+    """Read every socket until the server's TCP close; answer its close frame on those in *answer*.
+
+    Returns, per socket, the list of close codes it got (the server's close frames).
+    """
+    codes: dict[socket.socket, list[int]] = {sock: [] for sock in socks}
+    buffers = {sock: b"" for sock in socks}
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, _ in selector.select(0.1):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    selector.unregister(sock)
+                    continue
+                buffers[sock] += data
+                frame = buffers[sock]
+                while len(frame) >= 2 and len(frame) >= 2 + (frame[1] & 0x7F):  # small frames only here
+                    length = frame[1] & 0x7F
+                    opcode, payload, frame = frame[0] & 0x0F, frame[2 : 2 + length], frame[2 + length :]
+                    if opcode == 0x8:
+                        codes[sock].append(struct.unpack("!H", payload[:2])[0])
+                        if sock in answer:  # a masked close frame with the same code (mask 0)
+                            sock.send(bytes((0x88, 0x82)) + bytes(4) + payload[:2])
+                buffers[sock] = frame
+    return codes
+
+
+def test_shutdown_of_hundreds_closes_every_socket_once_answered_or_not(server_db):
+    """SIGTERM with 300 sockets, a third of whose clients never answer the close frame: each
+    gets one close frame, 1001, then the TCP close, and the worker exits before --graceful-timeout."""
+    with gunicorn(
+        env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=["--graceful-timeout", "30"]
+    ) as server:
+        socks = [open_raw(server) for _ in range(300)]
+        try:
+            os.killpg(server.process.pid, signal.SIGTERM)
+            codes = read_until_closed(socks, answer=set(socks[100:]))
+            assert all(got == [1001] for got in codes.values()), {tuple(got) for got in codes.values()}
+            server.process.wait(timeout=25)  # a worker killed at --graceful-timeout would not exit in time
+            assert "graceful timeout" not in server.log
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 def test_reload_moves_clients_to_the_new_worker_at_once(server_db):

@@ -338,7 +338,11 @@ def serve_detached(
     try:
         # The request's greenlet, which request_started labelled, has ended: label this one.
         with blocking.serving(request.path):
-            serve(request, websocket, accept, False)
+            # serve()'s steps, not a call to it: a frame fewer (~0.2 KiB) on every waiting view's stack.
+            try:
+                run_view(request, websocket, accept)
+            finally:
+                close_connections()
     finally:
         if owner is not None:
             owner_connections.release(owner)

@@ -37,6 +37,7 @@ from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
 
 from . import blocking, conf
+from .accepted import lighten
 from .brokers import get_hub
 from .compression import negotiate
 from .connection import WebSocket, open_connections
@@ -219,6 +220,7 @@ class WebSocketHandler(WSGIHandler):
             if observe is not None and started is not None:
                 observe(time.perf_counter() - started)
             websocket.request = request
+            lighten(request)  # it lives as long as the socket
             websocket.hub = get_hub()
             websocket.user_id = _known_user_id(request)
             # The in-process test client keeps the test's connection, as Django's test Client does.

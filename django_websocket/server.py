@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import email.parser
+import functools
 import inspect
 import io
 import logging
@@ -339,6 +340,7 @@ def header_name(name: str | bytes) -> str:
 HEADER_ATOM = re.compile(r"%\(\{([^}]*)\}([io])\)")
 
 
+@functools.lru_cache(maxsize=16)  # read per handshake; a process has one or two formats
 def header_atoms(log_format: str, kind: str) -> frozenset[str]:
     """Lowercase names of the *kind* (``i``: request, ``o``: response) header atoms of *log_format*.
 

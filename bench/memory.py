@@ -127,12 +127,43 @@ def channels_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("channels", "daphne"))
 
 
+def access_log(args) -> tuple[str, ...]:
+    """gunicorn options for ``--access-log`` / ``--access-log-format`` (none without them)."""
+    if not (args.access_log or args.access_log_format):
+        return ()
+    return (
+        "--access-logfile",
+        "-",
+        *(("--access-logformat", args.access_log_format) if args.access_log_format else ()),
+    )
+
+
 def references(args, env: dict[str, str]) -> tuple[list[Reference], list[str]]:
-    """The servers of this run, ours first; and notes on the ones skipped."""
+    """The servers of this run, ours first (then ours from ``--against DIR``); notes on the ones skipped."""
+    logged = access_log(args)
     found = [
-        Reference(Stack("ours", gunicorn(OUR_WORKER, "test_project.wsgi:websocket", args.sockets), env)),
-        Reference(Stack("gevent-websocket", gunicorn(STOCK_WORKER, "bench.bare_echo:app", args.sockets))),
+        Reference(
+            Stack("ours", gunicorn(OUR_WORKER, "test_project.wsgi:websocket", args.sockets, logged), env)
+        ),
     ]
+    if args.against:
+        # The other tree's package and test_project: first on the path, and its own directory.
+        tree = str(Path(args.against).resolve())
+        found.append(
+            Reference(
+                Stack(
+                    "against",
+                    gunicorn(OUR_WORKER, "test_project.wsgi:websocket", args.sockets, logged),
+                    {**env, "PYTHONPATH": tree},
+                    cwd=Path(tree),
+                )
+            )
+        )
+    found.append(
+        Reference(
+            Stack("gevent-websocket", gunicorn(STOCK_WORKER, "bench.bare_echo:app", args.sockets, logged))
+        )
+    )
     skipped = []
     if importlib.util.find_spec("uvicorn") is None:
         skipped.append("uvicorn skipped: not installed (pip install -r bench/requirements.txt)")
@@ -496,7 +527,12 @@ def breakdown(args, env: dict[str, str], headers: list[str], tmp: Path) -> int:
     ref = Reference(
         Stack(
             "ours",
-            gunicorn(OUR_WORKER, "test_project.wsgi:websocket", args.sockets, ("-c", str(config))),
+            gunicorn(
+                OUR_WORKER,
+                "test_project.wsgi:websocket",
+                args.sockets,
+                ("-c", str(config), *access_log(args)),
+            ),
             {**env, "BENCH_TRACEMALLOC_DIR": str(directory), "BENCH_TRACEMALLOC_FRAMES": str(args.frames)},
         )
     )
@@ -639,6 +675,19 @@ def parse_args(argv=None):
         "--check", type=int, default=0, help="sockets that must echo afterwards, spread (default 0: all)"
     )
     parser.add_argument("--anonymous", action="store_true", help="send no session cookie")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="gunicorn servers write an access log (--access-logfile -, gunicorn's default format)",
+    )
+    parser.add_argument(
+        "--access-log-format", metavar="FMT", help="with this --access-log-format (implies --access-log)"
+    )
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="also measure ours from another checkout (a `git archive` of the commit before), as against",
+    )
     args = parser.parse_args(argv)
     if not (1 <= args.sockets <= 1_000_000 and 1 <= args.rounds <= 20 and 1 <= args.warmup_sockets <= 5000):
         parser.error("need 1 <= sockets <= 1,000,000, 1 <= rounds <= 20, 1 <= warmup-sockets <= 5000")
@@ -668,6 +717,8 @@ def main(argv=None) -> int:
         + ("every socket" if args.check <= 0 else f"{min(args.check, args.sockets)} sockets")
         + " must echo afterwards"
     )
+    if access_log(args):
+        print(f"gunicorn servers write an access log: {shlex.join(access_log(args))}")
     missing = [p for p in ("django_websocket/workers.py", "test_project/wsgi.py") if not (ROOT / p).exists()]
     if missing:
         print(f"our stack is not there ({', '.join(missing)} missing)", file=sys.stderr)
@@ -698,7 +749,7 @@ def main(argv=None) -> int:
 
         refs, skipped = references(args, env)
         if args.only:
-            refs = [r for r in refs if r.name == "ours" or r.name in args.only]
+            refs = [r for r in refs if r.name in ("ours", "against") or r.name in args.only]
         for note in skipped:
             print(note)
         for ref in refs:

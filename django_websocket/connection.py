@@ -309,34 +309,52 @@ class WebSocket(MessageMixin):
         if not self._messages:
             if self.on_wait is not None:
                 self.on_wait()
+            # _receive_more()'s read, written out: while a greenlet waits, greenlet keeps a frame
+            # object for every Python frame on its stack (about 0.2 KiB each, per idle socket).
             while not self._messages:
-                self._receive_more()
+                with self._read_lock:
+                    if self._may_read():
+                        try:
+                            data = self._read(READ_SIZE)
+                        except OSError:
+                            data = b""
+                        self._received(data)
         counters.messages_received += 1  # metrics: a plain int, see django_websocket.counters
         return self._messages.popleft()
 
     def _receive_more(self) -> None:
         """Read from the socket once and queue what it completes; raise when closed."""
         with self._read_lock:
-            if self._messages:
-                return  # another greenlet read them while we waited
-            if self._close_exc is not None:
-                raise self._closed_error()
+            if not self._may_read():
+                return
             try:
                 data = self._read(READ_SIZE)
             except OSError:
                 data = b""
-            if data:
-                counters.bytes_received += len(data)
-                self.protocol.receive_data(data)
-            else:
-                self.protocol.receive_eof()
-            self._queue_messages(self.protocol.events_received())
-            with self._write_lock:
-                self._flush()
-            if self.protocol.state is not OPEN:
-                self._finish()
-                if self._close_exc is not None and not self._messages:
-                    raise self._closed_error()
+            self._received(data)
+
+    def _may_read(self) -> bool:
+        """Under the read lock: ``False`` if another greenlet read messages meanwhile; raise when closed."""
+        if self._messages:
+            return False
+        if self._close_exc is not None:
+            raise self._closed_error()
+        return True
+
+    def _received(self, data: bytes) -> None:
+        """Under the read lock: feed *data* (``b""``: end of stream) to the protocol, queue the messages."""
+        if data:
+            counters.bytes_received += len(data)
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        self._queue_messages(self.protocol.events_received())
+        with self._write_lock:
+            self._flush()
+        if self.protocol.state is not OPEN:
+            self._finish()
+            if self._close_exc is not None and not self._messages:
+                raise self._closed_error()
 
     def _queue_messages(self, frames: list) -> None:
         """Assemble data frames into messages; fail with 1007 on invalid UTF-8, 1008 over the rate limit."""

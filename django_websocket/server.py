@@ -160,13 +160,13 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         self.start_response("101 Switching Protocols", [*headers, ("Date", http_date())])
         self.write(b"")
         self.environ.pop(UPGRADE_ENVIRON_KEY, None)  # once only; the environ stays with the request
-        # The connection may stay open for days: what the access log reads at its end (the
-        # request's headers, the 101's) is not kept in ~40 small objects: the request's are
-        # read again from the environ (which the request keeps), the 101's are packed; and
-        # without an access log, neither is kept.
+        # The connection may stay open for days: of the request's headers and the 101's, only
+        # those the access line prints are kept, packed in one block (not in ~40 small objects);
+        # without an access log, none.
         if self.logs_access():
-            self.headers = EnvironHeaders(self.environ)
-            self.response_headers = PackedHeaders(self.response_headers)
+            request_names, response_names = self.logged_header_names()
+            self.headers = logged_headers(self.headers.items(), request_names)
+            self.response_headers = logged_headers(self.response_headers, response_names)
         else:
             self.headers = self.response_headers = ()
         leftover = buffered_bytes(self.rfile, self.socket)
@@ -185,6 +185,17 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         """Whether this server may write access lines (pywsgi's always has a log, if a no-op one)."""
         return True
 
+    def logged_header_names(self) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+        """Lowercase names of the request headers and of the 101's that the access line may print.
+
+        gunicorn's own logger prints those its ``access_log_format`` names (``%({name}i)s``,
+        ``%({name}o)s``); ``None`` (any header) for another logger, which may read them all.
+        """
+        log_format = gunicorn_access_format(getattr(self.server, "log", None))
+        if log_format is None:
+            return None, None
+        return header_atoms(log_format, "i"), header_atoms(log_format, "o")
+
     def detach_connection(self, function: Callable[..., Any], *args: Any) -> None:
         """After the upgrade: run ``function(*args)`` in a new greenlet that owns the connection.
 
@@ -200,8 +211,6 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         On a connection without a socket object of its own (TLS), *function* runs here,
         before this returns.
         """
-        # (No new attribute on this handler, which the access log keeps: past the keys its
-        # class shares between instances, one more turns its __dict__ into a 1.5 KiB table.)
         if type(self.socket) is not gevent_socket.socket or not self.connection_upgraded:
             function(*args)  # TLS (see upgrade_connection()), or detached already
             return
@@ -216,21 +225,46 @@ class UpgradeHandler(pywsgi.WSGIHandler):
             pool.discard(current)  # frees its slot for the new greenlet
             pool.add(connection)
         if self.logs_access():
-            connection.link(functools.partial(self._detached_ended, self.socket))
-        # Else nothing is kept for the end (this handler is ~0.3 KiB, a link ~0.2): *function*
-        # closes the socket, the websocket's close() does.
+            # What the line needs, not this handler (0.3 KiB, and all pywsgi hung on it).
+            connection.link(AccessLine(self))
+        # Else nothing is kept for the end: *function* closes the socket (the websocket's
+        # close() does).
         self.socket = None  # pywsgi's handle() ends without closing anything nor logging
         connection.start()
 
-    def _detached_ended(self, sock: socket.socket, connection: gevent.Greenlet) -> None:
-        """After a detached connection's function returned or raised: close, write the access line."""
+
+class AccessLine:
+    """A detached connection's access line, written when its greenlet ends (``greenlet.link(line)``).
+
+    Keeps what pywsgi's and gunicorn's ``log_request()`` read (the request line, status, length,
+    start time, the client, the environ and the headers :meth:`UpgradeHandler.upgrade_connection`
+    kept), about 0.1 KiB, instead of the handler; at the end it closes the socket again if need
+    be, and a handler of the same class, given those attributes back, writes the line.
+    """
+
+    __slots__ = (
+        "handler_class", "server", "environ", "client_address", "requestline", "status",
+        "response_length", "time_start", "headers", "response_headers", "socket",
+    )  # fmt: skip
+
+    def __init__(self, handler: UpgradeHandler) -> None:
+        self.handler_class = type(handler)
+        for name in self.__slots__[1:]:
+            setattr(self, name, getattr(handler, name))
+        if handler._orig_status:  # the status line as text, as pywsgi's own line prints it
+            self.status = handler._orig_status
+
+    def __call__(self, connection: gevent.Greenlet) -> None:
         try:
-            sock.close()
+            self.socket.close()
         finally:
-            self.time_finish = time.time()
-            self.socket = sock  # closed; lets log_request() write the line
-            self.log_request()
-            self.socket = None
+            handler = object.__new__(self.handler_class)
+            for name in self.__slots__[1:]:
+                setattr(handler, name, getattr(self, name))
+            handler._orig_status = self.status
+            handler.connection_upgraded = True
+            handler.time_finish = time.time()
+            handler.log_request()
 
 
 #: One string per WSGI environ key for every handshake's environ: pywsgi builds each ``HTTP_…``
@@ -280,25 +314,55 @@ class PackedHeaders:
         return list(marshal.loads(self._packed))
 
 
-class EnvironHeaders:
-    """The request's headers for the access log, read from a WSGI environ when asked.
+#: Headers kept for an access line that prints none: one object shared by every connection.
+NO_HEADERS = PackedHeaders(())
 
-    ``items()`` gives ``("USER-AGENT", value)`` for ``HTTP_USER_AGENT`` (and the content type
-    and length): gunicorn's ``access()`` lowercases the names. Repeated headers come as the
-    environ has them, joined; names with an underscore are not there (pywsgi drops them).
+
+def logged_headers(pairs: Any, names: frozenset[str] | None) -> PackedHeaders:
+    """*pairs* (``str`` or ``bytes`` names) whose lowercase name is in *names* (all if ``None``), packed.
+
+    Repeated headers stay repeated and in order, names as they were sent: the access line sees
+    what it would have seen for a request that did not upgrade.
     """
+    if names is None:
+        return PackedHeaders(pairs)
+    if not names:
+        return NO_HEADERS
+    kept = [pair for pair in pairs if header_name(pair[0]) in names]
+    return PackedHeaders(kept) if kept else NO_HEADERS
 
-    __slots__ = ("_environ",)
 
-    def __init__(self, environ: dict) -> None:
-        self._environ = environ
+def header_name(name: str | bytes) -> str:
+    return (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
 
-    def items(self) -> list[tuple[str, str]]:
-        return [
-            (key[5:].replace("_", "-") if key.startswith("HTTP_") else key.replace("_", "-"), value)
-            for key, value in self._environ.items()
-            if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")
-        ]
+
+#: A header atom of gunicorn's access log format: ``%({name}i)s``, ``%({name}o)s``.
+HEADER_ATOM = re.compile(r"%\(\{([^}]*)\}([io])\)")
+
+
+@functools.lru_cache(maxsize=16)  # read per handshake; a process has one or two formats
+def header_atoms(log_format: str, kind: str) -> frozenset[str]:
+    """Lowercase names of the *kind* (``i``: request, ``o``: response) header atoms of *log_format*.
+
+    gunicorn matches them case-insensitively (its ``SafeAtoms``), so ``%({X-Id}i)s`` names ``x-id``.
+    """
+    return frozenset(name.lower() for name, found in HEADER_ATOM.findall(log_format) if found == kind)
+
+
+def gunicorn_access_format(log: Any) -> str | None:
+    """*log*'s ``access_log_format`` when it is gunicorn's own logger (its ``access()`` and ``atoms()``).
+
+    ``None`` for any other logger: a subclass that overrides either may read any header. pywsgi's
+    server keeps gunicorn's logger wrapped in a ``LoggingLogAdapter``: the logger inside counts.
+    """
+    if isinstance(log, pywsgi.LoggingLogAdapter):
+        log = log._logger
+    log_format = getattr(getattr(log, "cfg", None), "access_log_format", None)
+    own = all(
+        getattr(getattr(type(log), name, None), "__module__", None) == "gunicorn.glogging"
+        for name in ("access", "atoms")
+    )
+    return log_format if own and isinstance(log_format, str) else None
 
 
 class ConnectionGreenlet(gevent.Greenlet):

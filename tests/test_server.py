@@ -11,22 +11,29 @@ import base64
 import io
 import os
 import random
+import re
 import socket as stdlib_socket
 from http import client
 
+import gevent
 import pytest
 from django.test import override_settings
 from gevent import pywsgi, socket
 
 from django_websocket.server import (
-    EnvironHeaders,
+    DETACH_ENVIRON_KEY,
+    NO_HEADERS,
+    UPGRADE_ENVIRON_KEY,
     PackedHeaders,
     UpgradeHandler,
     buffered_bytes,
     connection_limit,
     direct_call,
+    gunicorn_access_format,
     handshake_timeout,
+    header_atoms,
     http_date,
+    logged_headers,
     read_headers,
     shared_keys,
     socket_reader,
@@ -145,13 +152,39 @@ def test_packed_headers_give_back_the_pairs_they_were_given():
     assert list(PackedHeaders(response)) == response
 
 
-def test_environ_headers_give_the_access_log_the_request_s_headers():
-    environ = {"HTTP_USER_AGENT": "ua/1", "CONTENT_TYPE": "text/plain", "PATH_INFO": "/", "HTTP_X_A": "1,2"}
-    assert dict(EnvironHeaders(environ).items()) == {
-        "USER-AGENT": "ua/1",
-        "CONTENT-TYPE": "text/plain",
-        "X-A": "1,2",
-    }
+def test_logged_headers_keep_the_named_ones_as_sent_repeats_included():
+    """Names compared in lowercase; repeats and underscores kept; nothing named: one shared object."""
+    request = [("Host", "h"), ("X-Id", "1"), ("x-id", "2"), ("X_Under", "u"), ("Cookie", "c")]
+    assert logged_headers(request, frozenset({"x-id", "x_under"})).items() == request[1:4]
+    assert logged_headers(request, None).items() == request
+    assert logged_headers(request, frozenset()) is NO_HEADERS
+    assert logged_headers(request, frozenset({"absent"})) is NO_HEADERS
+    response = [(b"Upgrade", b"websocket"), (b"Date", b"x")]
+    assert list(logged_headers(response, frozenset({"date"}))) == [(b"Date", b"x")]
+
+
+def test_header_atoms_are_the_format_s_request_or_response_header_names():
+    log_format = '%(h)s "%(r)s" %({X-Request-Id}i)s %({user_agent}i)s %({date}o)s %({PATH_INFO}e)s'
+    assert header_atoms(log_format, "i") == {"x-request-id", "user_agent"}
+    assert header_atoms(log_format, "o") == {"date"}
+    assert header_atoms('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', "i") == frozenset()
+
+
+def test_only_gunicorn_s_own_logger_gives_its_format():
+    """A logger class that overrides access() or atoms() may read any header: no format then."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    class Atoms(Logger):
+        def atoms(self, *args):
+            return super().atoms(*args)
+
+    config = Config()
+    config.set("accesslog", None)
+    assert gunicorn_access_format(Logger(config)) == config.access_log_format
+    assert gunicorn_access_format(pywsgi.LoggingLogAdapter(Logger(config))) == config.access_log_format
+    assert gunicorn_access_format(Atoms(config)) is None
+    assert gunicorn_access_format(object()) is None
 
 
 def test_shared_keys_make_equal_environs_share_their_key_strings():
@@ -201,6 +234,42 @@ def read_until(sock: stdlib_socket.socket, marker: bytes, received: bytes = b"")
     return received
 
 
+def test_pywsgi_s_own_access_line_of_a_detached_connection_comes_when_it_ends():
+    """Under pywsgi's own log: "GET … HTTP/1.1" 101 with the connection's duration, written once,
+    after the detached function returned, with the handler itself long gone."""
+    log = io.StringIO()
+    served = []
+
+    def application(environ, start_response):
+        sock, read = environ[UPGRADE_ENVIRON_KEY]([("Upgrade", "websocket"), ("Connection", "Upgrade")])
+
+        def run():
+            served.append(read(100))
+            sock.close()
+
+        environ[DETACH_ENVIRON_KEY](run)
+        return []
+
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), application, handler_class=UpgradeHandler, log=log)
+    server.start()
+    try:
+        client = socket.create_connection(("127.0.0.1", server.server_port))
+        client.sendall(b"GET /up?x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        assert client.recv(1000).startswith(b"HTTP/1.1 101 ")
+        gevent.sleep(0.05)
+        assert log.getvalue() == ""  # open: not logged yet
+        client.sendall(b"bye")
+        with gevent.Timeout(5):
+            while "GET" not in log.getvalue():
+                gevent.sleep(0.01)
+        client.close()
+    finally:
+        server.stop()
+    assert served == [b"bye"]
+    (line,) = log.getvalue().splitlines()
+    assert re.search(r'"GET /up\?x HTTP/1.1" 101 \d+ \d+\.\d{6}$', line), line
+
+
 def test_a_frame_sent_with_the_handshake_is_not_lost(server_db):
     with gunicorn(env={"DJANGO_DB_PATH": server_db["path"]}) as server:
         with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -222,3 +291,25 @@ def test_a_detached_connection_is_logged_with_its_headers_when_it_ends(server_db
             read_until(sock, b"two", received)
             assert "/echo/?detached" not in server.log  # open: not logged yet
         assert server.wait_for_log(r'"GET /echo/\?detached HTTP/1.1" 101 .*detached-test/1')
+
+
+ACCESS_FORMAT = '"%(r)s" %(s)s id=%({x-id}i)s under=%({x_under}i)s'
+
+
+def test_the_access_line_of_a_websocket_prints_its_request_headers_as_sent(server_db):
+    """Through gunicorn's access log: a header sent twice gives its last value, as for any
+    request; a name with an underscore (which the environ lacks) is there."""
+    headers = ("X-Id: first", "X-Id: last", "X_Under: under")
+    with gunicorn(
+        env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=("--access-logformat", ACCESS_FORMAT)
+    ) as server:
+        with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(handshake_request("/echo/?headers", *headers) + masked_text(b"one"))
+            read_until(sock, b"one")
+        assert server.wait_for_log(r'(?m)"GET /echo/\?headers HTTP/1.1" 101 id=last under=under$')
+        # The same headers on a request that does not upgrade: the same values.
+        with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            lines = ["GET /?plain HTTP/1.1", "Host: 127.0.0.1", *headers, "Connection: close", "", ""]
+            sock.sendall("\r\n".join(lines).encode())
+            read_until(sock, b"HTTP/1.1")
+        assert server.wait_for_log(r'(?m)"GET /\?plain HTTP/1.1" \d+ id=last under=under$')

@@ -1059,6 +1059,7 @@ def main(argv=None) -> int:
             "WEBSOCKET_REDIS_URL": redis_url,
             "REDIS_URL": redis_url,  # what conf.redis_url() falls back to when settings do not set it
         }
+        echo_bench.migrate(env)
         servers: dict[str, echo_bench.Server] = {}
         try:
             for st in stacks(args, env):

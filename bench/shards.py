@@ -300,6 +300,7 @@ def start_setups(stack: contextlib.ExitStack, tmp: str) -> dict[str, dict]:
             "WEBSOCKET_REDIS_URL": setup["url"],
             "REDIS_URL": setup["url"],
         }
+        echo_bench.migrate(setup["env"])
     return setups
 
 

@@ -339,6 +339,7 @@ def main(argv=None) -> int:
             "DJANGO_DEBUG": "0",
             "DJANGO_DB_PATH": str(Path(tmp) / "bench.sqlite3"),
         }
+        echo_bench.migrate(env)
         found = stacks(args, env)
         for st in found:
             print(f"{st.name:9} {shlex.join(echo_bench.pinned(echo_bench.SERVER_CPU, st.argv))}")

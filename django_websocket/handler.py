@@ -436,11 +436,6 @@ def _take_over(refusal: HttpResponse, accept: AcceptWebSocket) -> HttpResponse:
     return refusal
 
 
-def allowed_origins() -> list[str]:
-    """``WEBSOCKET_ALLOWED_ORIGINS``, or ``ALLOWED_HOSTS`` (with Django's DEBUG fallback)."""
-    return list(conf.handshake_settings().allowed_origins)
-
-
 @contextmanager
 def _without_close_old_connections(signal: Any) -> Iterator[None]:
     """*signal* without Django's ``close_old_connections`` receiver while the block runs.

@@ -98,6 +98,11 @@ def http_date() -> str:
     return _date[1]
 
 
+SWITCHING_PROTOCOLS = "101 Switching Protocols"
+SWITCHING_PROTOCOLS_STATUS = SWITCHING_PROTOCOLS.encode("latin-1")
+SWITCHING_PROTOCOLS_LINE = f"HTTP/1.1 {SWITCHING_PROTOCOLS}\r\n"
+
+
 class UpgradeHandler(pywsgi.WSGIHandler):
     """A pywsgi handler whose applications can take over the connection after a 101.
 
@@ -155,10 +160,7 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         the access log records status 101 and the connection's duration.
         """
         self.close_connection = True
-        # pywsgi sends neither chunked encoding nor a body for a 101 (connection_upgraded). The
-        # Date it would add last, formatted for every response, comes from the once-a-second cache.
-        self.start_response("101 Switching Protocols", [*headers, ("Date", http_date())])
-        self.write(b"")
+        self.send_switching_protocols(headers)
         self.environ.pop(UPGRADE_ENVIRON_KEY, None)  # once only; the environ stays with the request
         # The connection may stay open for days: of the request's headers and the 101's, only
         # those the access line prints are kept, packed in one block (not in ~40 small objects);
@@ -180,6 +182,40 @@ class UpgradeHandler(pywsgi.WSGIHandler):
             if "gunicorn.sock" in self.environ:
                 self.environ["gunicorn.sock"] = self.socket
         return self.socket, socket_reader(self.socket, leftover)
+
+    def send_switching_protocols(self, headers: list[tuple[str, str]]) -> None:
+        """Send the 101 with *headers* and a ``Date``, leaving the state pywsgi's own 101 would.
+
+        What ``start_response("101 …", headers)`` then ``write(b"")`` do, in one pass and one
+        ``sendall``: a name or value with CR or LF raises ``ValueError``, one outside latin-1
+        ``UnicodeError``, before anything is sent. The status, code, length and headers are
+        set for the access line; the headers are kept as ``str`` pairs, so gunicorn's
+        ``%({name}o)s`` finds them (pywsgi keeps ``bytes`` names, which it never matches).
+        """
+        headers = [*headers, ("Date", http_date())]
+        lines = [SWITCHING_PROTOCOLS_LINE]
+        for name, value in headers:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise UnicodeError("The header must be a native string", name, value)
+            line = f"{name}: {value}\r\n"
+            if line.count("\r") != 1 or "\n" in line[:-1]:
+                raise ValueError("carriage return or newline in header", name, value)
+            lines.append(line)
+        lines.append("\r\n")
+        try:
+            data = "".join(lines).encode("latin-1")
+        except UnicodeEncodeError as error:
+            raise UnicodeError("Non-latin1 header", error.object[error.start : error.end]) from None
+        self.status, self._orig_status, self.code = SWITCHING_PROTOCOLS_STATUS, SWITCHING_PROTOCOLS, 101
+        self.response_headers = headers
+        self.provided_date, self.provided_content_length = headers[-1][1], None
+        self.headers_sent = self.connection_upgraded = True
+        try:
+            self.socket.sendall(data)
+        except OSError as error:
+            self.status, self.code = f"socket error: {error}", -101  # as pywsgi logs a failed write
+            raise
+        self.response_length += len(data)
 
     def logs_access(self) -> bool:
         """Whether this server may write access lines (pywsgi's always has a log, if a no-op one)."""
@@ -275,10 +311,25 @@ ENVIRON_KEYS_MAX = 512
 
 
 def shared_keys(environ: dict) -> dict:
-    """*environ* with its keys replaced by equal strings shared between environs."""
+    """*environ*, its ``HTTP_…`` keys replaced by equal strings shared between environs; returned.
+
+    Only those: pywsgi and gunicorn write every other key from a constant or copy it from the
+    server's base environ, so those strings are shared already.
+    """
     keys = _environ_keys
     shared = keys.setdefault if len(keys) < ENVIRON_KEYS_MAX else keys.get
-    return {shared(key, key): value for key, value in environ.items()}
+    for key in [key for key in environ if key.startswith("HTTP_")]:
+        kept = shared(key, key)
+        if kept is not key:  # an equal key replaces nothing in a dict: take this one out first
+            environ[kept] = environ.pop(key)
+    return environ
+
+
+@functools.lru_cache(maxsize=64)
+def python_call(cls: type) -> types.FunctionType | None:
+    """*cls*'s ``__call__`` when it is a plain Python function, else ``None`` (looked up once per class)."""
+    call = inspect.getattr_static(cls, "__call__", None)
+    return call if isinstance(call, types.FunctionType) else None
 
 
 def direct_call(application: Any) -> Any:
@@ -289,10 +340,8 @@ def direct_call(application: Any) -> Any:
     C frame between a greenlet's start and its wait is saved with the greenlet while it
     waits: about 1.2 KiB per idle websocket for this one.
     """
-    call = inspect.getattr_static(type(application), "__call__", None)
-    if isinstance(call, types.FunctionType):
-        return types.MethodType(call, application)
-    return application
+    call = python_call(type(application))
+    return application if call is None else types.MethodType(call, application)
 
 
 class PackedHeaders:
@@ -378,7 +427,8 @@ class ConnectionGreenlet(gevent.Greenlet):
 def own_socket(sock: socket.socket) -> socket.socket:
     """A new gevent socket object for *sock*'s descriptor; *sock* is left closed, the descriptor not."""
     timeout = sock.gettimeout()
-    owned = type(sock)(fileno=sock.detach())
+    # Family, type and protocol given, not detected from the descriptor: three system calls fewer.
+    owned = type(sock)(sock.family, sock.type, sock.proto, fileno=sock.detach())
     owned.settimeout(timeout)
     return owned
 

@@ -42,11 +42,12 @@ import weakref
 from typing import Any
 
 import gevent
+from gevent.pool import Pool
 from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from . import blocking, conf, drain, drivers, metrics, server
-from .server import UpgradeHandler
+from .server import ConnectionGreenlet, UpgradeHandler
 
 #: Share of ``--worker-connections`` websockets may take by default.
 CONNECTION_SHARE = 0.9
@@ -139,6 +140,9 @@ class WorkerServer(PyWSGIServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _servers.add(self)
+        if isinstance(self.pool, Pool) and self.pool.greenlet_class is gevent.Greenlet:
+            # A connection's greenlet need not keep the stack that spawned it (the accept loop's).
+            self.pool.greenlet_class = ConnectionGreenlet
 
     def close(self) -> None:
         if not self.closed:  # gunicorn closes it again after its loop

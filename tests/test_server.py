@@ -34,6 +34,8 @@ from django_websocket.server import (
     header_atoms,
     http_date,
     logged_headers,
+    own_socket,
+    python_call,
     read_headers,
     shared_keys,
     socket_reader,
@@ -142,6 +144,8 @@ def test_direct_call_binds_a_python_class_s_call_and_leaves_functions_alone():
 
     assert direct_call(function) is function
     assert direct_call(print) is print
+    assert python_call(App) is Base.__call__  # looked up once per class, not per request
+    assert python_call(type(function)) is None
 
 
 def test_packed_headers_give_back_the_pairs_they_were_given():
@@ -195,6 +199,89 @@ def test_shared_keys_make_equal_environs_share_their_key_strings():
     (key_one,) = (key for key in first if key.startswith("HTTP_"))
     (key_two,) = (key for key in second if key.startswith("HTTP_"))
     assert key_one is key_two
+
+
+def test_shared_keys_leave_the_other_keys_and_every_value_as_they_were():
+    environ = {"PATH_INFO": "/a", "wsgi.input": None, "HTTP_HOST": "h"}
+    assert shared_keys(environ) is environ
+    assert environ == {"PATH_INFO": "/a", "wsgi.input": None, "HTTP_HOST": "h"}
+
+
+def bare_handler(sock) -> UpgradeHandler:
+    """An UpgradeHandler on *sock* in the state pywsgi leaves before the application runs."""
+    handler = object.__new__(UpgradeHandler)
+    handler.socket = sock
+    handler.request_version = "HTTP/1.1"
+    handler.close_connection = True
+    handler.headers_sent = handler.response_use_chunked = handler.connection_upgraded = False
+    handler.status = handler.result = None
+    handler.response_length = 0
+    return handler
+
+
+HEADERS_101 = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("X-Latin", "caf\xe9")]
+
+
+def test_the_101_is_the_one_pywsgi_would_send_in_one_write():
+    """The bytes of pywsgi's start_response() + write(b""), and the state its access line reads."""
+    ours_server, ours_client = socket.socketpair()
+    theirs_server, theirs_client = socket.socketpair()
+    ours, theirs = bare_handler(ours_server), bare_handler(theirs_server)
+    ours.send_switching_protocols(list(HEADERS_101))
+    theirs.start_response("101 Switching Protocols", [*HEADERS_101, ("Date", http_date())])
+    theirs.write(b"")
+    sent, expected = ours_client.recv(4096), theirs_client.recv(4096)
+    assert sent.startswith(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
+    date = re.compile(rb"\r\nDate: [^\r\n]+ GMT\r\n\r\n$")
+    assert date.search(sent) and date.search(expected)
+    assert date.sub(b"", sent) == date.sub(b"", expected)
+    for name in ("code", "status", "_orig_status", "headers_sent", "connection_upgraded", "close_connection"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.response_length == len(sent)
+    # As str pairs, which gunicorn's %({name}o)s finds (pywsgi's bytes names it never matches).
+    assert ours.response_headers[:3] == HEADERS_101 and ours.response_headers[3][0] == "Date"
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        (("X-Split", "a\r\nSet-Cookie: injected=1"), ValueError),
+        (("X-Split", "a\nb"), ValueError),
+        (("X-Split", "a\rb"), ValueError),
+        (("X-Split\r\nInjected", "1"), ValueError),
+        (("X-Wide", "\u2603"), UnicodeError),
+        (("X-Bytes", b"value"), UnicodeError),
+    ],
+)
+def test_a_101_header_that_would_split_the_response_is_refused_before_anything_is_sent(header, error):
+    server, client = socket.socketpair()
+    handler = bare_handler(server)
+    with pytest.raises(error):
+        handler.send_switching_protocols([("Upgrade", "websocket"), header])
+    assert not handler.headers_sent and handler.response_length == 0
+    client.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        client.recv(100)  # nothing went out
+
+
+def test_own_socket_keeps_the_connection_and_its_family_on_a_new_object():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    accepted.settimeout(7.0)
+    owned = own_socket(accepted)
+    assert owned is not accepted and accepted.fileno() == -1
+    assert (owned.family, owned.type, owned.gettimeout()) == (
+        stdlib_socket.AF_INET,
+        stdlib_socket.SOCK_STREAM,
+        7.0,
+    )
+    client.sendall(b"still there")
+    assert owned.recv(100) == b"still there"
+    for sock in (owned, client, listener):
+        sock.close()
 
 
 def test_http_date_is_pywsgi_s_date_of_this_second():
@@ -293,12 +380,13 @@ def test_a_detached_connection_is_logged_with_its_headers_when_it_ends(server_db
         assert server.wait_for_log(r'"GET /echo/\?detached HTTP/1.1" 101 .*detached-test/1')
 
 
-ACCESS_FORMAT = '"%(r)s" %(s)s id=%({x-id}i)s under=%({x_under}i)s'
+ACCESS_FORMAT = '"%(r)s" %(s)s id=%({x-id}i)s under=%({x_under}i)s up=%({upgrade}o)s'
 
 
 def test_the_access_line_of_a_websocket_prints_its_request_headers_as_sent(server_db):
     """Through gunicorn's access log: a header sent twice gives its last value, as for any
-    request; a name with an underscore (which the environ lacks) is there."""
+    request; a name with an underscore (which the environ lacks) is there; and a header of
+    the 101 (``%({upgrade}o)s``) is printed."""
     headers = ("X-Id: first", "X-Id: last", "X_Under: under")
     with gunicorn(
         env={"DJANGO_DB_PATH": server_db["path"]}, extra_args=("--access-logformat", ACCESS_FORMAT)
@@ -306,10 +394,13 @@ def test_the_access_line_of_a_websocket_prints_its_request_headers_as_sent(serve
         with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(handshake_request("/echo/?headers", *headers) + masked_text(b"one"))
             read_until(sock, b"one")
-        assert server.wait_for_log(r'(?m)"GET /echo/\?headers HTTP/1.1" 101 id=last under=under$')
+        assert server.wait_for_log(
+            r'(?m)"GET /echo/\?headers HTTP/1.1" 101 id=last under=under up=websocket$'
+        )
         # The same headers on a request that does not upgrade: the same values.
         with stdlib_socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             lines = ["GET /?plain HTTP/1.1", "Host: 127.0.0.1", *headers, "Connection: close", "", ""]
             sock.sendall("\r\n".join(lines).encode())
             read_until(sock, b"HTTP/1.1")
-        assert server.wait_for_log(r'(?m)"GET /\?plain HTTP/1.1" \d+ id=last under=under$')
+        # (Not its own response headers: pywsgi hands gunicorn bytes names, which it never matches.)
+        assert server.wait_for_log(r'(?m)"GET /\?plain HTTP/1.1" \d+ id=last under=under up=\S+$')

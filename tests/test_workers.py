@@ -318,3 +318,30 @@ def test_the_worker_raises_its_open_files_limit_to_the_hard_limit():
         assert raise_open_files_limit() == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_worker_s_server_spawns_connections_without_their_spawning_stack():
+    """gunicorn's pool spawns ConnectionGreenlets: no accept loop's stack kept per connection."""
+    import gevent
+    from gevent.pool import Pool
+
+    from django_websocket.server import ConnectionGreenlet
+    from django_websocket.workers import WorkerServer
+
+    server = WorkerServer(("127.0.0.1", 0), lambda environ, start_response: [], spawn=Pool(10))
+    try:
+        assert server.pool.greenlet_class is ConnectionGreenlet
+        greenlet = server.pool.spawn(lambda: None)
+        assert not greenlet.spawning_stack
+        greenlet.join()
+    finally:
+        server.close()
+
+    class Custom(gevent.Greenlet):
+        pass
+
+    server = WorkerServer(("127.0.0.1", 0), lambda environ, start_response: [], spawn=Pool(10, Custom))
+    try:
+        assert server.pool.greenlet_class is Custom  # a pool of the project's own is left alone
+    finally:
+        server.close()

@@ -14,6 +14,8 @@ Servers:
 * uvicorn   — ``uvicorn bench.uvicorn_echo:app --loop uvloop --http httptools --ws websockets``
 * channels  — ``daphne bench.channels_orm:application`` (Channels' ``AuthMiddlewareStack``)
 * ceiling   — ``bench/ceiling_echo.py``, a trivial epoll echo: what the load generator can reach
+* worker-only — ``gunicorn -k django_websocket.workers.GeventWebSocketWorker bench.upgrade_only:app``:
+  our worker's upgrade with no Django and no ``WebSocket`` in the request (only with ``--only``)
 
 uvicorn and channels are left out (with a note) when not installed: ``pip install -r
 bench/requirements.txt``. ``--against DIR`` adds our stack from another checkout as one more
@@ -96,6 +98,8 @@ UVICORN = uvicorn("bench.uvicorn_echo:app")
 UVICORN_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 #: The references, in table order; "ours" is compared with each of them.
 REFERENCES = ("gevent-ws", "uvicorn", "channels")
+#: Run only when ``--only`` names it: our worker serving bench/upgrade_only.py (the worker's own part).
+WORKER_ONLY = "worker-only"
 #: ``--against DIR``: our stack from another checkout, as a reference named "@" + the directory's name
 #: (the A/B of a change, interleaved like the rest). Such a server gets what "ours" gets.
 AGAINST = "@"
@@ -240,6 +244,8 @@ def stacks(args, env: dict[str, str]) -> tuple[list[Stack], list[str]]:
         found.append(Stack("channels", DAPHNE, channels_env, DAPHNE_LISTENING, None))
     if not args.no_ceiling:
         found.append(Stack("ceiling", [PY, str(ROOT / "bench" / "ceiling_echo.py")]))
+    if WORKER_ONLY in wanted:
+        found.append(Stack(WORKER_ONLY, [*GUNICORN, "-k", OUR_WORKER, "bench.upgrade_only:app"], env))
     return [st for st in found if st.name in wanted or st.name == "ours"], skipped
 
 
@@ -255,7 +261,7 @@ class Scenario:
     figures: list[tuple[str, str]]  # (label, key in loadgen's JSON, dotted for nested)
     paths: dict[str, str] = field(default_factory=dict)  # per stack; "/echo/" when absent
     headers: list[str] = field(default_factory=list)  # sent only to the stacks named in paths
-    stacks: tuple[str, ...] = ("ours", *REFERENCES, "ceiling")  # and every --against checkout
+    stacks: tuple[str, ...] = ("ours", *REFERENCES, WORKER_ONLY, "ceiling")  # and every --against checkout
     echo_probe: bool = True
 
     def path(self, name: str) -> str:
@@ -512,7 +518,7 @@ def table(scenarios_: list[Scenario], results: dict, names: list[str]) -> str:
 
     *names* are the servers that ran, ours first; the ceiling (if it ran) gets the last column.
     """
-    refs = [n for n in names if n[0] == AGAINST] + [n for n in REFERENCES if n in names]
+    refs = [n for n in names if n[0] == AGAINST] + [n for n in (*REFERENCES, WORKER_ONLY) if n in names]
     columns = ["ours", *refs]
     has_ceiling = "ceiling" in names
     rows = [("scenario", "figure", *columns, *(f"ours/{n}" for n in refs), *(("ceiling",) * has_ceiling))]
@@ -579,7 +585,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--only",
         type=lambda v: [n.strip() for n in v.split(",") if n.strip()],
-        help=f"comma-separated servers to run besides ours, among {', '.join((*REFERENCES, 'ceiling'))}",
+        help="comma-separated servers to run besides ours, among "
+        + ", ".join((*REFERENCES, WORKER_ONLY, "ceiling")),
     )
     parser.add_argument(
         "--no-session",

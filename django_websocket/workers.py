@@ -47,7 +47,8 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from . import blocking, conf, drain, drivers, metrics, server
-from .server import ConnectionGreenlet, UpgradeHandler
+from .runners import ReusingPool
+from .server import UpgradeHandler
 
 #: Share of ``--worker-connections`` websockets may take by default.
 CONNECTION_SHARE = 0.9
@@ -140,9 +141,10 @@ class WorkerServer(PyWSGIServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _servers.add(self)
-        if isinstance(self.pool, Pool) and self.pool.greenlet_class is gevent.Greenlet:
-            # A connection's greenlet need not keep the stack that spawned it (the accept loop's).
-            self.pool.greenlet_class = ConnectionGreenlet
+        if type(self.pool) is Pool and self.pool.greenlet_class is gevent.Greenlet:
+            # gunicorn's plain pool: the same size and accounting, with greenlets that serve one
+            # connection after another (see runners.py) and keep no copy of the accept loop's stack.
+            self.set_spawn(ReusingPool(self.pool.size))
 
     def close(self) -> None:
         if not self.closed:  # gunicorn closes it again after its loop

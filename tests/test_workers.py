@@ -320,28 +320,34 @@ def test_the_worker_raises_its_open_files_limit_to_the_hard_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_the_worker_s_server_spawns_connections_without_their_spawning_stack():
-    """gunicorn's pool spawns ConnectionGreenlets: no accept loop's stack kept per connection."""
+def test_the_worker_s_server_reuses_its_connection_greenlets():
+    """gunicorn's plain pool becomes a ReusingPool of the same size; a pool of a project's own stays."""
     import gevent
     from gevent.pool import Pool
 
-    from django_websocket.server import ConnectionGreenlet
+    from django_websocket.runners import ReusingPool
     from django_websocket.workers import WorkerServer
 
-    server = WorkerServer(("127.0.0.1", 0), lambda environ, start_response: [], spawn=Pool(10))
+    def application(environ, start_response):
+        return []
+
+    server = WorkerServer(("127.0.0.1", 0), application, spawn=Pool(10))
     try:
-        assert server.pool.greenlet_class is ConnectionGreenlet
-        greenlet = server.pool.spawn(lambda: None)
-        assert not greenlet.spawning_stack
-        greenlet.join()
+        assert type(server.pool) is ReusingPool and server.pool.size == 10
+        assert server.full == server.pool.full
+        runner = server.pool.spawn(lambda: None)
+        assert not runner.spawning_stack  # no copy of the accept loop's stack
+        gevent.sleep(0.01)
+        assert server.pool.free_count() == 10 and server.pool.idle == [runner]
     finally:
         server.close()
 
     class Custom(gevent.Greenlet):
         pass
 
-    server = WorkerServer(("127.0.0.1", 0), lambda environ, start_response: [], spawn=Pool(10, Custom))
+    pool = Pool(10, Custom)
+    server = WorkerServer(("127.0.0.1", 0), application, spawn=pool)
     try:
-        assert server.pool.greenlet_class is Custom  # a pool of the project's own is left alone
+        assert server.pool is pool
     finally:
         server.close()

@@ -1,0 +1,101 @@
+"""Connection greenlets that serve one connection after another instead of one each.
+
+On Python 3.12+ a greenlet is dear to create: CPython maps a 16 KiB frame data stack for each new
+one when its first frame is pushed (``mmap``), unmaps it when the greenlet ends, and its pages
+fault in afresh. A handshake run in a fresh greenlet costs about 60 µs more than the same one run
+in a greenlet that already served one (``bench/README.md``, "The server's own part").
+:class:`ReusingPool` is a gevent pool whose greenlets, once their connection is served, wait to
+serve the next (:data:`IDLE_RUNNERS` of them at most), as a thread pool's threads do.
+
+As a thread pool's threads, a runner keeps its greenlet-local state from one connection to the
+next: Django's database connection objects (closed at the end of each connection by the worker's
+``on_connection_end``), the URLconf and language a request set (set again by the next request, as
+in a threaded server), its context variables.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from gevent import GreenletExit
+from gevent.hub import Waiter
+from gevent.pool import Pool
+
+from .server import ConnectionGreenlet
+
+#: Runners kept waiting for a connection at most; past it, a runner whose connection ended ends too.
+IDLE_RUNNERS = 64
+
+
+class Runner(ConnectionGreenlet):
+    """A greenlet that runs ``function(*args)`` jobs one after another for its :class:`ReusingPool`.
+
+    It is in the pool while it runs a job (unless the job itself took it out, as
+    ``UpgradeHandler.detach_connection`` does) and out of it while it waits for the next. An
+    exception a job raises is reported as gevent reports a greenlet's (the hub's
+    ``handle_error``) and the runner goes on; a kill (``GreenletExit``) ends it, waiting or not.
+    """
+
+    def __init__(self, pool: ReusingPool, function: Callable[..., Any], args: tuple) -> None:
+        super().__init__()
+        self.pool = pool
+        self.job: tuple[Callable[..., Any], tuple] | None = (function, args)
+        self.waiter: Waiter | None = None
+
+    def _run(self) -> None:  # gevent's hook for a subclass's body
+        while self.job is not None:
+            function, args = self.job
+            self.job = None
+            try:
+                function(*args)
+            except GreenletExit:
+                raise
+            except Exception:
+                self.parent.handle_error(self, *sys.exc_info())
+            function = args = None  # the connection's objects go now, not when the next comes
+            if not self.pool.take_back(self):
+                return
+            self.waiter = Waiter()
+            self.job = self.waiter.get()
+            self.waiter = None
+
+    def resume(self, function: Callable[..., Any], args: tuple) -> None:
+        """Give the waiting runner its next job; it starts at the event loop's next turn."""
+        waiter = self.waiter
+        assert waiter is not None, "resume() of a runner that is not waiting"
+        self.parent.loop.run_callback(waiter.switch, (function, args))
+
+
+class ReusingPool(Pool):
+    """A ``gevent.pool.Pool`` (the same size and accounting) whose greenlets are :class:`Runner`\\ s.
+
+    ``spawn(function, *args)`` hands the job to a waiting runner when there is one, else starts a
+    new runner; either way the runner is counted in the pool until its job ends, exactly as a
+    greenlet spawned by a plain pool is counted until it ends.
+    """
+
+    def __init__(self, size: int | None = None) -> None:
+        super().__init__(size, greenlet_class=Runner)
+        self.idle: list[Runner] = []
+
+    def spawn(self, function: Callable[..., Any], *args: Any) -> Runner:  # type: ignore[override]
+        while self.idle:
+            runner = self.idle.pop()
+            if not runner.dead:  # a waiting runner can be killed
+                self.add(runner)
+                runner.resume(function, args)
+                return runner
+        runner = Runner(self, function, args)
+        self.start(runner)
+        return runner
+
+    def take_back(self, runner: Runner) -> bool:
+        """*runner*'s job ended: out of the pool; ``True`` if it should wait for another."""
+        if runner in self:
+            self.discard(runner)
+        if len(self.idle) >= IDLE_RUNNERS:
+            return False
+        self.idle.append(runner)
+        return True

@@ -1,0 +1,122 @@
+"""django_websocket.runners: a pool whose greenlets serve one job after another."""
+
+from __future__ import annotations
+
+import gevent
+import gevent.event
+import pytest
+from gevent.local import local
+
+from django_websocket import runners
+from django_websocket.runners import ReusingPool, Runner
+
+
+def test_a_finished_runner_serves_the_next_job_and_is_counted_only_while_it_runs():
+    pool = ReusingPool(3)
+    ran = []
+    first = pool.spawn(ran.append, "one")
+    assert isinstance(first, Runner) and first in pool and pool.free_count() == 2
+    gevent.sleep(0)
+    assert ran == ["one"] and first not in pool and pool.free_count() == 3
+    assert pool.idle == [first] and not first.dead
+    second = pool.spawn(ran.append, "two")
+    assert second is first and first in pool and pool.free_count() == 2
+    assert pool.join(timeout=1)
+    assert ran == ["one", "two"] and pool.free_count() == 3
+
+
+def test_jobs_at_once_get_runners_of_their_own():
+    pool = ReusingPool(5)
+    started = gevent.event.Event()
+    running = [pool.spawn(started.wait) for _ in range(3)]
+    assert len(set(running)) == 3 and pool.free_count() == 2
+    started.set()
+    assert pool.join(timeout=1)
+    assert sorted(map(id, pool.idle)) == sorted(map(id, running))
+
+
+def test_a_job_s_exception_is_reported_and_the_runner_goes_on(monkeypatch):
+    pool = ReusingPool(2)
+    reported = []
+    hub = gevent.get_hub()
+    monkeypatch.setattr(
+        hub, "handle_error", lambda context, kind, value, tb: reported.append((context, kind))
+    )
+
+    def fail():
+        raise ValueError("job failed")
+
+    runner = pool.spawn(fail)
+    assert pool.join(timeout=1)
+    assert reported == [(runner, ValueError)]
+    assert pool.free_count() == 2 and pool.idle == [runner]
+    done = []
+    assert pool.spawn(done.append, 1) is runner
+    assert pool.join(timeout=1) and done == [1]
+
+
+def test_killing_a_running_job_ends_its_runner_and_frees_its_slot():
+    pool = ReusingPool(2)
+    runner = pool.spawn(gevent.sleep, 10)
+    gevent.sleep(0)
+    pool.kill(block=True, timeout=1)
+    assert runner.dead and pool.free_count() == 2 and pool.idle == []
+
+
+def test_a_waiting_runner_killed_is_replaced_by_a_new_one():
+    pool = ReusingPool(2)
+    runner = pool.spawn(lambda: None)
+    assert pool.join(timeout=1) and pool.idle == [runner]
+    runner.kill(block=True)
+    assert runner.dead
+    done = []
+    fresh = pool.spawn(done.append, 1)
+    assert fresh is not runner
+    assert pool.join(timeout=1) and done == [1] and pool.free_count() == 2
+
+
+def test_a_job_that_leaves_the_pool_itself_is_not_discarded_twice():
+    """As UpgradeHandler.detach_connection does: its slot goes to another greenlet."""
+    pool = ReusingPool(2)
+
+    def detach():
+        pool.discard(gevent.getcurrent())
+
+    pool.spawn(detach)
+    assert pool.join(timeout=1)
+    assert pool.free_count() == 2  # released once, not twice
+
+
+def test_at_most_idle_runners_wait(monkeypatch):
+    monkeypatch.setattr(runners, "IDLE_RUNNERS", 2)
+    pool = ReusingPool(10)
+    go = gevent.event.Event()
+    spawned = [pool.spawn(go.wait) for _ in range(5)]
+    go.set()
+    assert pool.join(timeout=1)
+    gevent.sleep(0)
+    assert len(pool.idle) == 2
+    assert sum(runner.dead for runner in spawned) == 3
+
+
+def test_a_runner_keeps_its_greenlet_local_state_as_a_thread_pool_s_thread_does():
+    pool = ReusingPool(1)
+    state = local()
+    seen = []
+
+    def first():
+        state.value = "set by the first job"
+
+    def second():
+        seen.append(getattr(state, "value", None))
+
+    pool.spawn(first)
+    assert pool.join(timeout=1)
+    pool.spawn(second)
+    assert pool.join(timeout=1)
+    assert seen == ["set by the first job"]
+
+
+@pytest.mark.parametrize("size", [None, 4])
+def test_the_pool_keeps_gevent_s_size(size):
+    assert ReusingPool(size).size == size

@@ -378,6 +378,8 @@ def count_rounds_in_greenlets(monkeypatch) -> list:
 def test_pong_cancels_the_deadline_and_the_next_ping_comes(keepalive, monkeypatch):
     """With the view reading, each pong ends its round: pings keep coming, none in a greenlet."""
     rounds = count_rounds_in_greenlets(monkeypatch)
+    overdue: list = []
+    monkeypatch.setattr(WebSocket, "_pong_overdue", lambda self, payload: overdue.append(payload))
     websocket, client_sock = keepalive
     reader = gevent.spawn(websocket.receive)
     peer = Peer(client_sock)  # its protocol answers every ping with a pong
@@ -385,6 +387,7 @@ def test_pong_cancels_the_deadline_and_the_next_ping_comes(keepalive, monkeypatc
     peer.read_until(lambda frames: sum(f.opcode is Opcode.PING for f in frames) >= 12)
     assert not websocket.closed
     assert rounds == []
+    assert overdue == []  # every deadline was cancelled by its pong: none fired
     peer.send("send_text", b"hello")
     assert reader.get(timeout=3) == "hello"
 
@@ -393,13 +396,9 @@ def test_no_pong_closes_1011_and_logs(keepalive, caplog):
     """A client that reads but never answers is closed with 1011 after the timeout, logged."""
     websocket, client_sock = keepalive
     reader = gevent.spawn(websocket.receive)
-    data = b""
-    with gevent.Timeout(3):
-        while b"\x88" not in data:
-            data += client_sock.recv(65536)  # pings, unanswered
-    close = data[data.index(b"\x88") :]
-    assert int.from_bytes(close[2:4], "big") == 1011
-    assert close[4 : 2 + close[1]] == b"keepalive ping timeout"
+    peer = Peer(client_sock)
+    peer.flush = lambda: None  # reads the pings, answers nothing
+    assert peer.close_frame() == (1011, "keepalive ping timeout")
     with pytest.raises(ConnectionClosedError) as raised:
         reader.get(timeout=3)
     assert raised.value.code == 1011
@@ -418,21 +417,29 @@ def test_view_not_reading_pings_still_answered_and_kept_alive(keepalive, monkeyp
     assert websocket.receive() == "kept"
 
 
-def test_pong_the_view_left_unread_still_counts(keepalive):
+def test_pong_the_view_left_unread_still_counts(keepalive, monkeypatch):
     """The view stops reading with a ping in flight: the deadline finds the pong unread, not late."""
+    late: list = []
+    check = WebSocket._ping_late
+    monkeypatch.setattr(
+        WebSocket, "_ping_late", lambda self, payload: late.append(payload) or check(self, payload)
+    )
     websocket, client_sock = keepalive
     websocket._ping_interval = 1.0  # one round at a time; the first ping is already scheduled
     reader = gevent.spawn(websocket.receive)
     peer = Peer(client_sock)
     peer.flush = lambda: None  # answer nothing by itself
-    peer.read_until(lambda frames: frames)  # the ping
+    [ping] = peer.read_until(lambda frames: frames)
+    assert ping.opcode is Opcode.PING
+    list(peer.protocol.data_to_send())  # drop the pong the client protocol queued at once
     assert websocket._ping_payload  # in flight, with the deadline armed
     peer.protocol.send_text(b"busy now")
     client_sock.sendall(b"".join(peer.protocol.data_to_send()))
     assert reader.get(timeout=3) == "busy now"  # the view no longer reads
-    peer.protocol.send_pong(bytes(peer.frames[0].data))
+    peer.protocol.send_pong(bytes(ping.data))
     client_sock.sendall(b"".join(peer.protocol.data_to_send()))
     gevent.sleep(0.5)  # past the deadline
+    assert len(late) == 1  # the pong was read by the late check, not by the view
     assert not websocket.closed
     assert websocket._ping_payload == b""  # the round ended, the next is scheduled
     assert websocket._ping_timer.active

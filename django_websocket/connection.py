@@ -86,6 +86,11 @@ RATE_LIMIT_REASON = "rate limit exceeded"
 LINGER_BYTES = 4 * 2**20
 LINGER_SECONDS = 2.0
 
+#: A server ping frame's header with a 4-byte payload (unmasked: RFC 6455 §5.1).
+PING_HEADER = frame_header(0x89, 4)
+#: Past a pong's deadline, how long a round reads the socket for a pong the view left unread.
+LATE_PONG_SECONDS = 0.1
+
 
 class _RateLimitCounters:
     """Process-wide count of the connections closed for their message rate (a hook for metrics)."""
@@ -282,12 +287,14 @@ class WebSocket(MessageMixin):
         self._raw = getattr(sock, "_sock", sock)  # gevent's non-blocking socket underneath
         self.send_timeout = send_timeout
         self.ping_timeout = ping_timeout
-        # Set by the pong to the ping in flight; an Event only during a ping's round trip.
+        # Set by the pong to the ping in flight, when a greenlet runs the round (_ping_round());
+        # an Event only then. The payload is b"" when no ping is in flight.
         self._pong: Event | None = None
         self._ping_payload = b""
         self._ping_interval = ping_interval
         # A timer of the event loop (bytes), not a greenlet waiting for the next ping (a saved
-        # stack of kilobytes per idle socket): a greenlet runs only for a ping's round trip.
+        # stack of kilobytes per idle socket): until the next ping, then until the pong's
+        # deadline while one is in flight (see _ping_due()).
         self._ping_timer: Any = None
         # The token bucket: the setting's own tuple (shared by every connection), the tokens
         # left and when they were counted. Two floats per socket, no timer: O(1) per message.
@@ -322,10 +329,17 @@ class WebSocket(MessageMixin):
         counters.messages_received += 1  # metrics: a plain int, see django_websocket.counters
         return self._messages.popleft()
 
-    def _receive_more(self) -> None:
-        """Read from the socket once and queue what it completes; raise when closed."""
+    def _receive_more(self, *, behind_queued: bool = False) -> None:
+        """Read from the socket once and queue what it completes; raise when closed.
+
+        Returns without reading when messages are queued (another greenlet read them),
+        unless *behind_queued*: a keepalive round reads on behind the messages a busy view
+        has not taken yet (it waits for a pong, not for a message).
+        """
         with self._read_lock:
-            if not self._may_read():
+            if behind_queued and self._close_exc is not None:
+                raise self._closed_error()
+            if not behind_queued and not self._may_read():
                 return
             try:
                 data = self._read(READ_SIZE)
@@ -385,12 +399,8 @@ class WebSocket(MessageMixin):
                         self._fragments = [bytes(frame.data)]
                 elif opcode is Opcode.CONT:
                     self._continue_message(frame.data, frame.fin)
-                elif (
-                    opcode is Opcode.PONG
-                    and self._pong is not None
-                    and bytes(frame.data) == self._ping_payload
-                ):
-                    self._pong.set()
+                elif opcode is Opcode.PONG and self._ping_payload and bytes(frame.data) == self._ping_payload:
+                    self._pong_received()
             except UnicodeDecodeError:
                 # RFC 6455 §8.1: fail as soon as invalid UTF-8 is seen, even mid-message.
                 self.protocol.fail(1007, "invalid UTF-8 in text message")
@@ -669,38 +679,96 @@ class WebSocket(MessageMixin):
             gevent.spawn(self.shutdown, code, reason)
             return
         self.protocol.send_close(code, reason)
-        frame = b"".join(self.protocol.data_to_send())
+        self._write_nowait(b"".join(self.protocol.data_to_send()))
+
+    def _write_nowait(self, frame: bytes) -> bool:
+        """Write *frame* without waiting; the caller checked that the write lock is free.
+
+        What the kernel does not take is written by a helper greenlet holding the write lock
+        (nothing can interleave). Returns ``False`` when the peer is gone (the connection is
+        then aborted). Safe in the event loop's own callbacks: never blocks.
+        """
         try:
             sent = self._raw.send(frame)
         except BlockingIOError:
             sent = 0
         except OSError:
             self._abort()  # the peer is gone
-            return
+            return False
         counters.bytes_sent += len(frame)
         if sent < len(frame):
-            self._write_lock.acquire()  # free (checked above) and released by the helper
+            self._write_lock.acquire()  # free (checked by the caller) and released by the helper
             gevent.spawn(self._finish_write, memoryview(frame)[sent:])
+        return True
 
     def _schedule_ping(self) -> None:
         """Start the next keepalive round ``ping_interval`` s from now (no-op without pings, or closed)."""
         if self._ping_interval is None or self._closed.is_set():
             return
         self._ping_timer = gevent.get_hub().loop.timer(self._ping_interval)
-        # The callback runs in the event loop itself, where nothing may block: it only spawns.
-        self._ping_timer.start(gevent.spawn, self._ping_round)
+        self._ping_timer.start(self._ping_due)
+
+    def _ping_due(self) -> None:
+        """The interval timer's callback, in the event loop (nothing may block): start a round.
+
+        The common round runs without a greenlet (creating and finishing one costs more than
+        the whole round otherwise: its data stack is mmap'ed and munmap'ed): when the view is
+        reading (it will see the pong) and no write is in progress, the ping is sent here,
+        non-blocking, and ``_ping_timer`` becomes the pong's deadline; the pong cancels it and
+        schedules the next round (:meth:`_pong_received`). Otherwise a greenlet runs the
+        round (:meth:`_ping_round`), reading the socket itself for the pong.
+        """
+        if self._closed.is_set() or self.protocol.state is not OPEN:
+            return
+        if not self._read_lock.locked() or self._write_lock.locked() or self._raw is self.socket:
+            gevent.spawn(self._ping_round)
+            return
+        self._ping_payload = payload = os.urandom(4)
+        # RFC 7692 §6: control frames are never compressed, whatever the extensions.
+        if not self._write_nowait(PING_HEADER + payload):
+            return
+        self._ping_timer = gevent.get_hub().loop.timer(self.ping_timeout)
+        self._ping_timer.start(self._pong_overdue, payload)
+
+    def _pong_received(self) -> None:
+        """Under the read lock: the pong to the ping in flight came back."""
+        if self._pong is not None:
+            self._pong.set()  # a round's greenlet waits for it
+            return
+        self._ping_payload = b""
+        self._ping_timer.close()  # the pong's deadline
+        self._schedule_ping()
+
+    def _pong_overdue(self, payload: bytes) -> None:
+        """The deadline timer's callback, in the event loop: no pong to *payload* yet (rare)."""
+        if self._ping_payload is payload and not self._closed.is_set():
+            gevent.spawn(self._ping_late, payload)
+
+    def _ping_late(self, payload: bytes) -> None:
+        """No pong by the deadline: close 1011, unless it waits unread (the view stopped reading)."""
+        if self._ping_payload is not payload or self._closed.is_set():
+            return  # answered or closed since the deadline fired
+        self._pong = pong = Event()
+        try:
+            # A view reading the socket would have seen the pong; otherwise it may be in the
+            # socket's buffer, read here without waiting for more.
+            answered = not self._read_lock.locked() and self._await_pong(pong, LATE_PONG_SECONDS)
+        finally:
+            self._pong = None
+            self._ping_payload = b""
+        self._end_round(answered)
 
     def _ping_round(self) -> None:
-        """Ping once; close 1011 when no pong comes back within ``ping_timeout``; else schedule the next.
+        """A round in a greenlet, when the view is not reading or a write is in progress.
 
-        While waiting for the pong it reads the socket itself if the view is not reading
-        (messages are kept for ``receive()``), so a busy view does not fail the check and
-        the client's own pings get answered meanwhile.
+        Pings once; while waiting for the pong it reads the socket itself if the view is
+        not reading (messages are kept for ``receive()``), so a busy view does not fail the
+        check and the client's own pings get answered meanwhile.
         """
         if self._closed.is_set():
             return
-        self._ping_payload = os.urandom(4)
         self._pong = pong = Event()
+        self._ping_payload = os.urandom(4)
         try:
             with self._write_lock:
                 if self.protocol.state is not OPEN:
@@ -710,18 +778,24 @@ class WebSocket(MessageMixin):
                     self._flush()
                 except OSError:
                     return
-            answered = self._await_pong(pong)
+            answered = self._await_pong(pong, self.ping_timeout)
         finally:
-            self._pong = None  # until the next round: idle sockets keep no Event for it
+            # Until the next round: idle sockets keep no Event and no payload for it.
+            self._pong = None
+            self._ping_payload = b""
+        self._end_round(answered)
+
+    def _end_round(self, answered: bool) -> None:
+        """Schedule the next round, or close 1011 when the pong did not come back in time."""
         if not answered:
             logger.info("websocket closed: no pong within %.1f s", self.ping_timeout)
             self.terminate(1011, "keepalive ping timeout")
             return
         self._schedule_ping()
 
-    def _await_pong(self, pong: Event) -> bool:
-        """Wait until *pong* (the last ping's) is set; ``False`` when ``ping_timeout`` passed without it."""
-        deadline = time.monotonic() + self.ping_timeout
+    def _await_pong(self, pong: Event, timeout: float) -> bool:
+        """Wait until *pong* (the last ping's) is set; ``False`` when *timeout* passed without it."""
+        deadline = time.monotonic() + timeout
         while not pong.is_set() and not self._closed.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -731,7 +805,9 @@ class WebSocket(MessageMixin):
                 continue
             with gevent.Timeout(remaining, False):
                 try:
-                    self._receive_more()
+                    # Behind queued messages too: skipping the read there would spin until the
+                    # deadline without yielding, blocking the worker, then fail an answered ping.
+                    self._receive_more(behind_queued=True)
                 except ConnectionClosed:
                     return True  # closed anyway: nothing left to keep alive
         return True
@@ -804,7 +880,9 @@ class WebSocket(MessageMixin):
             open_connections.discard(self)
             counters.count_close(self._close_exc.code)  # once per socket: its final code
             if self._ping_timer is not None:
-                self._ping_timer.close()  # it holds this connection until it fires
+                # The next ping's timer or, with a ping in flight, the pong's deadline: either
+                # holds this connection until it fires.
+                self._ping_timer.close()
             # shutdown() first: close() alone leaves the connection up while pywsgi's
             # reader still references the socket, and would wake no blocked greenlet.
             for step in (lambda: self.socket.shutdown(socket.SHUT_RDWR), self.socket.close):

@@ -350,3 +350,124 @@ def test_rate_limit_log_names_the_path_user_and_peer(limited, caplog):
         while True:
             websocket.receive()
     assert "/ws/flood/ (user 42, peer 203.0.113.7)" in caplog.text
+
+
+# Keepalive pings (WEBSOCKET_PING_INTERVAL / WEBSOCKET_PING_TIMEOUT)
+
+
+@pytest.fixture
+def keepalive():
+    """A connection pinging every 0.05 s, with 0.3 s for each pong, and the raw client socket."""
+    server_sock, client_sock = gevent.socket.socketpair()
+    rfile = server_sock.makefile("rb", -1)
+    websocket = WebSocket(server_sock, rfile.read1, close_timeout=0.5, ping_interval=0.05, ping_timeout=0.3)
+    yield websocket, client_sock
+    websocket._abort()
+    server_sock.close()
+    client_sock.close()
+
+
+def count_rounds_in_greenlets(monkeypatch) -> list:
+    """Record every keepalive round that runs in a greenlet of its own (the fallback)."""
+    rounds: list = []
+    fallback = WebSocket._ping_round
+    monkeypatch.setattr(WebSocket, "_ping_round", lambda self: rounds.append(self) or fallback(self))
+    return rounds
+
+
+def test_pong_cancels_the_deadline_and_the_next_ping_comes(keepalive, monkeypatch):
+    """With the view reading, each pong ends its round: pings keep coming, none in a greenlet."""
+    rounds = count_rounds_in_greenlets(monkeypatch)
+    overdue: list = []
+    monkeypatch.setattr(WebSocket, "_pong_overdue", lambda self, payload: overdue.append(payload))
+    websocket, client_sock = keepalive
+    reader = gevent.spawn(websocket.receive)
+    peer = Peer(client_sock)  # its protocol answers every ping with a pong
+    # 12 rounds take over 0.6 s, past a pong's deadline (0.3 s): one left armed would close 1011.
+    peer.read_until(lambda frames: sum(f.opcode is Opcode.PING for f in frames) >= 12)
+    assert not websocket.closed
+    assert rounds == []
+    assert overdue == []  # every deadline was cancelled by its pong: none fired
+    peer.send("send_text", b"hello")
+    assert reader.get(timeout=3) == "hello"
+
+
+def test_no_pong_closes_1011_and_logs(keepalive, caplog):
+    """A client that reads but never answers is closed with 1011 after the timeout, logged."""
+    websocket, client_sock = keepalive
+    reader = gevent.spawn(websocket.receive)
+    peer = Peer(client_sock)
+    peer.flush = lambda: None  # reads the pings, answers nothing
+    assert peer.close_frame() == (1011, "keepalive ping timeout")
+    with pytest.raises(ConnectionClosedError) as raised:
+        reader.get(timeout=3)
+    assert raised.value.code == 1011
+    assert "websocket closed: no pong within 0.3 s" in caplog.text
+
+
+def test_view_not_reading_pings_still_answered_and_kept_alive(keepalive, monkeypatch):
+    """When the view does not read, a round reads the pong itself: messages wait for receive()."""
+    rounds = count_rounds_in_greenlets(monkeypatch)
+    websocket, client_sock = keepalive
+    peer = Peer(client_sock)
+    peer.send("send_text", b"kept")
+    peer.read_until(lambda frames: sum(f.opcode is Opcode.PING for f in frames) >= 8)
+    assert not websocket.closed
+    assert len(rounds) >= 8  # the fallback: nobody else would read the pongs
+    assert websocket.receive() == "kept"
+
+
+def test_pong_the_view_left_unread_still_counts(keepalive, monkeypatch):
+    """The view stops reading with a ping in flight: the deadline finds the pong unread, not late."""
+    late: list = []
+    check = WebSocket._ping_late
+    monkeypatch.setattr(
+        WebSocket, "_ping_late", lambda self, payload: late.append(payload) or check(self, payload)
+    )
+    websocket, client_sock = keepalive
+    websocket._ping_interval = 1.0  # one round at a time; the first ping is already scheduled
+    reader = gevent.spawn(websocket.receive)
+    peer = Peer(client_sock)
+    peer.flush = lambda: None  # answer nothing by itself
+    [ping] = peer.read_until(lambda frames: frames)
+    assert ping.opcode is Opcode.PING
+    list(peer.protocol.data_to_send())  # drop the pong the client protocol queued at once
+    assert websocket._ping_payload  # in flight, with the deadline armed
+    peer.protocol.send_text(b"busy now")
+    client_sock.sendall(b"".join(peer.protocol.data_to_send()))
+    assert reader.get(timeout=3) == "busy now"  # the view no longer reads
+    peer.protocol.send_pong(bytes(ping.data))
+    client_sock.sendall(b"".join(peer.protocol.data_to_send()))
+    gevent.sleep(0.5)  # past the deadline
+    assert len(late) == 1  # the pong was read by the late check, not by the view
+    assert not websocket.closed
+    assert websocket._ping_payload == b""  # the round ended, the next is scheduled
+    assert websocket._ping_timer.active
+
+
+def test_closing_leaves_no_timer_armed(keepalive):
+    """Closed between rounds or with a ping in flight, the connection keeps no timer of the loop."""
+    websocket, client_sock = keepalive
+    gevent.spawn(websocket.receive)
+    assert websocket._ping_timer.active  # waiting for the first ping
+    client_sock.recv(65536)  # the ping, unanswered: its deadline is armed
+    assert websocket._ping_payload
+    deadline = websocket._ping_timer
+    assert deadline.active
+    client_sock.close()
+    with gevent.Timeout(3):
+        while not websocket._closed.is_set():
+            gevent.sleep(0.01)
+    assert not deadline.active
+    assert not websocket._ping_timer.active
+
+
+def test_closing_between_rounds_leaves_no_timer_armed():
+    """A connection closed while waiting for its next ping disarms that timer."""
+    server_sock, client_sock = gevent.socket.socketpair()
+    websocket = WebSocket(server_sock, server_sock.recv, close_timeout=0.1, ping_interval=10.0)
+    timer = websocket._ping_timer
+    assert timer.active
+    websocket._abort()
+    assert not timer.active
+    client_sock.close()

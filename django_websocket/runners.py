@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextvars import Context
 from typing import Any
 
 from gevent import GreenletExit
@@ -24,6 +25,9 @@ from gevent.hub import Waiter
 from gevent.pool import Pool
 
 from .server import ConnectionGreenlet
+
+#: ``(function, args, at_end)``: a runner's job, and what to call with the runner once it ends (or None).
+Job = tuple[Callable[..., Any], tuple, Any]
 
 #: Runners kept waiting for a connection at most; past it, a runner whose connection ended ends too.
 IDLE_RUNNERS = 64
@@ -38,15 +42,17 @@ class Runner(ConnectionGreenlet):
     ``handle_error``) and the runner goes on; a kill (``GreenletExit``) ends it, waiting or not.
     """
 
-    def __init__(self, pool: ReusingPool, function: Callable[..., Any], args: tuple) -> None:
+    def __init__(
+        self, pool: ReusingPool, function: Callable[..., Any], args: tuple, at_end: Any = None
+    ) -> None:
         super().__init__()
         self.pool = pool
-        self.job: tuple[Callable[..., Any], tuple] | None = (function, args)
+        self.job: Job | None = (function, args, at_end)
         self.waiter: Waiter | None = None
 
     def _run(self) -> None:  # gevent's hook for a subclass's body
         while self.job is not None:
-            function, args = self.job
+            function, args, at_end = self.job
             self.job = None
             try:
                 function(*args)
@@ -55,17 +61,27 @@ class Runner(ConnectionGreenlet):
             except Exception:
                 self.parent.handle_error(self, *sys.exc_info())
             function = args = None  # the connection's objects go now, not when the next comes
+            if at_end is not None:
+                self.end_job(at_end)
+                at_end = None
             if not self.pool.take_back(self):
                 return
             self.waiter = Waiter()
             self.job = self.waiter.get()
             self.waiter = None
 
-    def resume(self, function: Callable[..., Any], args: tuple) -> None:
+    def end_job(self, at_end: Callable[[Any], Any]) -> None:
+        """``at_end(self)``, as gevent calls a link when a greenlet ends; its failure is reported."""
+        try:
+            at_end(self)
+        except Exception:
+            self.parent.handle_error(self, *sys.exc_info())
+
+    def resume(self, job: Job) -> None:
         """Give the waiting runner its next job; it starts at the event loop's next turn."""
         waiter = self.waiter
         assert waiter is not None, "resume() of a runner that is not waiting"
-        self.parent.loop.run_callback(waiter.switch, (function, args))
+        self.parent.loop.run_callback(waiter.switch, job)
 
 
 class ReusingPool(Pool):
@@ -81,13 +97,33 @@ class ReusingPool(Pool):
         self.idle: list[Runner] = []
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Runner:  # type: ignore[override]
+        return self.run_job((function, args, None))
+
+    def hand_over(
+        self, current: Any, function: Callable[..., Any], args: tuple, context: Context, at_end: Any
+    ) -> Runner:
+        """*current* (in this pool) gives its slot to ``function(*args)``, run in *context* by a runner.
+
+        ``UpgradeHandler.detach_connection``'s hook: the connection's view runs in a greenlet
+        that waits shallow, and *at_end* (its access line, or ``None``) is called with the
+        runner when the job ends, as a link is when a greenlet ends.
+        """
+        self.discard(current)
+        return self.run_job((function, args, at_end), context)
+
+    def run_job(self, job: Job, context: Context | None = None) -> Runner:
+        """Run *job* in a waiting runner, or a new one; counted in the pool until it ends."""
         while self.idle:
             runner = self.idle.pop()
             if not runner.dead:  # a waiting runner can be killed
                 self.add(runner)
-                runner.resume(function, args)
+                if context is not None:
+                    runner.gr_context = context
+                runner.resume(job)
                 return runner
-        runner = Runner(self, function, args)
+        runner = Runner(self, *job)
+        if context is not None:
+            runner.gr_context = context
         self.start(runner)
         return runner
 

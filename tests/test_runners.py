@@ -120,3 +120,61 @@ def test_a_runner_keeps_its_greenlet_local_state_as_a_thread_pool_s_thread_does(
 @pytest.mark.parametrize("size", [None, 4])
 def test_the_pool_keeps_gevent_s_size(size):
     assert ReusingPool(size).size == size
+
+
+def test_hand_over_gives_the_slot_the_context_and_the_end_callback_to_a_runner():
+    """What UpgradeHandler.detach_connection does: the request's runner passes the connection on."""
+    import contextvars
+
+    variable = contextvars.ContextVar("variable", default="unset")
+    pool = ReusingPool(2)
+    seen, ended = [], []
+
+    def request():
+        variable.set("the request's")
+        current = gevent.getcurrent()
+        viewer = pool.hand_over(current, seen.append, ("view ran",), contextvars.copy_context(), ended.append)
+        seen.append(viewer is not current and viewer in pool and current not in pool)
+
+    def read_variable():
+        seen.append(variable.get())
+
+    first = pool.spawn(request)
+    # (The pool is empty for a moment, between the request's slot and the view's, as it was
+    # with a new greenlet taking the slot: wait for the end, not for an empty pool.)
+    with gevent.Timeout(1):
+        while not ended:
+            gevent.sleep(0.001)
+    assert pool.join(timeout=1)
+    assert seen == [True, "view ran"] and len(ended) == 1 and ended[0] is not first
+    assert pool.free_count() == 2 and len(pool.idle) == 2
+    # The context was the job's only: the next job in that runner starts from the runner's own.
+    holder = pool.spawn(gevent.sleep, 0.05)
+    pool.hand_over(holder, read_variable, (), contextvars.Context(), ended.append)
+    with gevent.Timeout(1):
+        while len(ended) < 2:
+            gevent.sleep(0.001)
+    assert seen[-1] == "unset"
+
+
+def test_an_end_callback_that_fails_is_reported_and_the_runner_goes_on(monkeypatch):
+    pool = ReusingPool(2)
+    reported = []
+    monkeypatch.setattr(gevent.get_hub(), "handle_error", lambda context, kind, *rest: reported.append(kind))
+
+    def fail(runner):
+        raise RuntimeError("end callback failed")
+
+    holder = pool.spawn(gevent.sleep, 0.05)
+    runner = pool.hand_over(holder, lambda: None, (), contextvars_context(), fail)
+    with gevent.Timeout(1):
+        while not reported:
+            gevent.sleep(0.001)
+    gevent.sleep(0)
+    assert reported == [RuntimeError] and not runner.dead and runner in pool.idle
+
+
+def contextvars_context():
+    import contextvars
+
+    return contextvars.copy_context()

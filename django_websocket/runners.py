@@ -37,7 +37,8 @@ class Runner(ConnectionGreenlet):
     """A greenlet that runs ``function(*args)`` jobs one after another for its :class:`ReusingPool`.
 
     It is in the pool while it runs a job (unless the job itself took it out, as
-    ``UpgradeHandler.detach_connection`` does) and out of it while it waits for the next. An
+    ``UpgradeHandler.detach_connection`` does) and out of it while it waits for the next. A
+    job's ``at_end`` is called with the runner when the job is over, however it ended. An
     exception a job raises is reported as gevent reports a greenlet's (the hub's
     ``handle_error``) and the runner goes on; a kill (``GreenletExit``) ends it, waiting or not.
     """
@@ -49,6 +50,8 @@ class Runner(ConnectionGreenlet):
         self.pool = pool
         self.job: Job | None = (function, args, at_end)
         self.waiter: Waiter | None = None
+        #: Where it waits between jobs (its pool's ``idle`` or ``idle_views``).
+        self.idle: list[Runner] = []
 
     def _run(self) -> None:  # gevent's hook for a subclass's body
         while self.job is not None:
@@ -57,13 +60,14 @@ class Runner(ConnectionGreenlet):
             try:
                 function(*args)
             except GreenletExit:
-                raise
+                raise  # killed (a graceful stop's timeout): the runner ends, after at_end
             except Exception:
                 self.parent.handle_error(self, *sys.exc_info())
-            function = args = None  # the connection's objects go now, not when the next comes
-            if at_end is not None:
-                self.end_job(at_end)
-                at_end = None
+            finally:
+                function = args = None  # the connection's objects go now, not when the next comes
+                if at_end is not None:
+                    self.end_job(at_end)
+                    at_end = None
             if not self.pool.take_back(self):
                 return
             self.waiter = Waiter()
@@ -90,31 +94,40 @@ class ReusingPool(Pool):
     ``spawn(function, *args)`` hands the job to a waiting runner when there is one, else starts a
     new runner; either way the runner is counted in the pool until its job ends, exactly as a
     greenlet spawned by a plain pool is counted until it ends.
+
+    Runners that served connections from their start (deep stacks: pywsgi, Django's middleware)
+    and runners that served detached views (:meth:`hand_over`) wait apart, in :attr:`idle` and
+    :attr:`idle_views`: a greenlet keeps the frame stack pages it once touched, and a view's
+    runner waits for as long as its socket is open, so it must not be one a handshake made deep.
     """
 
     def __init__(self, size: int | None = None) -> None:
         super().__init__(size, greenlet_class=Runner)
         self.idle: list[Runner] = []
+        self.idle_views: list[Runner] = []
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Runner:  # type: ignore[override]
-        return self.run_job((function, args, None))
+        return self.run_job((function, args, None), self.idle)
 
     def hand_over(
         self, current: Any, function: Callable[..., Any], args: tuple, context: Context, at_end: Any
     ) -> Runner:
         """*current* (in this pool) gives its slot to ``function(*args)``, run in *context* by a runner.
 
-        ``UpgradeHandler.detach_connection``'s hook: the connection's view runs in a greenlet
-        that waits shallow, and *at_end* (its access line, or ``None``) is called with the
+        ``UpgradeHandler.detach_connection``'s hook: the connection's view runs in a runner that
+        only ever served views, and *at_end* (its access line, or ``None``) is called with the
         runner when the job ends, as a link is when a greenlet ends.
         """
         self.discard(current)
-        return self.run_job((function, args, at_end), context)
+        return self.run_job((function, args, at_end), self.idle_views, context)
 
-    def run_job(self, job: Job, context: Context | None = None) -> Runner:
-        """Run *job* in a waiting runner, or a new one; counted in the pool until it ends."""
-        while self.idle:
-            runner = self.idle.pop()
+    def run_job(self, job: Job, idle: list[Runner], context: Context | None = None) -> Runner:
+        """Run *job* in a runner waiting in *idle*, or a new one (that waits there after it).
+
+        The runner is counted in the pool until the job ends.
+        """
+        while idle:
+            runner = idle.pop()
             if not runner.dead:  # a waiting runner can be killed
                 self.add(runner)
                 if context is not None:
@@ -122,6 +135,7 @@ class ReusingPool(Pool):
                 runner.resume(job)
                 return runner
         runner = Runner(self, *job)
+        runner.idle = idle
         if context is not None:
             runner.gr_context = context
         self.start(runner)
@@ -131,7 +145,7 @@ class ReusingPool(Pool):
         """*runner*'s job ended: out of the pool; ``True`` if it should wait for another."""
         if runner in self:
             self.discard(runner)
-        if len(self.idle) >= IDLE_RUNNERS:
+        if len(runner.idle) >= IDLE_RUNNERS:
             return False
-        self.idle.append(runner)
+        runner.idle.append(runner)
         return True

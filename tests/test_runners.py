@@ -123,7 +123,8 @@ def test_the_pool_keeps_gevent_s_size(size):
 
 
 def test_hand_over_gives_the_slot_the_context_and_the_end_callback_to_a_runner():
-    """What UpgradeHandler.detach_connection does: the request's runner passes the connection on."""
+    """What UpgradeHandler.detach_connection does: the request's runner passes the connection on,
+    to a runner that only serves views (it waits apart from the connections' runners)."""
     import contextvars
 
     variable = contextvars.ContextVar("variable", default="unset")
@@ -147,7 +148,7 @@ def test_hand_over_gives_the_slot_the_context_and_the_end_callback_to_a_runner()
             gevent.sleep(0.001)
     assert pool.join(timeout=1)
     assert seen == [True, "view ran"] and len(ended) == 1 and ended[0] is not first
-    assert pool.free_count() == 2 and len(pool.idle) == 2
+    assert pool.free_count() == 2 and pool.idle == [first] and len(pool.idle_views) == 1
     # The context was the job's only: the next job in that runner starts from the runner's own.
     holder = pool.spawn(gevent.sleep, 0.05)
     pool.hand_over(holder, read_variable, (), contextvars.Context(), ended.append)
@@ -171,10 +172,21 @@ def test_an_end_callback_that_fails_is_reported_and_the_runner_goes_on(monkeypat
         while not reported:
             gevent.sleep(0.001)
     gevent.sleep(0)
-    assert reported == [RuntimeError] and not runner.dead and runner in pool.idle
+    assert reported == [RuntimeError] and not runner.dead and runner in pool.idle_views
 
 
 def contextvars_context():
     import contextvars
 
     return contextvars.copy_context()
+
+
+def test_a_killed_job_still_gets_its_end_callback():
+    """A graceful stop's timeout kills the pool's greenlets: a view's access line is still written."""
+    pool = ReusingPool(2)
+    ended = []
+    holder = pool.spawn(gevent.sleep, 0.05)
+    runner = pool.hand_over(holder, gevent.sleep, (10,), contextvars_context(), ended.append)
+    gevent.sleep(0.01)
+    pool.kill(block=True, timeout=1)
+    assert ended == [runner] and runner.dead and pool.free_count() == 2

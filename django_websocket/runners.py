@@ -43,15 +43,13 @@ class Runner(ConnectionGreenlet):
     ``handle_error``) and the runner goes on; a kill (``GreenletExit``) ends it, waiting or not.
     """
 
-    def __init__(
-        self, pool: ReusingPool, function: Callable[..., Any], args: tuple, at_end: Any = None
-    ) -> None:
+    def __init__(self, pool: ReusingPool, idle: list[Runner], job: Job) -> None:
         super().__init__()
         self.pool = pool
-        self.job: Job | None = (function, args, at_end)
-        self.waiter: Waiter | None = None
         #: Where it waits between jobs (its pool's ``idle`` or ``idle_views``).
-        self.idle: list[Runner] = []
+        self.idle = idle
+        self.job: Job | None = job
+        self.waiter: Waiter | None = None
 
     def _run(self) -> None:  # gevent's hook for a subclass's body
         while self.job is not None:
@@ -134,8 +132,7 @@ class ReusingPool(Pool):
                     runner.gr_context = context
                 runner.resume(job)
                 return runner
-        runner = Runner(self, *job)
-        runner.idle = idle
+        runner = Runner(self, idle, job)
         if context is not None:
             runner.gr_context = context
         self.start(runner)

@@ -1,16 +1,19 @@
-"""Connection greenlets that serve one connection after another instead of one each.
+"""Greenlets that serve one connection after another instead of one each.
 
 On Python 3.12+ a greenlet is dear to create: CPython maps a 16 KiB frame data stack for each new
 one when its first frame is pushed (``mmap``), unmaps it when the greenlet ends, and its pages
-fault in afresh. A handshake run in a fresh greenlet costs about 60 µs more than the same one run
-in a greenlet that already served one (``bench/README.md``, "The server's own part").
-:class:`ReusingPool` is a gevent pool whose greenlets, once their connection is served, wait to
-serve the next (:data:`IDLE_RUNNERS` of them at most), as a thread pool's threads do.
+fault in afresh; Django's and asgiref's per-greenlet locals start empty again too. A handshake run
+in a fresh greenlet costs about 60 µs more than the same one run in a greenlet that already served
+one (``bench/README.md``, "Greenlets that serve one connection after another").
+:class:`ReusingPool` is a gevent pool whose greenlets, once their connection (or their detached
+view) is done, wait to serve the next (:data:`IDLE_RUNNERS` of each kind at most), as a thread
+pool's threads do.
 
-As a thread pool's threads, a runner keeps its greenlet-local state from one connection to the
-next: Django's database connection objects (closed at the end of each connection by the worker's
-``on_connection_end``), the URLconf and language a request set (set again by the next request, as
-in a threaded server), its context variables.
+As a thread pool's threads, a runner keeps its greenlet-local state from one job to the next:
+Django's database connection objects (closed at the end of each connection by the worker's
+``on_connection_end``, and of each view by the handler), the URLconf and language a request set
+(set again by the next request, as in a threaded server), its context variables (a detached
+view's job runs in a copy of its request's).
 """
 
 from __future__ import annotations

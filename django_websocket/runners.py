@@ -127,18 +127,19 @@ class ReusingPool(Pool):
 
         The runner is counted in the pool until the job ends.
         """
-        while idle:
+        waiting = None
+        while idle and waiting is None:
             runner = idle.pop()
             if not runner.dead:  # a waiting runner can be killed
-                self.add(runner)
-                if context is not None:
-                    runner.gr_context = context
-                runner.resume(job)
-                return runner
-        runner = Runner(self, idle, job)
+                waiting = runner
+        runner = waiting or Runner(self, idle, job)
         if context is not None:
             runner.gr_context = context
-        self.start(runner)
+        if waiting is None:
+            self.start(runner)
+        else:
+            self.add(runner)
+            runner.resume(job)
         return runner
 
     def take_back(self, runner: Runner) -> bool:

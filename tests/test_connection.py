@@ -438,7 +438,9 @@ def test_pong_the_view_left_unread_still_counts(keepalive, monkeypatch):
     assert reader.get(timeout=3) == "busy now"  # the view no longer reads
     peer.protocol.send_pong(bytes(ping.data))
     client_sock.sendall(b"".join(peer.protocol.data_to_send()))
-    gevent.sleep(0.5)  # past the deadline
+    with gevent.Timeout(3):  # until the deadline's check has run and ended the round
+        while not late or websocket._ping_payload:
+            gevent.sleep(0.01)
     assert len(late) == 1  # the pong was read by the late check, not by the view
     assert not websocket.closed
     assert websocket._ping_payload == b""  # the round ended, the next is scheduled
@@ -455,9 +457,7 @@ def test_closing_leaves_no_timer_armed(keepalive):
     deadline = websocket._ping_timer
     assert deadline.active
     client_sock.close()
-    with gevent.Timeout(3):
-        while not websocket._closed.is_set():
-            gevent.sleep(0.01)
+    assert websocket._closed.wait(timeout=3)
     assert not deadline.active
     assert not websocket._ping_timer.active
 

@@ -16,7 +16,7 @@ def test_a_finished_runner_serves_the_next_job_and_is_counted_only_while_it_runs
     ran = []
     first = pool.spawn(ran.append, "one")
     assert isinstance(first, Runner) and first in pool and pool.free_count() == 2
-    gevent.sleep(0)
+    assert pool.join(timeout=1)
     assert ran == ["one"] and first not in pool and pool.free_count() == 3
     assert pool.idle == [first] and not first.dead
     second = pool.spawn(ran.append, "two")
@@ -57,8 +57,14 @@ def test_a_job_s_exception_is_reported_and_the_runner_goes_on(monkeypatch):
 
 def test_killing_a_running_job_ends_its_runner_and_frees_its_slot():
     pool = ReusingPool(2)
-    runner = pool.spawn(gevent.sleep, 10)
-    gevent.sleep(0)
+    started = gevent.event.Event()
+
+    def job():
+        started.set()
+        gevent.sleep(10)
+
+    runner = pool.spawn(job)
+    assert started.wait(timeout=1)
     pool.kill(block=True, timeout=1)
     assert runner.dead and pool.free_count() == 2 and pool.idle == []
 
@@ -94,7 +100,6 @@ def test_at_most_idle_runners_wait(monkeypatch):
     spawned = [pool.spawn(go.wait) for _ in range(5)]
     go.set()
     assert pool.join(timeout=1)
-    gevent.sleep(0)
     assert len(pool.idle) == 2
     assert sum(runner.dead for runner in spawned) == 3
 
@@ -171,7 +176,6 @@ def test_an_end_callback_that_fails_is_reported_and_the_runner_goes_on(monkeypat
     with gevent.Timeout(1):
         while not reported:
             gevent.sleep(0.001)
-    gevent.sleep(0)
     assert reported == [RuntimeError] and not runner.dead and runner in pool.idle_views
 
 
@@ -185,8 +189,14 @@ def test_a_killed_job_still_gets_its_end_callback():
     """A graceful stop's timeout kills the pool's greenlets: a view's access line is still written."""
     pool = ReusingPool(2)
     ended = []
+    started = gevent.event.Event()
+
+    def view():
+        started.set()
+        gevent.sleep(10)
+
     holder = pool.spawn(gevent.sleep, 0.05)
-    runner = pool.hand_over(holder, gevent.sleep, (10,), contextvars_context(), ended.append)
-    gevent.sleep(0.01)
+    runner = pool.hand_over(holder, view, (), contextvars_context(), ended.append)
+    assert started.wait(timeout=1)
     pool.kill(block=True, timeout=1)
     assert ended == [runner] and runner.dead and pool.free_count() == 2

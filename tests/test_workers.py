@@ -351,7 +351,7 @@ def test_the_worker_s_server_reuses_its_connection_greenlets():
         assert server.full == server.pool.full
         runner = server.pool.spawn(lambda: None)
         assert not runner.spawning_stack  # no copy of the accept loop's stack
-        gevent.sleep(0.01)
+        assert server.pool.join(timeout=1)
         assert server.pool.free_count() == 10 and server.pool.idle == [runner]
     finally:
         server.close()

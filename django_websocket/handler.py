@@ -36,7 +36,7 @@ from django.utils.functional import LazyObject, empty
 from django.utils.log import log_response
 
 from . import blocking, conf
-from .accepted import lighten
+from .accepted import defer_message_storage, lighten
 from .brokers import get_hub
 from .compression import negotiate
 from .connection import WebSocket, open_connections
@@ -81,6 +81,15 @@ class WebSocketHandler(WSGIHandler):
     def __init__(self) -> None:
         super().__init__()
         track_connections()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        """Django's, then ``MessageMiddleware`` made to build its storage on first use.
+
+        See :func:`django_websocket.accepted.defer_message_storage`: a handshake seldom reads or
+        adds a message, and the storage costs more to make than the rest of the middleware's work.
+        """
+        super().load_middleware(is_async)
+        defer_message_storage(self._middleware_chain)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get(KEEP_DB_CONNECTIONS):

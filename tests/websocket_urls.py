@@ -3,6 +3,7 @@
 import os
 
 import gevent
+from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import permission_required
 from django.urls import path, reverse
@@ -358,3 +359,14 @@ def token_user(request, ws):
 
 
 urlpatterns.append(path("token-user/", token_user, name="token-user"))
+
+
+@websocket
+def flash_messages(request, ws):
+    """Send the texts of the request's ``django.contrib.messages``; add one, send them again."""
+    ws.send_json([str(message) for message in messages.get_messages(request)])
+    messages.info(request, "added in the view")
+    ws.send_json([str(message) for message in messages.get_messages(request)])
+
+
+urlpatterns.append(path("flash-messages/", flash_messages, name="flash-messages"))

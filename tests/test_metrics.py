@@ -168,6 +168,59 @@ def test_push_adds_differences_only(registry):
     assert registry.get_sample_value("django_websocket_messages_sent_total") == 12
 
 
+HANDSHAKE_SECONDS = [0.0004, 0.001, 0.0011, 0.003, 0.003, 0.07, 0.7, 9.0, 10.0, 12.5, 0.0025]
+
+
+def histogram_samples(registry) -> dict:
+    """The handshake histogram's samples in *registry*: ``{(name, le): value}``."""
+    (family,) = [family for family in registry.collect() if family.name == metrics.HANDSHAKE_DURATION]
+    return {
+        (sample.name, sample.labels.get("le")): sample.value
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def test_handshake_latencies_pushed_equal_the_histograms_own_observations(registry):
+    """Counted per bucket, then pushed: the same buckets, count and sum as observe() per handshake."""
+    exporter = metrics.Exporter(registry)
+    assert exporter.observe_handshake == exporter.latencies.observe  # batched, not per handshake
+    direct = prometheus_client.CollectorRegistry()
+    reference = prometheus_client.Histogram(
+        metrics.HANDSHAKE_DURATION, "reference", buckets=metrics.HANDSHAKE_BUCKETS, registry=direct
+    )
+    for seconds in HANDSHAKE_SECONDS[:5]:
+        exporter.observe_handshake(seconds)
+        reference.observe(seconds)
+    assert histogram_samples(registry)[metrics.HANDSHAKE_DURATION + "_count", None] == 0  # until a push
+    exporter.push({}, 0)
+    for seconds in HANDSHAKE_SECONDS[5:]:
+        exporter.observe_handshake(seconds)
+        reference.observe(seconds)
+    exporter.push({}, 0)
+    exporter.push({}, 0)  # nothing new: nothing added twice
+    pushed, observed = histogram_samples(registry), histogram_samples(direct)
+    assert pushed.keys() == observed.keys()
+    for key, value in observed.items():
+        assert pushed[key] == pytest.approx(value), key
+    assert pushed[metrics.HANDSHAKE_DURATION + "_bucket", "0.001"] == 2  # 0.001 itself is in le="0.001"
+
+
+def test_a_histogram_without_per_bucket_values_is_observed_directly(registry, monkeypatch):
+    """Another prometheus_client's Histogram (no _buckets/_sum as expected): observe() per handshake."""
+
+    class OtherHistogram(prometheus_client.Histogram):
+        def _metric_init(self):
+            super()._metric_init()
+            self.values = self._buckets
+            del self._buckets
+
+    monkeypatch.setattr(prometheus_client, "Histogram", OtherHistogram)
+    exporter = metrics.Exporter(registry)
+    assert exporter.observe_handshake == exporter.handshake_duration.observe
+    exporter.push({}, 0)
+
+
 def test_totals_read_every_source(monkeypatch):
     """totals() takes the connection counters, the limits, the blocked-loop monitor and every hub."""
     fresh = Counters()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import random
 import re
 import socket as stdlib_socket
+import time
 from http import client
 
 import gevent
@@ -288,8 +290,6 @@ def test_own_socket_keeps_the_connection_and_its_family_on_a_new_object():
 
 
 def test_http_date_is_pywsgi_s_date_of_this_second():
-    import time
-
     before = pywsgi.format_date_time(time.time())
     value = http_date().encode("latin-1")
     assert value in (before, pywsgi.format_date_time(time.time()))
@@ -556,3 +556,40 @@ def test_the_parsed_message_answers_get_as_email_does_until_changed():
         change(theirs)
         assert ours.as_parsed() is None
         same()
+
+
+def test_headers_not_in_within_the_handshake_timeout_close_the_connection_quietly(caplog):
+    """Headers still missing at WEBSOCKET_HANDSHAKE_TIMEOUT: the connection is closed then, with one
+    info line and no traceback; a request whose headers came in time is answered however slowly,
+    and the next request on its connection gets the whole time again."""
+    errors = io.StringIO()
+
+    def application(environ, start_response):
+        gevent.sleep(0.4)  # longer than the timeout: the application has no such limit
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = pywsgi.WSGIServer(
+        ("127.0.0.1", 0), application, handler_class=UpgradeHandler, log=None, error_log=errors
+    )
+    server.start()
+    caplog.set_level(logging.INFO, logger="django_websocket")
+    try:
+        with override_settings(WEBSOCKET_HANDSHAKE_TIMEOUT=0.25), gevent.Timeout(10):
+            slow = socket.create_connection(("127.0.0.1", server.server_port))
+            started = time.monotonic()
+            slow.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n")
+            assert slow.recv(100) == b""
+            assert time.monotonic() - started >= 0.25
+            kept = socket.create_connection(("127.0.0.1", server.server_port))
+            for _ in range(2):
+                kept.sendall(b"GET / HTTP/1.1\r\n")
+                gevent.sleep(0.15)
+                kept.sendall(b"Host: h\r\n\r\n")  # 0.15 s for this request's headers each time
+                assert read_until(kept, b"\r\n\r\nok").startswith(b"HTTP/1.1 200 OK")
+            kept.close()
+            slow.close()
+    finally:
+        server.stop()
+    assert "no complete request headers in time" in caplog.text
+    assert "HeadersTimeout" not in errors.getvalue()

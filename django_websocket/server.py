@@ -159,9 +159,9 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         seconds = handshake_timeout()
         timer = None
         if seconds is not None:
-            # A timer of the loop's, as gevent.Timeout.start_new() makes (same priority, and the
-            # loop's time updated first, so never early), without the Timeout around it: a fifth
-            # of the cost. The exception is made only if it fires.
+            # The loop's timer that gevent.Timeout.start_new() would make and start (same
+            # priority, the loop's time updated first, so never early), without the Timeout
+            # around it: ~1.5 µs instead of 6-9. The exception is made only if it fires.
             timer = self._headers_timer = gevent.get_hub().loop.timer(seconds, ref=True, priority=-1)
             timer.start(self.headers_too_late, gevent.getcurrent(), update=True)
         try:

@@ -161,7 +161,7 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         if seconds is not None:
             # The loop's timer that gevent.Timeout.start_new() would make and start (same
             # priority, the loop's time updated first, so never early), without the Timeout
-            # around it: ~1.5 µs instead of 6-9. The exception is made only if it fires.
+            # around it: 0.75 µs instead of 3.4 here. The exception is made only if it fires.
             timer = self._headers_timer = gevent.get_hub().loop.timer(seconds, ref=True, priority=-1)
             timer.start(self.headers_too_late, gevent.getcurrent(), update=True)
         try:

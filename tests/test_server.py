@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import random
 import re
 import socket as stdlib_socket
+import time
 from http import client
 
 import gevent
 import pytest
 from django.test import override_settings
 from gevent import pywsgi, socket
+from gunicorn.workers.ggevent import PyWSGIHandler
 
 from django_websocket.server import (
     DETACH_ENVIRON_KEY,
     NO_HEADERS,
     UPGRADE_ENVIRON_KEY,
+    IndexedMessage,
     PackedHeaders,
     UpgradeHandler,
     buffered_bytes,
@@ -40,6 +44,7 @@ from django_websocket.server import (
     shared_keys,
     socket_reader,
 )
+from django_websocket.workers import GunicornUpgradeHandler
 from tests.servers import gunicorn
 
 
@@ -285,8 +290,6 @@ def test_own_socket_keeps_the_connection_and_its_family_on_a_new_object():
 
 
 def test_http_date_is_pywsgi_s_date_of_this_second():
-    import time
-
     before = pywsgi.format_date_time(time.time())
     value = http_date().encode("latin-1")
     assert value in (before, pywsgi.format_date_time(time.time()))
@@ -404,3 +407,189 @@ def test_the_access_line_of_a_websocket_prints_its_request_headers_as_sent(serve
             read_until(sock, b"HTTP/1.1")
         # (Not its own response headers: pywsgi hands gunicorn bytes names, which it never matches.)
         assert server.wait_for_log(r'(?m)"GET /\?plain HTTP/1.1" \d+ id=last under=under up=\S+$')
+
+
+#: Requests whose environ (and refusal) pywsgi's parsing and ours must make alike.
+REQUESTS = [
+    handshake_request(),
+    handshake_request("/echo/?a=1&b=%C3%A9", "Origin: http://x", "Sec-WebSocket-Protocol: a, b"),
+    b"GET /a%20b HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\nX-Same: 1\r\nx-same: 2\r\nX-SAME: 3\r\n"
+    b"\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nCookie: b=2\r\ncookie: c=3\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX_Under: smuggled\r\nX-Under: kept\r\nContent_Type: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nbody",
+    b"POST / HTTP/1.1\r\nhost: h\r\ncontent-type: a/b\r\nCONTENT-LENGTH: 0\r\ncontent-length: 9\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Folded: one\r\n  two\r\n\tthree\r\nUpgrade: websocket\r\n\r\n",
+    b"GET / HTTP/1.1\r\nhOsT: h\r\nUPGRADE: WebSocket\r\ncOnNeCtIoN: keep-alive, Upgrade\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n",
+    b"GET / HTTP/1.01\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/0.9\r\n\r\n",
+    b"GET /old\r\n\r\n",
+    b"GET / HTTP/1.1\nHost:h\nX-Empty:\nX-Blanks: \t v \t\nX-Nbsp: \xa0v\xa0\x85\n\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9 \x00\x7f\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: space\r\nAfter: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-CR: one\rtwo\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nNo-End: at eof",
+    # Refused with a 400, alike:
+    b"GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.x\r\nHost: h\r\n\r\n",
+    b"GET / FTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1 extra\r\n\r\n",
+    b"POST /old\r\n\r\n",
+    b"GET\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: four\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"v" * 70000 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(120)) + b"\r\n",
+]
+
+
+class StandInSocket:
+    """What the handlers keep as their socket (gunicorn puts it in the environ), never used."""
+
+    def __repr__(self) -> str:
+        return "<socket>"
+
+
+STAND_IN_SOCKET = StandInSocket()
+
+
+def environ_of(handler_class: type, server, request: bytes):
+    """What *handler_class* makes of *request*: the environ (less its objects) and the state
+    pywsgi goes on with, or its refusal and the error line it logs."""
+    handler = object.__new__(handler_class)  # no __init__: the reader is given, no socket
+    handler.socket, handler.client_address, handler.server = STAND_IN_SOCKET, ("127.0.0.1", 4242), server
+    handler.rfile = io.BufferedReader(io.BytesIO(request))
+    handler.requestline = handler.read_requestline()
+    server.error_log.seek(0)
+    server.error_log.truncate()
+    try:
+        handler.read_request(handler.requestline)
+    except Exception as error:  # as pywsgi's handle_one_request() sends it
+        return handler._handle_client_error(error), server.error_log.getvalue()
+    environ = handler.get_environ()
+    stream = environ.pop("wsgi.input")
+    state = [type(stream), *(getattr(stream, name, None) for name in ("content_length", "chunked_input"))]
+    for key in ("wsgi.errors", UPGRADE_ENVIRON_KEY, DETACH_ENVIRON_KEY):
+        environ.pop(key, None)
+    return dict(environ), state, handler.content_length, handler.close_connection, handler.rfile.read()
+
+
+def random_request(rng: random.Random) -> bytes:
+    lines = [rng.choice([b"GET / HTTP/1.1", b"POST /p?q HTTP/1.0", b"GET /"])]
+    pool = [
+        b"Host: h", b"host: H2", b"Upgrade: websocket", b"Connection: Upgrade", b"connection: close",
+        b"Cookie: a=1", b"COOKIE: b=2", b"X_Y: z", b"Content-Type: t", b"content-length: 2",
+        b"Transfer-Encoding: chunked", b"X-A:", b"X-A: \t\xa01 ", b" folded", b"Accept: */*",
+    ]  # fmt: skip
+    lines += [rng.choice(pool) for _ in range(rng.randrange(8))]
+    return b"\r\n".join([*lines, b"", b"ab"])
+
+
+@pytest.fixture(scope="module")
+def wsgi_server():
+    return pywsgi.WSGIServer(("127.0.0.1", 0), None, error_log=io.StringIO())
+
+
+HANDLER_PAIRS = [(pywsgi.WSGIHandler, UpgradeHandler), (PyWSGIHandler, GunicornUpgradeHandler)]
+
+
+@pytest.mark.parametrize(("theirs", "ours"), HANDLER_PAIRS)
+@pytest.mark.parametrize("request_bytes", REQUESTS)
+def test_the_environ_is_the_one_pywsgi_and_gunicorn_make(wsgi_server, theirs, ours, request_bytes):
+    """The same environ, connection state and unread body; or the same 400 and error line."""
+    expected = environ_of(theirs, wsgi_server, request_bytes)
+    assert environ_of(ours, wsgi_server, request_bytes) == expected
+
+
+def test_the_environ_is_the_one_pywsgi_makes_for_random_requests(wsgi_server):
+    rng = random.Random(2616)
+    for _ in range(1500):
+        request = random_request(rng)
+        assert environ_of(UpgradeHandler, wsgi_server, request) == (
+            environ_of(pywsgi.WSGIHandler, wsgi_server, request)
+        ), request
+
+
+def test_a_handshake_environ_holds_shared_key_strings(wsgi_server):
+    """Header names read anew from each request's bytes (any casing) give the same key objects."""
+    keys = []
+    for name in ("X-Shared-Test", "x-shared-test"):
+        request = handshake_request("/", f"{name}: v").decode().encode()  # bytes of their own
+        environ = environ_of(UpgradeHandler, wsgi_server, request)[0]
+        keys.append({key: key for key in environ})
+    assert keys[0].keys() == keys[1].keys()
+    assert all(keys[0][key] is keys[1][key] for key in keys[0])
+
+
+def test_the_parsed_message_answers_get_as_email_does_until_changed():
+    """Its get() is email's (first value, any case, failobj), also after each kind of change."""
+    block = b"Host: a\r\nX-Rep: 1\r\nx-rep: 2\r\nContent-Length: 3\r\n\r\n"
+    ours, theirs = read_headers(io.BytesIO(block)), pywsgi.headers_factory(io.BytesIO(block))
+    assert type(ours) is IndexedMessage and ours.as_parsed() is not None
+
+    def same() -> None:
+        for name in ("host", "X-REP", "content-length", "missing", "x-new"):
+            assert ours.get(name) == theirs.get(name)
+            assert ours.get(name, "no") == theirs.get(name, "no")
+            assert ours.getheader(name) == theirs.getheader(name)
+            assert ours[name] == theirs[name]
+        assert ours.typeheader == theirs.typeheader
+
+    same()
+    for change in (
+        lambda message: message.replace_header("x-rep", "3"),
+        lambda message: message.__delitem__("content-length"),
+        lambda message: message.__setitem__("X-New", "n"),
+        lambda message: message.add_header("Host", "b"),
+        lambda message: message.set_raw("X-Raw", "r"),
+        lambda message: message._headers.__setitem__(0, ("X-New", "first")),
+        lambda message: setattr(message, "_headers", [("Host", "c")]),
+    ):
+        change(ours)
+        change(theirs)
+        assert ours.as_parsed() is None
+        same()
+
+
+def test_headers_not_in_within_the_handshake_timeout_close_the_connection_quietly(caplog):
+    """Headers still missing at WEBSOCKET_HANDSHAKE_TIMEOUT: the connection is closed then, with one
+    info line and no traceback; a request whose headers came in time is answered however slowly,
+    and the next request on its connection gets the whole time again."""
+    errors = io.StringIO()
+
+    def application(environ, start_response):
+        gevent.sleep(0.4)  # longer than the timeout: the application has no such limit
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = pywsgi.WSGIServer(
+        ("127.0.0.1", 0), application, handler_class=UpgradeHandler, log=None, error_log=errors
+    )
+    server.start()
+    caplog.set_level(logging.INFO, logger="django_websocket")
+    try:
+        with override_settings(WEBSOCKET_HANDSHAKE_TIMEOUT=0.25), gevent.Timeout(10):
+            slow = socket.create_connection(("127.0.0.1", server.server_port))
+            started = time.monotonic()
+            slow.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n")
+            assert slow.recv(100) == b""
+            assert time.monotonic() - started >= 0.25
+            kept = socket.create_connection(("127.0.0.1", server.server_port))
+            for _ in range(2):
+                kept.sendall(b"GET / HTTP/1.1\r\n")
+                gevent.sleep(0.15)
+                kept.sendall(b"Host: h\r\n\r\n")  # 0.15 s for this request's headers each time
+                assert read_until(kept, b"\r\n\r\nok").startswith(b"HTTP/1.1 200 OK")
+            kept.close()
+            slow.close()
+    finally:
+        server.stop()
+    assert "no complete request headers in time" in caplog.text
+    assert "HeadersTimeout" not in errors.getvalue()

@@ -363,10 +363,12 @@ urlpatterns.append(path("token-user/", token_user, name="token-user"))
 
 @websocket
 def flash_messages(request, ws):
-    """Send the texts of the request's ``django.contrib.messages``; add one, send them again."""
+    """Send the texts of the request's ``django.contrib.messages``; add one, send them again; wait."""
     ws.send_json([str(message) for message in messages.get_messages(request)])
     messages.info(request, "added in the view")
     ws.send_json([str(message) for message in messages.get_messages(request)])
+    for _ in ws:  # until the client closes: its close is counted before the test goes on
+        pass
 
 
 urlpatterns.append(path("flash-messages/", flash_messages, name="flash-messages"))

@@ -13,7 +13,8 @@ round::
     python bench/paired.py /tmp/before --rounds 8 --duration 12
     python bench/paired.py /tmp/before --path /whoami/ --session   # a logged-in session (SQLite)
 
-Each checkout gets a throwaway SQLite database, migrated; gunicorn runs from this machine's
+Each checkout gets a throwaway SQLite database, migrated (and given a session) by ``bench/run.py``'s
+helpers, which run this checkout's ``test_project/manage.py``; gunicorn runs from this machine's
 ``.venv`` with ``PYTHONPATH`` set to the checkout. Traffic goes to 127.0.0.1 only; both servers are
 stopped (their process groups) when a round ends, also on failure.
 """
@@ -35,6 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: bench.run's helpers, as bench/run.py imports bench
+
+from bench.run import make_session, migrate  # noqa: E402
+
 LOADGEN = ROOT / "bench" / "loadgen.py"
 
 
@@ -61,8 +66,11 @@ def server(checkout: Path, port: int, session: bool):  # type: ignore[no-untyped
     with tempfile.TemporaryDirectory(prefix="paired-") as name:
         directory = Path(name)
         env = checkout_env(checkout, directory)
-        subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=checkout, check=True)
-        cookie = login_cookie(env, checkout) if session else None
+        cookie = None
+        if session:
+            cookie = "sessionid=" + make_session(env)  # migrates too
+        else:
+            migrate(env)
         log = directory / "error.log"
         command = [
             "taskset", "-c", "0", sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "1",
@@ -81,18 +89,6 @@ def server(checkout: Path, port: int, session: bool):  # type: ignore[no-untyped
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def login_cookie(env: dict[str, str], checkout: Path) -> str:
-    """A logged-in user's session cookie in the checkout's database, as ``bench/run.py`` makes it."""
-    sys.path.insert(0, str(ROOT))
-    from bench.run import SESSION_SCRIPT
-
-    made = subprocess.run(
-        [sys.executable, "-m", "django", "shell", "-c", SESSION_SCRIPT],
-        env=env, cwd=checkout, check=True, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    return "sessionid=" + re.search(r"^SESSION (\w+)$", made.stdout, re.M).group(1)
 
 
 def worker_pid(log: Path, process: subprocess.Popen) -> int:

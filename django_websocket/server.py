@@ -116,7 +116,7 @@ class IndexedMessage(pywsgi.OldMessage):
 
     def get(self, name, failobj=None):  # type: ignore[no-untyped-def]  # email's signature
         # compat32's header_fetch_parse() returns a str without surrogates as it is: the index's.
-        if self._headers == self._indexed and self.policy is compat32:
+        if self.as_parsed() is not None:
             return self._index.get(name.lower(), failobj)
         return super().get(name, failobj)
 
@@ -435,10 +435,9 @@ def environ_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     values stripped as pywsgi strips its ``"Name: value\r\n"`` lines. Only for pairs as
     :data:`SIMPLE_HEADER` reads them: a name without ``:`` or blanks, a value without CR or LF.
     """
-    keys = _header_keys
     found = []
     for name, value in pairs:
-        key = keys[name] if name in keys else environ_key(name)
+        key = environ_key(name)
         if key is not None:
             found.append((key, value.strip()))
     return found

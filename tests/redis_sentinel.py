@@ -313,6 +313,54 @@ class SentinelGroup(Managed):
         if replica.process is None:
             replica.start()
 
+    def wait_until_settled(self, timeout: float = 30.0) -> None:
+        """Return once the group has been steady for longer than a sentinel's down-after period.
+
+        ``restart_data_nodes()`` returns as soon as the nodes serve, for tests that publish while
+        clients are still reconnecting; the Sentinel plugin calls this after such a test.
+
+        Steady: the replica is in sync, and every sentinel names the primary, holds it neither
+        down nor disconnected, and knows the replica. A sentinel whose links to a restarted
+        primary are still being remade can flag it down for a moment after it first saw it up;
+        while every sentinel does, clients get no primary (redis-py and our broker refuse one
+        that sentinels call down). Holding the state for a whole down-after period lets such a
+        flag show before the next test relies on the group.
+        """
+        replica = self.replica
+        assert replica is not None
+        address = ("127.0.0.1", self.sentinel_port(self.primary))
+
+        def steady_now() -> bool:
+            if self.client(replica).info("replication")["master_link_status"] != "up":
+                return False
+            for sentinel in self.sentinels:
+                state = sentinel.client().sentinel_master(SERVICE)
+                if (
+                    _address((state["ip"], state["port"])) != address
+                    or state["is_sdown"]
+                    or state["is_odown"]
+                    or state["is_disconnected"]
+                    or state["num-slaves"] < 1
+                ):
+                    return False
+            return True
+
+        steady_since: list[float] = []
+
+        def steady_long_enough() -> bool:
+            try:
+                steady = steady_now()
+            except redis.RedisError:  # a node or sentinel not answering yet: not steady
+                steady = False
+            if not steady:
+                steady_since.clear()
+                return False
+            if not steady_since:
+                steady_since.append(time.monotonic())
+            return time.monotonic() - steady_since[0] > DOWN_AFTER_MS / 1000 * 1.5
+
+        wait_until(steady_long_enough, timeout, "the group to settle after a restart")
+
     def switch_roles(self, timeout: float = 30.0) -> None:
         """``SENTINEL FAILOVER``: the replica becomes primary, the primary a replica, both alive."""
         assert self.replica is not None

@@ -29,6 +29,9 @@ from tests.redis_standin import StandIn, replace_redis_server, skip_listed
 #: Test ids (file::name) that do not apply on Sentinel, and why, beyond ``NOT_ON_A_GROUP``.
 NOT_ON_SENTINEL: dict[str, str] = {}
 
+#: Groups the running test restarted: each settles before the test's fixtures are torn down.
+RESTARTED: list[tests.redis_sentinel.SentinelGroup] = []
+
 
 class PrimaryThroughSentinel(StandIn):
     """Stands in for ``RedisServer``: a Sentinel group, reached through its URL."""
@@ -52,10 +55,23 @@ class PrimaryThroughSentinel(StandIn):
 
     def start(self) -> None:
         self.group.restart_data_nodes()
+        RESTARTED.append(self.group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     replace_redis_server(PrimaryThroughSentinel)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Wait for each group the test restarted to settle (``wait_until_settled()``).
+
+    Right after a restart the sentinels may still flag the primary down for a moment, while
+    the replica resyncs. A module-scoped group then refused the next tests' reads and
+    publishes (every sentinel calling the primary down means no primary to connect to).
+    """
+    while RESTARTED:
+        RESTARTED.pop().wait_until_settled()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import gevent
@@ -44,11 +44,38 @@ RECONNECT_BACKOFF = (0.05, 1.0)
 PRESENCE_BATCH = 0.1
 #: How long subscribe() waits for Redis to confirm a new subscription.
 SUBSCRIBE_TIMEOUT = 5.0
-#: Seconds after a reconnection during which a failed history read is tried again (every
-#: RECOVERY_RETRY s) before it becomes a gap: a server that took the subscription back may
-#: refuse reads a moment longer (a re-forming cluster answers CLUSTERDOWN after SSUBSCRIBE works).
+#: Seconds during which a failed history read is tried again (every RECOVERY_RETRY s) before it
+#: becomes a gap, after a reconnection and when a client resumes: a server that took the
+#: subscription back may refuse reads a moment longer (a re-forming cluster answers CLUSTERDOWN
+#: after SSUBSCRIBE works), and sentinels may all call a healthy primary down for a moment.
 RECOVERY_PATIENCE = 2.0
 RECOVERY_RETRY = 0.1
+
+
+def read_patiently(
+    broker: Broker,
+    channel: str,
+    position: str | None,
+    deadline: float | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Reading:
+    """``broker.read(channel, position)``, tried again every ``RECOVERY_RETRY`` s while it fails.
+
+    *deadline* (``time.monotonic()``) defaults to ``RECOVERY_PATIENCE`` s from now. Raises
+    the last ``PublishError`` when the next try would come after it, or at once when *stop()*
+    says the reading is no longer wanted. A Redis that just came back, a cluster re-forming
+    (CLUSTERDOWN) or sentinels all calling a healthy primary down for a moment refuse reads
+    for a moment: a gap then would make clients reload for nothing.
+    """
+    if deadline is None:
+        deadline = time.monotonic() + RECOVERY_PATIENCE
+    while True:
+        try:
+            return broker.read(channel, position)
+        except PublishError:
+            if time.monotonic() + RECOVERY_RETRY > deadline or (stop is not None and stop()):
+                raise
+        gevent.sleep(RECOVERY_RETRY)
 
 
 class Mailbox(Protocol):
@@ -428,14 +455,11 @@ class Hub:
 
     def _read_history(self, channel: str, position: str, deadline: float) -> Reading:
         """What *channel*'s history holds after *position*; a gap when it cannot be read by *deadline*."""
-        while True:
-            try:
-                return self.broker.read(channel, position)
-            except PublishError as error:
-                if time.monotonic() + RECOVERY_RETRY > deadline or self._subscriber is None:
-                    logger.warning("cannot read the history of %s to recover it: %s", channel, error)
-                    return Reading(position=position, gap=True)
-            gevent.sleep(RECOVERY_RETRY)
+        try:
+            return read_patiently(self.broker, channel, position, deadline, lambda: self._subscriber is None)
+        except PublishError as error:
+            logger.warning("cannot read the history of %s to recover it: %s", channel, error)
+            return Reading(position=position, gap=True)
 
     def _put_gap(self, keys: list[str], gap: Gap) -> None:
         mailboxes = {mailbox for key in keys for mailbox in self.mailboxes.get(key, ())}

@@ -44,7 +44,7 @@ from ..events import (
 from ..exceptions import ConnectionClosed, ConnectionClosedOK, PublishError
 from ..frames import text_frame
 from .history import ORIGIN, Reading, is_id, parse_id
-from .hub import Hub
+from .hub import Hub, read_patiently
 from .presence import connection_id, member_for
 from .wire import audience_suffixes
 
@@ -139,11 +139,17 @@ class Subscriptions:
     def _replay(self, channel: str, state: _Channel, since: str | None) -> None:
         """Deliver what came after *since* (or a Gap), then the live messages held meanwhile.
 
+        A history that cannot be read is tried again for up to ``RECOVERY_PATIENCE`` s (the
+        view waits; live messages are held meanwhile) before the client gets a Gap at *since*.
         Nothing yields between taking the held messages and delivering them, so no live
         message can overtake the replay.
         """
+
+        def unwanted() -> bool:  # the view unsubscribed, or closed, while the read was retried
+            return self.channels.get(channel) is not state
+
         try:
-            reading = self.broker.read(channel, since)
+            reading = read_patiently(self.broker, channel, since, stop=unwanted)
         except PublishError as error:
             logger.warning("cannot read the history of %s to resume: %s", channel, error)
             position = since if is_id(since) else ORIGIN

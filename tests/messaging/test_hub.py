@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from unittest import mock
+
 import gevent
+import pytest
 
 from django_websocket.events import ChannelMessage, Gap
 from django_websocket.exceptions import PublishError
 from django_websocket.messaging import hub as hub_module
 from django_websocket.messaging.brokers.local import LocalBroker
 from django_websocket.messaging.brokers.redis import RedisBroker
-from django_websocket.messaging.hub import PRESENCE_BATCH, Hub
+from django_websocket.messaging.hub import PRESENCE_BATCH, Hub, read_patiently
 from django_websocket.messaging.options import Options
 from django_websocket.messaging.wire import encode_payload
 
@@ -215,6 +219,23 @@ def test_a_history_refused_for_longer_than_the_patience_is_a_gap(redis_server, m
         assert [type(e) for e in box.resyncs] == [Gap] and 2 <= 1000 - broker.refusals <= 5
     finally:
         hub._reader.kill()
+
+
+def test_read_patiently_gives_up_at_once_when_no_longer_wanted():
+    """stop() true: the first refusal is raised, nothing is tried again."""
+    broker = mock.Mock(read=mock.Mock(side_effect=PublishError("CLUSTERDOWN")))
+    started = time.monotonic()
+    with pytest.raises(PublishError):
+        read_patiently(broker, "gone", None, started + 5, stop=lambda: True)
+    assert broker.read.call_count == 1 and time.monotonic() - started < 0.1
+
+
+def test_read_patiently_tries_until_the_deadline_then_raises():
+    broker = mock.Mock(read=mock.Mock(side_effect=PublishError("no primary")))
+    started = time.monotonic()
+    with pytest.raises(PublishError):
+        read_patiently(broker, "down", "1-0", started + 0.35)
+    assert 3 <= broker.read.call_count <= 4 and time.monotonic() - started < 0.35
 
 
 def test_one_read_of_several_messages_is_one_batch_per_channel():

@@ -11,7 +11,7 @@ from django.test import TestCase, override_settings
 
 from django_websocket import publish
 from django_websocket.brokers import get_broker, get_hub
-from django_websocket.exceptions import ConnectionClosedError
+from django_websocket.exceptions import ConnectionClosedError, PublishError
 from django_websocket.testing import WebSocketClient
 
 
@@ -229,6 +229,47 @@ class ResumeTests(ClientTestCase):
             {"ws": "subscribed", "channel": "room:small", "id": ids[-1], "replayed": 0},
         ]
 
+    def refusing_reads(self, refusals: int):
+        """The broker's history reads fail *refusals* times (as with no primary), then work."""
+        broker = get_broker()
+        read = broker.read
+        refused = []
+
+        def refuse_then_read(channel, position):
+            if len(refused) < refusals:
+                refused.append(position)
+                raise PublishError("no primary for 'mymaster'")
+            return read(channel, position)
+
+        return mock.patch.object(broker, "read", side_effect=refuse_then_read), refused
+
+    def test_a_history_refused_for_a_moment_is_read_again_not_a_gap(self):
+        seen = publish("room:flap", "seen")
+        missed = [publish("room:flap", f"missed {n}") for n in range(3)]
+        refusing, refused = self.refusing_reads(2)
+        with refusing:
+            websocket = self.open(f"/resume-room/flap/?name=cy&since=room:flap@{seen}")
+            frames = self.frames_until_subscribed(websocket)
+        assert refused == [seen, seen]
+        assert [(f["ws"], f["id"]) for f in frames] == [
+            *[("message", i) for i in missed],
+            ("subscribed", missed[-1]),
+        ]
+
+    @mock.patch("django_websocket.messaging.hub.RECOVERY_PATIENCE", 0.3)
+    def test_a_history_refused_past_the_patience_is_a_gap_at_since(self):
+        seen = publish("room:down", "seen")
+        publish("room:down", "missed")
+        refusing, refused = self.refusing_reads(1000)
+        with refusing:
+            websocket = self.open(f"/resume-room/down/?name=di&since=room:down@{seen}")
+            frames = self.frames_until_subscribed(websocket)
+        assert 2 <= len(refused) <= 4  # tried every RECOVERY_RETRY (0.1 s) for 0.3 s
+        assert frames == [
+            {"ws": "gap", "channel": "room:down", "id": seen},
+            {"ws": "subscribed", "channel": "room:down", "id": seen, "replayed": 0},
+        ]
+
     def test_events_get_ids_gaps_and_presence(self):
         seen = publish("room:ev", "seen")
         missed = publish("room:ev", "missed")
@@ -252,6 +293,7 @@ class ResumeWithoutRedisTests(ClientTestCase):
     """Redis unreachable while a client resumes: a gap, never a crash."""
 
     @mock.patch("django_websocket.messaging.hub.SUBSCRIBE_TIMEOUT", 0.1)
+    @mock.patch("django_websocket.messaging.hub.RECOVERY_PATIENCE", 0.2)
     def test_resume_with_redis_down_is_a_gap(self):
         for since in ("1-0", "garbage"):
             websocket = self.open(f"/history-events/down/?from={since}")

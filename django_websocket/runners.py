@@ -25,7 +25,7 @@ from typing import Any
 
 from gevent import GreenletExit
 from gevent.hub import Waiter
-from gevent.pool import Pool
+from gevent.pool import Pool, PoolFull
 
 from .server import ConnectionGreenlet
 
@@ -118,14 +118,27 @@ class ReusingPool(Pool):
         ``UpgradeHandler.detach_connection``'s hook: the connection's view runs in a runner that
         only ever served views, and *at_end* (its access line, or ``None``) is called with the
         runner when the job ends, as a link is when a greenlet ends.
-        """
-        self.discard(current)
-        return self.run_job((function, args, at_end), self.idle_views, context)
 
-    def run_job(self, job: Job, idle: list[Runner], context: Context | None = None) -> Runner:
+        The runner joins the pool before *current* leaves it when there is room, so the pool is
+        never empty in between: an empty pool, even for an instant, wakes ``Pool.join()``, with
+        which a graceful stop waits for the connections before killing what is left.
+        """
+        job = (function, args, at_end)
+        try:
+            runner = self.run_job(job, self.idle_views, context, blocking=False)
+        except PoolFull:  # full, others in it: current gives up its slot first
+            self.discard(current)
+            return self.run_job(job, self.idle_views, context)
+        self.discard(current)
+        return runner
+
+    def run_job(
+        self, job: Job, idle: list[Runner], context: Context | None = None, blocking: bool = True
+    ) -> Runner:
         """Run *job* in a runner waiting in *idle*, or a new one (that waits there after it).
 
-        The runner is counted in the pool until the job ends.
+        The runner is counted in the pool until the job ends. Not *blocking*, a full pool raises
+        gevent's ``PoolFull`` and nothing is run (a waiting runner goes on waiting).
         """
         waiting = None
         while idle and waiting is None:
@@ -133,12 +146,17 @@ class ReusingPool(Pool):
             if not runner.dead:  # a waiting runner can be killed
                 waiting = runner
         runner = waiting or Runner(self, idle, job)
+        try:
+            self.add(runner, blocking=blocking)
+        except PoolFull:
+            if waiting is not None:
+                idle.append(waiting)
+            raise
         if context is not None:
             runner.gr_context = context
         if waiting is None:
-            self.start(runner)
+            runner.start()
         else:
-            self.add(runner)
             runner.resume(job)
         return runner
 

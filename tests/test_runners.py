@@ -146,12 +146,8 @@ def test_hand_over_gives_the_slot_the_context_and_the_end_callback_to_a_runner()
         seen.append(variable.get())
 
     first = pool.spawn(request)
-    # (The pool is empty for a moment, between the request's slot and the view's, as it was
-    # with a new greenlet taking the slot: wait for the end, not for an empty pool.)
-    with gevent.Timeout(1):
-        while not ended:
-            gevent.sleep(0.001)
     assert pool.join(timeout=1)
+    assert ended  # the pool was never empty before the view's end
     assert seen == [True, "view ran"] and len(ended) == 1 and ended[0] is not first
     assert pool.free_count() == 2 and pool.idle == [first] and len(pool.idle_views) == 1
     # The context was the job's only: the next job in that runner starts from the runner's own.
@@ -161,6 +157,44 @@ def test_hand_over_gives_the_slot_the_context_and_the_end_callback_to_a_runner()
         while len(ended) < 2:
             gevent.sleep(0.001)
     assert seen[-1] == "unset"
+
+
+@pytest.mark.parametrize("size", [None, 3])
+def test_hand_over_never_leaves_the_pool_empty_for_a_join(size):
+    """A graceful stop's Pool.join() must not wake between the request's slot and the view's."""
+    pool = ReusingPool(size)
+    release = gevent.event.Event()
+    joined = []
+
+    def request():
+        gevent.spawn(lambda: joined.append(pool.join()))
+        gevent.sleep(0)  # the joiner waits for an empty pool
+        pool.hand_over(gevent.getcurrent(), release.wait, (), contextvars_context(), None)
+
+    pool.spawn(request)
+    gevent.sleep(0.1)
+    assert joined == [] and len(pool) == 1  # the view runs; the join still waits
+    release.set()
+    gevent.sleep(0.05)
+    assert joined == [True] and len(pool) == 0
+
+
+def test_hand_over_in_a_full_pool_takes_the_request_s_slot():
+    pool = ReusingPool(2)
+    release = gevent.event.Event()
+    other = pool.spawn(release.wait)
+    views = []
+
+    def request():
+        views.append(pool.hand_over(gevent.getcurrent(), release.wait, (), contextvars_context(), None))
+
+    requester = pool.spawn(request)
+    assert pool.free_count() == 0
+    gevent.sleep(0.05)
+    assert views and views[0] in pool and requester not in pool and other in pool
+    assert pool.free_count() == 0 and pool.idle_views == []
+    release.set()
+    assert pool.join(timeout=1) and pool.free_count() == 2
 
 
 def test_an_end_callback_that_fails_is_reported_and_the_runner_goes_on(monkeypatch):

@@ -237,11 +237,9 @@ class UpgradeHandler(pywsgi.WSGIHandler):
             self.headers = self.response_headers = ()
         leftover = buffered_bytes(self.rfile, self.socket)
         # From here the connection is read through the returned reader only: let the request's
-        # buffered reader and its 8 KiB buffer go now, not when the socket closes. Closed, not
-        # just dropped: its hold on the socket would make gevent's close() leave the descriptor open.
-        request_reader = self.rfile
+        # buffered reader and its 8 KiB buffer go now, not when the socket closes (and its hold
+        # on the socket with it, unless the application keeps it: environ["wsgi.input"]).
         self.rfile = self.wsgi_input.rfile = io.BytesIO()
-        request_reader.close()
         if type(self.socket) is gevent_socket.socket:  # not TLS: its state cannot move
             # gevent's server closes the socket it gave this handler when the request's greenlet
             # ends, which detach_connection() allows: the connection needs one it closes itself.
@@ -255,11 +253,11 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         """The socket object the upgraded connection goes on with, left open when the request ends.
 
         This handler's own when the server leaves it open on request (``keep_open(sock)``
-        returns true, as ``workers.WorkerServer``'s does) and nothing else holds it (a reference
-        from ``makefile()`` would make the connection's ``close()`` keep the descriptor open);
-        otherwise a new object for its descriptor (:func:`own_socket`: four system calls and
-        two event-loop watchers more). Only for a plain gevent socket, after the request's
-        reader was closed.
+        returns true, as ``workers.WorkerServer``'s does) and no ``makefile()`` object holds it
+        any more (the request's reader, while the application keeps ``environ["wsgi.input"]``,
+        as ``handler.py`` does not): such a hold would make the connection's ``close()`` keep the
+        descriptor open. Otherwise a new object for its descriptor (:func:`own_socket`: four
+        system calls and two event-loop watchers more). Only for a plain gevent socket.
         """
         keep_open = getattr(self.server, "keep_open", None)
         # _io_refs: the count of makefile() objects, in gevent's socket as in the standard library's.

@@ -367,9 +367,13 @@ def test_the_worker_s_server_reuses_its_connection_greenlets():
         server.close()
 
 
-def test_an_upgraded_connection_goes_on_with_the_socket_accepted_for_it():
+@pytest.mark.parametrize("keeps_input", [False, True])
+def test_an_upgraded_connection_goes_on_with_the_socket_accepted_for_it(keeps_input):
     """No second socket object for the descriptor: the server leaves the accepted one open when the
-    request's greenlet ends, the detached connection uses and closes it, and the server forgets it."""
+    request's greenlet ends, the detached connection uses and closes it, and the server forgets it.
+    While the application keeps the request's reader (``wsgi.input``), a socket object of its own."""
+    import io
+
     import gevent
     from gevent import socket as gevent_socket
     from gevent.pool import Pool
@@ -385,6 +389,8 @@ def test_an_upgraded_connection_goes_on_with_the_socket_accepted_for_it():
             return super().upgrade_connection(headers)
 
     def application(environ, start_response):
+        if not keeps_input:
+            environ["wsgi.input"] = io.BytesIO()  # as handler.py does: the request's reader can go
         sock, read = environ[UPGRADE_ENVIRON_KEY]([("Upgrade", "websocket")])
 
         def run():
@@ -412,4 +418,5 @@ def test_an_upgraded_connection_goes_on_with_the_socket_accepted_for_it():
     finally:
         server.stop()
     ((sock, data),) = served
-    assert data == b"hello" and sock is accepted[0] and sock.fileno() == -1
+    assert data == b"hello" and sock.fileno() == -1
+    assert (sock is accepted[0]) is not keeps_input

@@ -126,7 +126,7 @@ class ReusingPool(Pool):
         job = (function, args, at_end)
         try:
             runner = self.run_job(job, self.idle_views, context, blocking=False)
-        except PoolFull:  # full, others in it: current gives up its slot first
+        except PoolFull:  # current gives up its slot first (empty for that instant only at size 1)
             self.discard(current)
             return self.run_job(job, self.idle_views, context)
         self.discard(current)

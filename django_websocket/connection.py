@@ -883,13 +883,32 @@ class WebSocket(MessageMixin):
                 # The next ping's timer or, with a ping in flight, the pong's deadline: either
                 # holds this connection until it fires.
                 self._ping_timer.close()
-            # shutdown() first: close() alone leaves the connection up while pywsgi's
-            # reader still references the socket, and would wake no blocked greenlet.
-            for step in (lambda: self.socket.shutdown(socket.SHUT_RDWR), self.socket.close):
-                try:
-                    step()
-                except OSError:
-                    pass
+            self._close_socket()
+
+    def _close_socket(self) -> None:
+        """Close the socket, shutting it down first unless the close alone does all a shutdown would.
+
+        A shutdown first, as a rule: it ends the connection even while something else (pywsgi's
+        request reader) holds the socket, which close() then leaves open, and it wakes blocked
+        greenlets with an end of stream. After our EOF (``protocol.eof_sent``: the closing
+        handshake's ``SHUT_WR`` sent our FIN), on a gevent socket that close() really closes
+        (``fileno()`` is -1 after it), it would be a system call for nothing, often failing with
+        ENOTCONN: ``SHUT_RD`` sends nothing, and gevent's close() itself wakes any greenlet
+        waiting on the socket (with an error, which our reads and writes take as the end).
+        """
+        sock = self.socket
+        if self.protocol.eof_sent and self._raw is not sock:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            if sock.fileno() == -1:
+                return
+        for step in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close):
+            try:
+                step()
+            except OSError:
+                pass
 
     def _closed_error(self) -> ConnectionClosed:
         """A fresh exception for the connection's end (re-raising one instance grows its traceback)."""

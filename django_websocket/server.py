@@ -237,15 +237,33 @@ class UpgradeHandler(pywsgi.WSGIHandler):
             self.headers = self.response_headers = ()
         leftover = buffered_bytes(self.rfile, self.socket)
         # From here the connection is read through the returned reader only: let the request's
-        # buffered reader and its 8 KiB buffer go now, not when the socket closes.
+        # buffered reader and its 8 KiB buffer go now, not when the socket closes (and its hold
+        # on the socket with it, unless the application keeps it: environ["wsgi.input"]).
         self.rfile = self.wsgi_input.rfile = io.BytesIO()
         if type(self.socket) is gevent_socket.socket:  # not TLS: its state cannot move
-            # A socket object of the connection's own: gevent's server closes the one it gave
-            # this handler when the request's greenlet ends, which detach_connection() allows.
-            self.socket = own_socket(self.socket)
-            if "gunicorn.sock" in self.environ:
-                self.environ["gunicorn.sock"] = self.socket
+            # gevent's server closes the socket it gave this handler when the request's greenlet
+            # ends, which detach_connection() allows: the connection needs one it closes itself.
+            sock = self.connection_socket()
+            if sock is not self.socket and "gunicorn.sock" in self.environ:
+                self.environ["gunicorn.sock"] = sock
+            self.socket = sock
         return self.socket, socket_reader(self.socket, leftover)
+
+    def connection_socket(self) -> socket.socket:
+        """The socket object the upgraded connection goes on with, left open when the request ends.
+
+        This handler's own when the server leaves it open on request (``keep_open(sock)``
+        returns true, as ``workers.WorkerServer``'s does) and no ``makefile()`` object holds it
+        any more (the request's reader, while the application keeps ``environ["wsgi.input"]``,
+        as ``handler.py`` does not): such a hold would make the connection's ``close()`` keep the
+        descriptor open. Otherwise a new object for its descriptor (:func:`own_socket`: four
+        system calls and two event-loop watchers more). Only for a plain gevent socket.
+        """
+        keep_open = getattr(self.server, "keep_open", None)
+        # _io_refs: the count of makefile() objects, in gevent's socket as in the standard library's.
+        if keep_open is not None and getattr(self.socket, "_io_refs", None) == 0 and keep_open(self.socket):
+            return self.socket
+        return own_socket(self.socket)
 
     def send_switching_protocols(self, headers: list[tuple[str, str]]) -> None:
         """Send the 101 with *headers* and a ``Date``, leaving the state pywsgi's own 101 would.
@@ -275,7 +293,7 @@ class UpgradeHandler(pywsgi.WSGIHandler):
         self.provided_date, self.provided_content_length = headers[-1][1], None
         self.headers_sent = self.connection_upgraded = True
         try:
-            self.socket.sendall(data)
+            send_all(self.socket, data)
         except OSError as error:
             self.status, self.code = f"socket error: {error}", -101  # as pywsgi logs a failed write
             raise
@@ -549,6 +567,17 @@ def own_socket(sock: socket.socket) -> socket.socket:
     owned = type(sock)(sock.family, sock.type, sock.proto, fileno=sock.detach())
     owned.settimeout(timeout)
     return owned
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)``, trying one ``send()`` first: it takes all of a small write.
+
+    gevent's ``sendall()`` asks the kernel for the socket's send buffer size (a ``getsockopt``,
+    to size its chunks) on every call, however little there is to send.
+    """
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def buffered_bytes(rfile, sock: socket.socket) -> bytes:

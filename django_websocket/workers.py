@@ -141,6 +141,7 @@ class WorkerServer(PyWSGIServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _servers.add(self)
+        self._kept_open: set[Any] = set()  # sockets of upgraded connections whose request is not over
         if type(self.pool) is Pool and self.pool.greenlet_class is gevent.Greenlet:
             # gunicorn's plain pool: the same size and accounting, with greenlets that serve one
             # connection after another (see runners.py) and keep no copy of the accept loop's stack.
@@ -149,6 +150,23 @@ class WorkerServer(PyWSGIServer):
     def close(self) -> None:
         if not self.closed:  # gunicorn closes it again after its loop
             super().close()
+
+    def keep_open(self, sock: socket.socket) -> bool:
+        """Leave *sock* open when its request's greenlet ends: its upgraded connection closes it.
+
+        ``UpgradeHandler.connection_socket()``'s hook, so the connection goes on with the socket
+        object accepted for it rather than a second one for the same descriptor. *sock* is held
+        only until that greenlet ends (:meth:`do_close`). Always ``True``.
+        """
+        self._kept_open.add(sock)
+        return True
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        # gevent's server calls it with each connection's socket when its greenlet is done.
+        try:
+            self._kept_open.remove(sock)
+        except KeyError:
+            super().do_close(sock, *args)
 
 
 class GunicornUpgradeHandler(UpgradeHandler, PyWSGIHandler):

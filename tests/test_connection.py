@@ -471,3 +471,51 @@ def test_closing_between_rounds_leaves_no_timer_armed():
     websocket._abort()
     assert not timer.active
     client_sock.close()
+
+
+def close_handshake_from_the_peer(websocket, peer):
+    peer.send("send_close", 1000, "done")
+    with pytest.raises(ConnectionClosedOK):
+        websocket.receive()
+
+
+def test_after_the_closing_handshake_the_descriptor_is_closed_and_the_peer_gets_eof():
+    server_sock, client_sock = gevent.socket.socketpair()
+    websocket = WebSocket(server_sock, server_sock.recv, close_timeout=1)
+    peer = Peer(client_sock)
+    close_handshake_from_the_peer(websocket, peer)
+    assert websocket.protocol.eof_sent and server_sock.fileno() == -1
+    assert peer.close_frame() == (1000, "done")
+    with gevent.Timeout(3):
+        assert client_sock.recv(10) == b""
+    client_sock.close()
+
+
+def test_a_socket_something_else_still_references_is_shut_down_after_the_closing_handshake(pair):
+    """close() cannot close the descriptor while a makefile() reader holds it (the pair fixture's):
+    then the connection is shut down as before, its read side included."""
+    websocket, peer = pair
+    close_handshake_from_the_peer(websocket, peer)
+    assert websocket.socket.fileno() != -1  # the reader's hold
+    raw = websocket.socket._sock
+    assert raw.recv(10) == b""  # SHUT_RD: an end of stream though the peer sent none
+    assert peer.close_frame() == (1000, "done")
+
+
+def test_closing_after_our_eof_wakes_a_greenlet_blocked_on_the_socket():
+    server_sock, client_sock = gevent.socket.socketpair()
+    websocket = WebSocket(server_sock, server_sock.recv, close_timeout=1)
+    blocked = gevent.spawn(server_sock.recv, 10)
+    gevent.sleep(0.01)  # it waits for data that will not come
+    websocket.protocol.fail(1011, "going")  # a close frame, then (a server's) EOF
+    with websocket._write_lock:
+        websocket._flush()
+    assert websocket.protocol.eof_sent
+    websocket._abort()
+    with pytest.raises(OSError):
+        blocked.get(timeout=1)
+    assert server_sock.fileno() == -1
+    assert Peer(client_sock).close_frame() == (1011, "going")
+    with gevent.Timeout(3):
+        assert client_sock.recv(10) == b""
+    client_sock.close()

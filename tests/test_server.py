@@ -41,6 +41,7 @@ from django_websocket.server import (
     own_socket,
     python_call,
     read_headers,
+    send_all,
     shared_keys,
     socket_reader,
 )
@@ -593,3 +594,75 @@ def test_headers_not_in_within_the_handshake_timeout_close_the_connection_quietl
         server.stop()
     assert "no complete request headers in time" in caplog.text
     assert "HeadersTimeout" not in errors.getvalue()
+
+
+class KeepingServer:
+    """A server that leaves sockets open on request, as ``workers.WorkerServer`` does."""
+
+    def __init__(self):
+        self.kept = []
+
+    def keep_open(self, sock):
+        self.kept.append(sock)
+        return True
+
+
+def handler_on_a_socket(server):
+    """An UpgradeHandler of *server* (just what connection_socket() reads) on one end of a pair."""
+    server_sock, client_sock = socket.socketpair()
+    handler = UpgradeHandler.__new__(UpgradeHandler)
+    handler.server, handler.socket = server, server_sock
+    return handler, client_sock
+
+
+def test_the_connection_keeps_the_accepted_socket_when_the_server_leaves_it_open():
+    handler, client_sock = handler_on_a_socket(KeepingServer())
+    accepted = handler.socket
+    assert handler.connection_socket() is accepted and handler.server.kept == [accepted]
+    for sock in (accepted, client_sock):
+        sock.close()
+
+
+def test_a_socket_something_else_still_reads_gets_an_object_of_its_own():
+    """A makefile() reference would make the connection's close() leave the descriptor open."""
+    handler, client_sock = handler_on_a_socket(KeepingServer())
+    reader = handler.socket.makefile("rb")
+    owned = handler.connection_socket()
+    assert owned is not handler.socket and handler.server.kept == []
+    client_sock.sendall(b"x")
+    assert owned.recv(1) == b"x"
+    reader.close()
+    for sock in (owned, client_sock):
+        sock.close()
+
+
+def test_without_a_keep_open_hook_the_connection_gets_an_object_of_its_own():
+    handler, client_sock = handler_on_a_socket(object())
+    accepted = handler.socket
+    owned = handler.connection_socket()
+    assert owned is not accepted and accepted.fileno() == -1 and owned.fileno() != -1
+    for sock in (owned, client_sock):
+        sock.close()
+
+
+class PartialSocket:
+    """Takes *taken* bytes per send(); records what sendall() got."""
+
+    def __init__(self, taken):
+        self.taken, self.sent, self.all = taken, [], []
+
+    def send(self, data):
+        self.sent.append(bytes(data[: self.taken]))
+        return min(self.taken, len(data))
+
+    def sendall(self, data):
+        self.all.append(bytes(data))
+
+
+def test_send_all_sends_once_and_the_rest_through_sendall():
+    whole = PartialSocket(100)
+    send_all(whole, b"HTTP/1.1 101")
+    assert (whole.sent, whole.all) == ([b"HTTP/1.1 101"], [])
+    partial = PartialSocket(4)
+    send_all(partial, b"HTTP/1.1 101")
+    assert (partial.sent, partial.all) == ([b"HTTP"], [b"/1.1 101"])

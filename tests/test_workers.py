@@ -365,3 +365,58 @@ def test_the_worker_s_server_reuses_its_connection_greenlets():
         assert server.pool is pool
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("keeps_input", [False, True])
+def test_an_upgraded_connection_goes_on_with_the_socket_accepted_for_it(keeps_input):
+    """No second socket object for the descriptor: the server leaves the accepted one open when the
+    request's greenlet ends, the detached connection uses and closes it, and the server forgets it.
+    While the application keeps the request's reader (``wsgi.input``), a socket object of its own."""
+    import io
+
+    import gevent
+    from gevent import socket as gevent_socket
+    from gevent.pool import Pool
+
+    from django_websocket.server import DETACH_ENVIRON_KEY, UPGRADE_ENVIRON_KEY, UpgradeHandler
+    from django_websocket.workers import WorkerServer
+
+    accepted, served = [], []
+
+    class Handler(UpgradeHandler):
+        def upgrade_connection(self, headers):
+            accepted.append(self.socket)
+            return super().upgrade_connection(headers)
+
+    def application(environ, start_response):
+        if not keeps_input:
+            environ["wsgi.input"] = io.BytesIO()  # as handler.py does: the request's reader can go
+        sock, read = environ[UPGRADE_ENVIRON_KEY]([("Upgrade", "websocket")])
+
+        def run():
+            served.append((sock, read(100)))
+            sock.sendall(b"bye")
+            sock.close()
+
+        environ[DETACH_ENVIRON_KEY](run)
+        return []
+
+    server = WorkerServer(("127.0.0.1", 0), application, spawn=Pool(10), handler_class=Handler, log=None)
+    server.start()
+    try:
+        client = gevent_socket.create_connection(("127.0.0.1", server.server_port))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        assert client.recv(1000).startswith(b"HTTP/1.1 101 ")
+        with gevent.Timeout(5):
+            while server._kept_open:  # the request's greenlet ends after the detach
+                gevent.sleep(0.01)
+        client.sendall(b"hello")  # still served after the request's greenlet ended
+        with gevent.Timeout(5):
+            assert client.recv(100) == b"bye"
+            assert client.recv(100) == b""  # closed by the connection
+        client.close()
+    finally:
+        server.stop()
+    ((sock, data),) = served
+    assert data == b"hello" and sock.fileno() == -1
+    assert (sock is accepted[0]) is not keeps_input

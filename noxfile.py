@@ -53,8 +53,10 @@ _add_pyenv_interpreters()
 @nox.session
 @nox.parametrize(
     ("python", "django"),
-    [nox.param(python, django, tags=["oldest"] if index == 0 else []) for index, (python, django)
-     in enumerate(PAIRS)],
+    [
+        nox.param(python, django, tags=["oldest"] if index == 0 else [])
+        for index, (python, django) in enumerate(PAIRS)
+    ],
 )
 def tests(session: nox.Session, django: str) -> None:
     """``manage.py check`` and the whole suite, SQLite then PostgreSQL, on one pair."""

@@ -345,19 +345,20 @@ class SentinelGroup(Managed):
                     return False
             return True
 
-        steady_since: list[float] = []
+        steady_since: float | None = None
 
         def steady_long_enough() -> bool:
+            nonlocal steady_since
             try:
                 steady = steady_now()
             except redis.RedisError:  # a node or sentinel not answering yet: not steady
                 steady = False
             if not steady:
-                steady_since.clear()
+                steady_since = None
                 return False
-            if not steady_since:
-                steady_since.append(time.monotonic())
-            return time.monotonic() - steady_since[0] > DOWN_AFTER_MS / 1000 * 1.5
+            if steady_since is None:
+                steady_since = time.monotonic()
+            return time.monotonic() - steady_since > DOWN_AFTER_MS / 1000 * 1.5
 
         wait_until(steady_long_enough, timeout, "the group to settle after a restart")
 

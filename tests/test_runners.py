@@ -163,35 +163,40 @@ def test_hand_over_gives_the_slot_the_context_and_the_end_callback_to_a_runner()
 def test_hand_over_never_leaves_the_pool_empty_for_a_join(size):
     """A graceful stop's Pool.join() must not wake between the request's slot and the view's."""
     pool = ReusingPool(size)
-    release = gevent.event.Event()
-    joined = []
+    started, release = gevent.event.Event(), gevent.event.Event()
+    joiners = []
+
+    def view():
+        started.set()
+        release.wait()
 
     def request():
-        gevent.spawn(lambda: joined.append(pool.join()))
+        joiners.append(gevent.spawn(pool.join))
         gevent.sleep(0)  # the joiner waits for an empty pool
-        pool.hand_over(gevent.getcurrent(), release.wait, (), contextvars_context(), None)
+        pool.hand_over(gevent.getcurrent(), view, (), contextvars_context(), None)
 
     pool.spawn(request)
-    gevent.sleep(0.1)
-    assert joined == [] and len(pool) == 1  # the view runs; the join still waits
+    assert started.wait(timeout=1)
+    gevent.idle()  # whatever the hand-over woke has run: a join woken by an empty pool has returned
+    assert not joiners[0].ready() and len(pool) == 1  # the view runs; the join still waits
     release.set()
-    gevent.sleep(0.05)
-    assert joined == [True] and len(pool) == 0
+    assert joiners[0].get(timeout=1) is True and len(pool) == 0
 
 
 def test_hand_over_in_a_full_pool_takes_the_request_s_slot():
     pool = ReusingPool(2)
-    release = gevent.event.Event()
+    handed, release = gevent.event.Event(), gevent.event.Event()
     other = pool.spawn(release.wait)
     views = []
 
     def request():
         views.append(pool.hand_over(gevent.getcurrent(), release.wait, (), contextvars_context(), None))
+        handed.set()
 
     requester = pool.spawn(request)
     assert pool.free_count() == 0
-    gevent.sleep(0.05)
-    assert views and views[0] in pool and requester not in pool and other in pool
+    assert handed.wait(timeout=1)
+    assert views[0] in pool and requester not in pool and other in pool
     assert pool.free_count() == 0 and pool.idle_views == []
     release.set()
     assert pool.join(timeout=1) and pool.free_count() == 2

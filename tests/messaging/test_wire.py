@@ -81,4 +81,3 @@ def test_a_request_listens_to_its_user_groups_and_session():
 def test_anonymous_request_without_session_listens_to_everyone_only():
     """No user, no session: no audience suffix."""
     assert audience_suffixes(RequestFactory().get("/")) == []
-

@@ -57,7 +57,14 @@ def test_cluster_urls(url, expected):
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://a:7000", "redis+cluster://", "redis+cluster://a", "redis+cluster://a:0", "redis+cluster://a:1/2"]
+    "url",
+    [
+        "redis://a:7000",
+        "redis+cluster://",
+        "redis+cluster://a",
+        "redis+cluster://a:0",
+        "redis+cluster://a:1/2",
+    ],
 )
 def test_bad_cluster_urls_say_what_is_wrong(url):
     """Another scheme, no seed, no or bad port, a database other than 0: ValueError."""

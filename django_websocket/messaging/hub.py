@@ -123,6 +123,8 @@ class Hub:
         self._subscriber: Any = None
         self._reader: gevent.Greenlet | None = None
         self._write_lock = Semaphore()
+        #: Set when Redis confirmed the subscription, or when the connection was lost before it
+        #: did (the key is then in _unconfirmed: a Resync follows the late confirmation).
         self._confirmations: dict[str, Event] = {}
         self._resync_pending: set[str] = set()
         self._unconfirmed: set[str] = set()  # subscribed while Redis was unreachable
@@ -152,7 +154,9 @@ class Hub:
         """Subscribe *mailbox* to broker channel *key*; return once the broker delivers it.
 
         With a remote broker, the first subscriber of a channel waits (up to ``SUBSCRIBE_TIMEOUT``)
-        for Redis to confirm, so a message published after this returns is received.
+        for Redis to confirm, so a message published after this returns is received. It does
+        not wait while the connection is down or lost, or when Redis refused the subscription
+        (a cluster master failing over): the mailbox gets a ``Resync`` after the late confirmation.
         """
         mailboxes = self.mailboxes.setdefault(key, set())
         first = not mailboxes
@@ -166,10 +170,12 @@ class Hub:
         if first and confirmed is None:
             confirmed = self._confirmations[key] = Event()
             self._ensure_reader()
-            self._send("subscribe", [key])
+            if not self._send("subscribe", [key]) and self._connected_before:
+                # Refused (a cluster master failing over…): the reader reconnects and resubscribes.
+                self._unconfirmed.add(key)
         if confirmed is None or confirmed.is_set():
             return
-        if self._connected_before and self._subscriber is None:
+        if key in self._unconfirmed or (self._connected_before and self._subscriber is None):
             # Redis is down: don't hold the view; a Resync follows the late confirmation.
             self._unconfirmed.add(key)
         elif not confirmed.wait(SUBSCRIBE_TIMEOUT):
@@ -195,15 +201,20 @@ class Hub:
             if self.remote:
                 self._send("unsubscribe", [key])
 
-    def _send(self, command: str, keys: list[str]) -> None:
-        """Send a (un)subscribe command; a lost connection is the reader's to repair."""
+    def _send(self, command: str, keys: list[str]) -> bool:
+        """Send a (un)subscribe command; return whether it went out.
+
+        A lost connection is the reader's to repair: it subscribes to every current channel
+        when it reconnects.
+        """
         with self._write_lock:
             if self._subscriber is None:
-                return  # the reader subscribes to every current channel when it reconnects
+                return False
             try:
                 getattr(self._subscriber, command)(keys)
             except ConnectionError:
-                pass
+                return False
+            return True
 
     # Delivery
 
@@ -357,7 +368,9 @@ class Hub:
         while True:
             subscriber = self.broker.subscriber()
             try:
-                subscriber.connect()
+                # Without the lock: a cluster's subscriber may wait here for a failover to end,
+                # and views subscribing meanwhile must not wait with it.
+                subscriber.connect(list(self.mailboxes))
                 with self._write_lock:
                     keys = list(self.mailboxes)
                     subscriber.subscribe(keys)
@@ -377,6 +390,8 @@ class Hub:
                 self._epoch += 1
                 with self._write_lock:
                     self._subscriber = None
+                if self._connected_before:
+                    self._stop_waiting_for_confirmations()
                 subscriber.close()
                 self.reconnects += 1
                 state = "lost" if self._connected_before else "cannot open"
@@ -403,6 +418,17 @@ class Hub:
                 self._confirm(key.decode())
         if run:
             self.deliver(run_key.decode(), *run)  # type: ignore[union-attr]
+
+    def _stop_waiting_for_confirmations(self) -> None:
+        """The connection was lost: views waiting in add() go on, as when it was already down.
+
+        A subscription sent just before the loss (to a cluster master that died, say) is
+        confirmed after the reconnection at best; its view gets a Resync then.
+        """
+        for key, confirmed in self._confirmations.items():
+            if not confirmed.is_set():
+                self._unconfirmed.add(key)
+                confirmed.set()
 
     def _confirm(self, key: str) -> None:
         confirmed = self._confirmations.get(key)

@@ -32,7 +32,8 @@ READ_SIZE = 262144
 #: While a cluster master refuses connections, the slot map is read again every FAILOVER_POLL s,
 #: for up to FAILOVER_WAIT s: a replica takes over after the cluster's ``cluster-node-timeout``
 #: (15 s by default) and an election, and the hub should subscribe there at once, not up to its
-#: backoff's 1 s later. The wait bounds how long a subscribe() (and the hub's lock) is held.
+#: backoff's 1 s later. Only ``connect()`` waits (the hub's reader, holding no lock); a view's
+#: ``subscribe()`` tries once.
 FAILOVER_POLL = 0.05
 FAILOVER_WAIT = 5.0
 
@@ -40,7 +41,7 @@ FAILOVER_WAIT = 5.0
 class PubSubConnection(Protocol):
     """What a hub reads: :class:`RedisSubscriber`, or :class:`ShardedSubscriber` for a cluster."""
 
-    def connect(self) -> None: ...
+    def connect(self, channels: Iterable[str] = ()) -> None: ...
     def subscribe(self, channels: Iterable[str]) -> None: ...
     def unsubscribe(self, channels: Iterable[str]) -> None: ...
     def batches(self) -> Iterator[list[PubSubEvent]]: ...
@@ -102,7 +103,8 @@ class RedisSubscriber:
     def address(self) -> str:
         return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
 
-    def connect(self) -> None:
+    def connect(self, channels: Iterable[str] = ()) -> None:
+        """Open the connection (*channels*: what the cluster's subscriber opens shards for; unused)."""
         try:
             sock = self._open()
         except OSError as error:
@@ -257,11 +259,14 @@ class ShardedSubscriber:
     slot map, resubscribes and recovers, as after any reconnection.
 
     When the master named for a slot refuses a connection (it died and the cluster has not
-    promoted its replica yet), ``subscribe()`` reads the slot map again every
-    ``FAILOVER_POLL`` s, for up to ``FAILOVER_WAIT`` s, and subscribes those channels on
-    whichever master serves their slots then: the hub resubscribes as soon as the cluster's
-    election ends, not at its next backoff step (up to 1 s later). Past the wait, or when no
-    node answers for the slot map, it raises ``ConnectionError`` as before.
+    promoted its replica yet), ``connect(channels)`` — the hub's reader, before it takes the
+    hub's lock to resubscribe — reads the slot map again every ``FAILOVER_POLL`` s, for up to
+    ``FAILOVER_WAIT`` s, until a master serving each channel's slot accepts: the hub
+    resubscribes as soon as the cluster's election ends, not at its next backoff step (up to
+    1 s later). Past the wait, or when no node answers for the slot map, it raises
+    ``ConnectionError``. ``subscribe()`` (a view's first subscription to a channel) tries once:
+    a refused master raises ``ConnectionError`` at once and ends ``batches()`` too, so that the
+    hub reconnects (and waits) in its reader while the view goes on, unconfirmed.
     """
 
     def __init__(
@@ -276,35 +281,51 @@ class ShardedSubscriber:
         self.events: Queue = Queue()
         self.readers: list[gevent.Greenlet] = []
 
-    def connect(self) -> None:
+    def connect(self, channels: Iterable[str] = ()) -> None:
+        """Read the slot map, and open a connection to the master serving each of *channels*.
+
+        Waits out a failover (see the class): raises ``ConnectionError`` when no node answers
+        for the slot map, or a master still refuses after ``FAILOVER_WAIT`` s.
+        """
+        self._read_slot_map()
+        pending = list(channels)
+        deadline = time.monotonic() + FAILOVER_WAIT
+        while True:
+            by_node: dict[str, list[str]] = {}
+            for channel in pending:
+                by_node.setdefault(self.node_of(channel)[0], []).append(channel)
+            pending = [
+                name for node, names in by_node.items() if not self._open_shard(node) for name in names
+            ]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"the master serving {pending[0]} (and {len(pending) - 1} more channels) "
+                    f"refused connections for {FAILOVER_WAIT} s"
+                )
+            gevent.sleep(FAILOVER_POLL)
+            self._read_slot_map()  # has a replica taken over?
+
+    def _read_slot_map(self) -> None:
         try:
             self.refresh()
         except Exception as error:  # redis-py raises several types for an unreachable cluster
             raise ConnectionError(f"cannot load the Redis Cluster's slot map: {error}") from error
 
+    def _open_shard(self, node: str) -> bool:
+        """Open *node*'s shard connection unless it is open; ``False`` if the node refused it."""
+        try:
+            self._shard(node)
+        except ConnectionError:
+            return False
+        return True
+
     def subscribe(self, channels: Iterable[str]) -> None:
-        pending = list(channels)
-        deadline = time.monotonic() + FAILOVER_WAIT
-        while True:
-            try:
-                pending = self._subscribe_where_served(pending)
-                if not pending:
-                    return
-                if time.monotonic() >= deadline:
-                    raise ConnectionError(
-                        f"the master serving {pending[0]} (and {len(pending) - 1} more channels) "
-                        f"refused connections for {FAILOVER_WAIT} s"
-                    )
-                gevent.sleep(FAILOVER_POLL)
-                self.connect()  # the slot map again: has a replica taken over?
-            except ConnectionError as error:
-                self.events.put(error)  # the reader reconnects every shard, this one included
-                raise
+        """Subscribe *channels* on the masters serving their slots, without waiting for a failover.
 
-    def _subscribe_where_served(self, channels: list[str]) -> list[str]:
-        """Subscribe *channels* on the masters serving their slots; return those whose master refused.
-
-        Raises ``ConnectionError`` when a shard connection already open fails.
+        Raises ``ConnectionError`` (and ends ``batches()`` with it) when a master refuses or a
+        shard connection fails: the hub's reader then reconnects every shard.
         """
         by_slot: dict[tuple[str, int], list[str]] = {}
         for channel in channels:
@@ -312,15 +333,12 @@ class ShardedSubscriber:
             self.node_by_channel[channel] = (node, slot)
             self.leaving.discard(channel)
             by_slot.setdefault((node, slot), []).append(channel)
-        refused: list[str] = []
-        for (node, _), names in by_slot.items():
-            try:
-                shard = self._shard(node)
-            except ConnectionError:
-                refused.extend(names)  # its master is down: wait for the slot map to name another
-                continue
-            shard.subscribe(names)
-        return refused
+        try:
+            for (node, _), names in by_slot.items():
+                self._shard(node).subscribe(names)
+        except ConnectionError as error:
+            self.events.put(error)  # the reader reconnects every shard, this one included
+            raise
 
     def unsubscribe(self, channels: Iterable[str]) -> None:
         by_slot: dict[tuple[str, int], list[str]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from unittest import mock
 
@@ -15,6 +16,7 @@ from django_websocket.messaging.brokers.local import LocalBroker
 from django_websocket.messaging.brokers.redis import RedisBroker
 from django_websocket.messaging.hub import PRESENCE_BATCH, Hub, read_patiently
 from django_websocket.messaging.options import Options
+from django_websocket.messaging.redis_pubsub import RedisSubscriber
 from django_websocket.messaging.wire import encode_payload
 
 OPTIONS = Options()
@@ -154,11 +156,64 @@ def test_subscribing_during_an_outage_does_not_stall_and_resyncs(redis_server):
         while not late.resyncs or not first.resyncs:
             gevent.sleep(0.01)
     assert late.resyncs[0].channels == ("outage-b",)
-    redis_server.client().publish(channel_key("outage-b"), b"tafter")
-    with gevent.Timeout(5):
-        while not late.messages:
-            gevent.sleep(0.01)
-    assert late.messages[0].data == "after"
+    assert_live(redis_server, "outage-b", late)
+    hub._reader.kill()
+
+
+def assert_live(redis_server, name: str, mailbox: FakeMailbox) -> None:
+    """A message published to channel *name* now reaches *mailbox*."""
+    redis_server.client().publish(channel_key(name), b"tafter")
+    wait_for(lambda: mailbox.messages, timeout=5)
+    assert [message.data for message in mailbox.messages] == ["after"]
+
+
+class FailingOver(RedisSubscriber):
+    """Refuses the first subscribe to a channel named "refused", as a cluster master failing over
+    does; reconnecting then takes ``RECONNECT_SECONDS``, as waiting out the election does."""
+
+    RECONNECT_SECONDS = 2.0
+
+    def __init__(self, broker: FailingOverBroker) -> None:
+        super().__init__(broker.url, broker.options.timeout)
+        self.broker = broker
+
+    def connect(self, channels=()):
+        self.broker.connects += 1
+        if self.broker.connects > 1:
+            gevent.sleep(self.RECONNECT_SECONDS)
+        super().connect(channels)
+
+    def subscribe(self, channels):
+        channels = list(channels)
+        if not self.broker.refused and any(key.endswith("refused") for key in channels):
+            self.broker.refused = True
+            self.sock.shutdown(socket.SHUT_RDWR)  # batches() ends: the reader reconnects
+            raise ConnectionError("the master serving it refused the connection")
+        super().subscribe(channels)
+
+
+class FailingOverBroker(RedisBroker):
+    connects = 0
+    refused = False
+
+    def subscriber(self):
+        return FailingOver(self)
+
+
+def test_a_refused_subscribe_does_not_hold_the_view_and_resyncs(redis_server):
+    """A view's subscribe refused (a cluster master failing over): add() returns at once, while
+    the reader reconnects; the late confirmation brings a Resync, then messages."""
+    hub = Hub(FailingOverBroker(redis_server.url, OPTIONS))
+    first = FakeMailbox()
+    hub.add(channel_key("steady"), first)  # connected and confirmed
+    late = FakeMailbox()
+    started = time.monotonic()
+    hub.add(channel_key("refused"), late)
+    assert time.monotonic() - started < 1.0  # not the reconnection's 2 s, nor SUBSCRIBE_TIMEOUT
+    wait_for(lambda: late.resyncs)
+    assert time.monotonic() - started >= FailingOver.RECONNECT_SECONDS
+    assert late.resyncs[0].channels == ("refused",)
+    assert_live(redis_server, "refused", late)
     hub._reader.kill()
 
 

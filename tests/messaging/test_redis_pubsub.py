@@ -108,30 +108,43 @@ def dead_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there: connections are refused
 
 
-def test_sharded_subscribe_polls_the_slot_map_until_a_master_accepts(redis_server):
-    """A refused master: the slot map is read every FAILOVER_POLL s until a live master serves the slot."""
-    slots = SlotMap(dead_url(), redis_server.url, reads=4)  # the first read is connect()'s
+def test_sharded_connect_polls_the_slot_map_until_a_master_accepts(redis_server):
+    """A refused master: connect() reads the slot map every FAILOVER_POLL s until a live one serves it."""
+    slots = SlotMap(dead_url(), redis_server.url, reads=4)
     subscriber = ShardedSubscriber(slots.refresh, slots.node_of, timeout=1.0)
-    subscriber.connect()
     started = time.monotonic()
-    subscriber.subscribe(["chan"])
+    subscriber.connect(["chan"])
     assert slots.reads == 4
     assert time.monotonic() - started >= 3 * FAILOVER_POLL
-    assert next(subscriber.batches()) == [("subscribe", b"chan", 1)]
     assert list(subscriber.shards) == [redis_server.url]
+    subscriber.subscribe(["chan"])  # on the shard connect() opened
+    assert next(subscriber.batches()) == [("subscribe", b"chan", 1)]
     subscriber.close()
 
 
-def test_sharded_subscribe_gives_up_after_the_failover_wait(monkeypatch):
-    """A master that stays down: ConnectionError after FAILOVER_WAIT, and batches() raises it too."""
+def test_sharded_connect_gives_up_after_the_failover_wait(monkeypatch):
+    """A master that stays down: connect() raises ConnectionError after FAILOVER_WAIT."""
     monkeypatch.setattr(redis_pubsub, "FAILOVER_WAIT", 0.2)
     dead = dead_url()
     slots = SlotMap(dead, dead, reads=10**6)
     subscriber = ShardedSubscriber(slots.refresh, slots.node_of, timeout=1.0)
-    subscriber.connect()
     with pytest.raises(ConnectionError, match="refused connections"):
-        subscriber.subscribe(["chan"])
+        subscriber.connect(["chan", "other"])
     assert slots.reads > 2
+    assert subscriber.shards == {}
+    subscriber.close()
+
+
+def test_sharded_subscribe_does_not_wait_for_a_failover(redis_server):
+    """A view's subscribe() to a refused master raises at once, and batches() raises for the reader."""
+    slots = SlotMap(dead_url(), redis_server.url, reads=10**6)
+    subscriber = ShardedSubscriber(slots.refresh, slots.node_of, timeout=1.0)
+    subscriber.connect()
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="cannot reach Redis"):
+        subscriber.subscribe(["chan"])
+    assert time.monotonic() - started < FAILOVER_POLL
+    assert slots.reads == 1  # connect()'s only
     with pytest.raises(ConnectionError):
         next(subscriber.batches())
     subscriber.close()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import gevent
@@ -106,7 +106,7 @@ class SentinelSubscriber(RedisSubscriber):
         self.watch_every = watch_every
         self.moved_to: tuple[str, int] | None = None
 
-    def connect(self) -> None:
+    def connect(self, channels: Iterable[str] = ()) -> None:
         deadline = time.monotonic() + ELECTION_WAIT
         while True:
             try:

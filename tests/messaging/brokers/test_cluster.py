@@ -169,8 +169,17 @@ def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster, reques
     before = broker.publish(room, broker.key(room), b"t", "before")[0]
     until(lambda: box.messages)
     master = cluster.master_of(broker.key(room))
+    # Another room on the same master, first subscribed to during the failover.
+    late_room = next(
+        name for name in map(fresh, itertools.repeat("late")) if on(cluster, broker, name, master)
+    )
     master.client().execute_command("WAIT", 1, 2000)
     master.kill()
+    late_box = Box()
+    started = time.monotonic()
+    hub.add(broker.key(late_room), late_box)
+    # A view is not held for the election (nor for SUBSCRIBE_TIMEOUT): the hub's reader waits for it.
+    assert time.monotonic() - started < 1.0
     # The hub's greenlets run during the election (kill_master_of() would block them in time.sleep).
     until(lambda: cluster.master_of(broker.key(room)).port != master.port, timeout=30)
     deadline = time.monotonic() + 20
@@ -184,6 +193,10 @@ def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster, reques
             gevent.sleep(0.2)
     until(lambda: any(m.data == "after" for m in box.messages), timeout=20)
     assert [m.id for m in box.messages] == [before, after]  # nothing lost, nothing twice
+    until(lambda: late_box.resyncs)  # the late room's subscription was confirmed after the election
+    late = broker.publish(late_room, broker.key(late_room), b"t", "late")[0]
+    until(lambda: late_box.messages)
+    assert [m.id for m in late_box.messages] == [late]
     # The lost connection, then at most one failed attempt (an election over FAILOVER_WAIT): the
     # subscriber waits for the replica, reading the slot map, instead of the hub backing off.
     assert 1 <= hub.reconnects <= 2
@@ -192,6 +205,11 @@ def test_a_master_failover_keeps_the_hub_delivering_without_loss(cluster, reques
 def test_probe_finds_every_master_new_enough(cluster):
     """probe(): None on Redis 7 masters (the sharded pub/sub check a worker runs at start)."""
     assert ClusterBroker(cluster.url, Options()).probe() is None
+
+
+def on(cluster, broker: ClusterBroker, room: str, master) -> bool:
+    """Whether *room*'s slot is served by *master* (a node of *cluster*)."""
+    return cluster.master_of(broker.key(room)).port == master.port
 
 
 def stop_reading(hub: Hub) -> None:

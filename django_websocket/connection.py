@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from websockets.exceptions import ProtocolError
 from websockets.extensions import Extension
 from websockets.frames import Opcode
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
+from websockets.streams import StreamReader
 
 from .acks import ack_frame, acknowledging, nack_frame
 from .compression import allows_plain_frames, plain_frame_limit
@@ -60,6 +62,48 @@ protocol_logger = _ProtocolLogger(logging.getLogger("django_websocket.protocol")
 
 class ServerProtocol(Protocol):
     """The server side of ``websockets``' sans-I/O protocol, already OPEN (we did the handshake)."""
+
+    #: Attributes ``Protocol.__init__`` gives each connection an object of its own (or that
+    #: depend on the moment): never copied from a template (see :meth:`opened`).
+    OWN = frozenset({"_id", "debug", "extensions", "reader", "events", "writes", "parser"})
+    #: ``Protocol.__init__``'s other attributes per *max_size*: the same for every connection.
+    _templates: dict[Any, dict[str, Any]] = {}
+
+    @classmethod
+    def opened(cls, max_size: int | None, logger: Any) -> ServerProtocol:
+        """Return a new server protocol, OPEN, as ``cls(Side.SERVER, state=OPEN, ...)`` would.
+
+        Without ``Protocol.__init__``: its immutable attributes come from a template made once
+        per *max_size* and *logger*, and only what each connection owns is made here. This
+        skips the ``uuid4()`` (a ``getrandom`` system call) the identifier for its logs costs.
+        """
+        template = cls._templates.get((max_size, logger))
+        if template is None:
+            made = cls(Side.SERVER, state=OPEN, max_size=max_size, logger=logger)
+            template = {name: value for name, value in vars(made).items() if name not in cls.OWN}
+            cls._templates[max_size, logger] = template
+        protocol = cls.__new__(cls)
+        protocol.__dict__.update(template)
+        protocol.debug = logger.isEnabledFor(logging.DEBUG)
+        protocol.extensions = []
+        protocol.reader = StreamReader()
+        protocol.events = []
+        protocol.writes = []
+        protocol.parser = protocol.parse()
+        next(protocol.parser)  # start the coroutine, as Protocol.__init__ does
+        return protocol
+
+    @property
+    def id(self) -> uuid.UUID:  # type: ignore[override]
+        """The connection's identifier in ``websockets``' own log lines, made when first read."""
+        identifier = self.__dict__.get("_id")
+        if identifier is None:
+            identifier = self.__dict__["_id"] = uuid.uuid4()
+        return identifier
+
+    @id.setter
+    def id(self, value: uuid.UUID) -> None:
+        self.__dict__["_id"] = value
 
     def recv_frame(self, frame: Any) -> None:
         # RFC 6455 §5.4: control frames may come between fragments, a close frame
@@ -266,9 +310,7 @@ class WebSocket(MessageMixin):
         self._read = read
         self.subprotocol = subprotocol
         self.close_timeout = close_timeout
-        self.protocol = ServerProtocol(
-            Side.SERVER, state=OPEN, max_size=max_message_size, logger=protocol_logger
-        )
+        self.protocol = ServerProtocol.opened(max_message_size, protocol_logger)
         self.protocol.extensions = list(extensions)
         # Messages under this size go out as plain frames, on the fast paths below; bigger
         # ones through the protocol, which compresses them (math.inf without extensions).

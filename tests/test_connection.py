@@ -10,7 +10,7 @@ import pytest
 from websockets.frames import Opcode
 from websockets.protocol import OPEN, Protocol, Side
 
-from django_websocket.connection import WebSocket
+from django_websocket.connection import ServerProtocol, WebSocket, protocol_logger
 from django_websocket.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 
 
@@ -78,6 +78,44 @@ def masked_header(opcode: int, length: int, fin: bool = True) -> bytes:
     if length < 2**16:
         return bytes([first, 0x80 | 126]) + struct.pack("!H", length) + b"\0\0\0\0"
     return bytes([first, 0x80 | 127]) + struct.pack("!Q", length) + b"\0\0\0\0"
+
+
+@pytest.mark.parametrize("max_size", [2**20, None, 7])
+def test_an_opened_protocol_is_what_protocol_init_makes_but_its_own(max_size):
+    """ServerProtocol.opened() skips Protocol.__init__: the same attributes, equal values, and
+    nothing mutable shared between two connections (a websockets upgrade that adds one fails here)."""
+    made = Protocol(Side.SERVER, state=OPEN, max_size=max_size, logger=protocol_logger)
+    first = ServerProtocol.opened(max_size, protocol_logger)
+    second = ServerProtocol.opened(max_size, protocol_logger)
+    assert set(vars(first)) == set(vars(made)) - {"id"}
+    immutable = (type(None), bool, int, str, Side, type(OPEN))
+    for name, value in vars(made).items():
+        if name in ("id", "parser", "reader", "logger"):
+            continue
+        assert type(getattr(first, name)) is type(value), name
+        if isinstance(value, immutable):
+            assert getattr(first, name) == value, name
+        else:
+            assert getattr(first, name) is not getattr(second, name), f"{name} is shared"
+    assert first.reader is not second.reader and first.parser is not second.parser
+    assert first.logger is made.logger
+    assert first.id != second.id and first.id == first.id  # made when first read, then kept
+
+
+def test_an_opened_protocol_parses_and_answers_as_a_made_one():
+    """A masked text frame then a close: the same events and the same bytes to send."""
+    frames = bytes((0x81, 0x82)) + b"\x01\x02\x03\x04" + bytes((ord("h") ^ 1, ord("i") ^ 2))
+    frames += bytes((0x88, 0x82)) + b"\x00\x00\x00\x00" + struct.pack("!H", 1000)
+    results = []
+    for protocol in (
+        ServerProtocol(Side.SERVER, state=OPEN, max_size=2**20, logger=protocol_logger),
+        ServerProtocol.opened(2**20, protocol_logger),
+    ):
+        protocol.receive_data(frames)
+        events = [(frame.opcode, bytes(frame.data)) for frame in protocol.events_received()]
+        results.append((events, protocol.data_to_send(), protocol.state))
+    assert results[0] == results[1]
+    assert results[1][0][0] == (Opcode.TEXT, b"hi")
 
 
 def test_text_and_binary_keep_their_type(pair):

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.pages import browser_page
-from tests.servers import ROOT, Server, gunicorn
+from tests.servers import ROOT, Server, gunicorn, tail
 from tests.static_urls import MESSAGE
 from tests.test_browser import TIMEOUT_MS, browser  # noqa: F401  (browser: Chromium, per module)
 
@@ -84,17 +84,29 @@ def write_config(prefix: Path, site: str, values: Mapping[str, str]) -> Path:
 
 
 class Nginx:
-    """A running nginx: ``port`` (its ``LISTEN``), ``ports`` by variable name, and its logs."""
+    """A running nginx: ``port`` (its ``LISTEN``), ``ports`` by variable name, its logs, its ``upstreams``."""
 
-    def __init__(self, process: subprocess.Popen, prefix: Path, ports: dict[str, int]) -> None:
+    def __init__(
+        self, process: subprocess.Popen, prefix: Path, ports: dict[str, int], upstreams: Sequence[Server] = ()
+    ) -> None:
         self.process = process
         self.prefix = prefix
         self.ports = ports
         self.port = ports["LISTEN"]
+        self.upstreams = upstreams
 
     @property
     def error_log(self) -> str:
         return _read(self.prefix / "error.log")
+
+    def log_sections(self) -> list[tuple[str, str]]:
+        """nginx's error and access logs, then each upstream gunicorn's: what a failing test shows."""
+        sections = [
+            (f"nginx {name}", tail(_read(self.prefix / name))) for name in ("error.log", "access.log")
+        ]
+        for server in dict.fromkeys(self.upstreams):  # the two layouts' one gunicorn, once
+            sections += server.log_sections()
+        return sections
 
     def url(self, path: str = "/", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
@@ -120,9 +132,15 @@ def _read(path: Path) -> str:
 
 @contextmanager
 def nginx(
-    tmp: Path, site: str, values: Mapping[str, str], listens: tuple[str, ...] = ("LISTEN",)
+    tmp: Path,
+    site: str,
+    values: Mapping[str, str],
+    listens: tuple[str, ...] = ("LISTEN",),
+    upstreams: Sequence[Server] = (),
 ) -> Iterator[Nginx]:
     """Run nginx in the foreground with *site* rendered from *values*, each of *listens* on a free port.
+
+    *upstreams*, the gunicorns *values* point at, only for :meth:`Nginx.log_sections`.
 
     nginx runs in its own process group, stopped on exit (SIGTERM: open websockets do
     not hold up a fast shutdown). A port taken between :func:`free_port` and nginx's
@@ -143,7 +161,7 @@ def nginx(
             )
         try:
             if _wait_listening(process, ports.values()):
-                yield Nginx(process, prefix, ports)
+                yield Nginx(process, prefix, ports, upstreams)
                 return
         finally:
             _stop(process)
@@ -459,6 +477,9 @@ class Site:
     pages: Server
     sockets: Server
 
+    def log_sections(self) -> list[tuple[str, str]]:
+        return self.nginx.log_sections()
+
 
 @pytest.fixture(scope="module", params=["nginx-single-upstream.conf", "nginx-two-upstreams.conf"])
 def site(request, server_db, static_root, tmp_path_factory) -> Iterator[Site]:
@@ -481,7 +502,7 @@ def site(request, server_db, static_root, tmp_path_factory) -> Iterator[Site]:
             values = {"HTTP_UPSTREAM": f"127.0.0.1:{pages.port}", "WS_UPSTREAM": f"127.0.0.1:{sockets.port}"}
         values["PROXY_READ_TIMEOUT"] = "60s"
         values["STATIC_ROOT"] = str(static_root)
-        proxy = stack.enter_context(nginx(tmp, request.param, values))
+        proxy = stack.enter_context(nginx(tmp, request.param, values, upstreams=(pages, sockets)))
         yield Site(proxy, pages, sockets)
 
 
@@ -641,7 +662,9 @@ def tls_site(server_db, certificate, static_root, tmp_path_factory) -> Iterator[
             "TLS_CERTIFICATE_KEY": str(certificate[1]),
             "STATIC_ROOT": str(static_root),
         }
-        with nginx(tmp, "nginx-tls.conf", values, listens=("LISTEN", "REDIRECT_LISTEN")) as proxy:
+        with nginx(
+            tmp, "nginx-tls.conf", values, listens=("LISTEN", "REDIRECT_LISTEN"), upstreams=[app]
+        ) as proxy:
             yield proxy
 
 

@@ -186,6 +186,23 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+    """A failing test's report shows the logs of the servers its fixtures give it.
+
+    Those of every fixture value with a ``log_sections()`` method (``tests.servers.Server``:
+    gunicorn's log; ``tests.test_nginx.Nginx``: nginx's logs and those of the gunicorns behind it).
+    """
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            log_sections = getattr(value, "log_sections", None)
+            if callable(log_sections) and not isinstance(value, type):
+                for title, text in log_sections():
+                    report.sections.append((f"{name}: {title}", text))
+    return report
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests ``db_both`` and ``redis`` by what they use (so new ones are never left out)."""
     from django.test import TransactionTestCase

@@ -54,6 +54,22 @@ class Server:
             time.sleep(0.02)
         raise AssertionError(f"{pattern!r} not in server log:\n{self.log}")
 
+    def log_sections(self) -> list[tuple[str, str]]:
+        """What a failing test's report shows of this server (see ``conftest.pytest_runtest_makereport``)."""
+        return [(f"gunicorn log (port {self.port}, pid {self.process.pid})", tail(self.log))]
+
+
+#: Lines of a log that a failing test's report shows: the last ones, where a failure usually is.
+TAIL_LINES = 200
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    """The last *lines* lines of *text*, after a note of how many were left out."""
+    kept = text.splitlines(keepends=True)
+    if len(kept) <= lines:
+        return text
+    return f"[{len(kept) - lines} earlier lines left out]\n" + "".join(kept[-lines:])
+
 
 @contextmanager
 def gunicorn(

@@ -12,6 +12,9 @@ nginx serves ``/static/`` itself from ``STATIC_ROOT``: a directory that a real
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import importlib.util
 import json
 import os
 import re
@@ -21,20 +24,22 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.pages import browser_page
-from tests.servers import ROOT, Server, gunicorn
+from tests.servers import ROOT, Server, gunicorn, tail
 from tests.static_urls import MESSAGE
 from tests.test_browser import TIMEOUT_MS, browser  # noqa: F401  (browser: Chromium, per module)
 
@@ -84,17 +89,29 @@ def write_config(prefix: Path, site: str, values: Mapping[str, str]) -> Path:
 
 
 class Nginx:
-    """A running nginx: ``port`` (its ``LISTEN``), ``ports`` by variable name, and its logs."""
+    """A running nginx: ``port`` (its ``LISTEN``), ``ports`` by variable name, its logs, its ``upstreams``."""
 
-    def __init__(self, process: subprocess.Popen, prefix: Path, ports: dict[str, int]) -> None:
+    def __init__(
+        self, process: subprocess.Popen, prefix: Path, ports: dict[str, int], upstreams: Sequence[Server] = ()
+    ) -> None:
         self.process = process
         self.prefix = prefix
         self.ports = ports
         self.port = ports["LISTEN"]
+        self.upstreams = upstreams
 
     @property
     def error_log(self) -> str:
         return _read(self.prefix / "error.log")
+
+    def log_sections(self) -> list[tuple[str, str]]:
+        """nginx's error and access logs, then each upstream gunicorn's: what a failing test shows."""
+        sections = [
+            (f"nginx {name}", tail(_read(self.prefix / name))) for name in ("error.log", "access.log")
+        ]
+        for server in dict.fromkeys(self.upstreams):  # the two layouts' one gunicorn, once
+            sections += server.log_sections()
+        return sections
 
     def url(self, path: str = "/", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
@@ -120,9 +137,15 @@ def _read(path: Path) -> str:
 
 @contextmanager
 def nginx(
-    tmp: Path, site: str, values: Mapping[str, str], listens: tuple[str, ...] = ("LISTEN",)
+    tmp: Path,
+    site: str,
+    values: Mapping[str, str],
+    listens: tuple[str, ...] = ("LISTEN",),
+    upstreams: Sequence[Server] = (),
 ) -> Iterator[Nginx]:
     """Run nginx in the foreground with *site* rendered from *values*, each of *listens* on a free port.
+
+    *upstreams*, the gunicorns *values* point at, only for :meth:`Nginx.log_sections`.
 
     nginx runs in its own process group, stopped on exit (SIGTERM: open websockets do
     not hold up a fast shutdown). A port taken between :func:`free_port` and nginx's
@@ -143,7 +166,7 @@ def nginx(
             )
         try:
             if _wait_listening(process, ports.values()):
-                yield Nginx(process, prefix, ports)
+                yield Nginx(process, prefix, ports, upstreams)
                 return
         finally:
             _stop(process)
@@ -459,6 +482,9 @@ class Site:
     pages: Server
     sockets: Server
 
+    def log_sections(self) -> list[tuple[str, str]]:
+        return self.nginx.log_sections()
+
 
 @pytest.fixture(scope="module", params=["nginx-single-upstream.conf", "nginx-two-upstreams.conf"])
 def site(request, server_db, static_root, tmp_path_factory) -> Iterator[Site]:
@@ -481,7 +507,7 @@ def site(request, server_db, static_root, tmp_path_factory) -> Iterator[Site]:
             values = {"HTTP_UPSTREAM": f"127.0.0.1:{pages.port}", "WS_UPSTREAM": f"127.0.0.1:{sockets.port}"}
         values["PROXY_READ_TIMEOUT"] = "60s"
         values["STATIC_ROOT"] = str(static_root)
-        proxy = stack.enter_context(nginx(tmp, request.param, values))
+        proxy = stack.enter_context(nginx(tmp, request.param, values, upstreams=(pages, sockets)))
         yield Site(proxy, pages, sockets)
 
 
@@ -625,6 +651,24 @@ def test_browser_loads_websocket_js_through_nginx(site, browser):  # noqa: F811
 
 
 # ----------------------------------------------------------------- TLS termination
+#
+# No wss:// through websockets' threaded client (websockets.sync) here: its reader thread
+# reads the TLS connection while the caller writes, which OpenSSL does not allow on one
+# connection. Right after a TLS 1.3 handshake (nginx's session tickets arriving as the
+# handshake request goes out) the request was now and then never sent: "timed out while
+# waiting for handshake response", nginx "client closed connection while waiting for
+# request", nothing in gunicorn's log. websockets' asyncio client does all of a
+# connection's TLS in one thread.
+
+
+def in_thread(function, *args):
+    """``function(*args)`` in a thread of its own: for ``asyncio.run()``, which this one may not call.
+
+    Playwright's sync API (the browser tests, the module's ``browser``) keeps an event loop
+    running in the main thread.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        return executor.submit(function, *args).result()
 
 
 @pytest.fixture(scope="module")
@@ -641,7 +685,9 @@ def tls_site(server_db, certificate, static_root, tmp_path_factory) -> Iterator[
             "TLS_CERTIFICATE_KEY": str(certificate[1]),
             "STATIC_ROOT": str(static_root),
         }
-        with nginx(tmp, "nginx-tls.conf", values, listens=("LISTEN", "REDIRECT_LISTEN")) as proxy:
+        with nginx(
+            tmp, "nginx-tls.conf", values, listens=("LISTEN", "REDIRECT_LISTEN"), upstreams=[app]
+        ) as proxy:
             yield proxy
 
 
@@ -660,9 +706,14 @@ def test_tls_page_gives_wss_url(tls_site, trust):
 
 def test_tls_echo(tls_site, trust):
     """A wss:// socket, TLS ending at nginx, echoes."""
-    with connect(tls_site.url("/echo/", "wss"), origin=tls_site.origin("https"), ssl=trust) as websocket:
-        websocket.send("over TLS")
-        assert websocket.recv(timeout=5) == "over TLS"
+
+    async def echo() -> str | bytes:
+        url, origin = tls_site.url("/echo/", "wss"), tls_site.origin("https")
+        async with connect_async(url, origin=origin, ssl=trust) as websocket:
+            await websocket.send("over TLS")
+            return await asyncio.wait_for(websocket.recv(), 5)
+
+    assert in_thread(lambda: asyncio.run(echo())) == "over TLS"
 
 
 def test_tls_probe(tls_site, certificate):
@@ -675,6 +726,41 @@ def test_tls_probe(tls_site, certificate):
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
+
+
+#: What the TLS connections of ``ssl`` sockets and objects are read and written with.
+TLS_IO = {
+    ssl.SSLSocket: ("do_handshake", "read", "write", "recv", "recv_into", "send", "sendall", "unwrap"),
+    ssl.SSLObject: ("do_handshake", "read", "write", "unwrap"),
+}
+
+
+def test_tls_probe_uses_each_connection_from_one_thread(tls_site, certificate, monkeypatch):
+    """websocket_probe.py reads and writes each TLS connection from one thread only.
+
+    OpenSSL does not allow two threads in one connection at once; websockets' threaded
+    client reads in a thread of its own while the caller writes, and so sometimes lost its
+    handshake request (see above): the probe then called a healthy server down.
+    """
+    threads: dict[int, set[int]] = {}
+
+    def recording(function):
+        def method(self, *args, **kwargs):
+            threads.setdefault(id(self), set()).add(threading.get_ident())
+            return function(self, *args, **kwargs)
+
+        return method
+
+    for cls, names in TLS_IO.items():
+        for name in names:
+            monkeypatch.setattr(cls, name, recording(getattr(cls, name)))
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    spec = importlib.util.spec_from_file_location("websocket_probe", PROBE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert in_thread(module.probe, tls_site.url("/echo/", "wss")) is None
+    assert threads, "no TLS connection was used"
+    assert all(len(idents) == 1 for idents in threads.values()), threads
 
 
 def test_tls_static_file(tls_site, trust, static_root):

@@ -9,30 +9,44 @@ middleware and the view — works, not only that the port answers::
 
 Exits 0 when the token came back within ``--timeout`` seconds, 1 otherwise, with the
 reason on stderr (the handshake's HTTP status when the server refused it). Needs only
-the ``websockets`` package. Give ``--origin`` when ``WEBSOCKET_ALLOW_MISSING_ORIGIN`` is
+the ``websockets`` package (13 or later). Give ``--origin`` when ``WEBSOCKET_ALLOW_MISSING_ORIGIN`` is
 ``False``.
+
+It uses websockets' asyncio client, not its threaded one (``websockets.sync``): that one
+reads the socket in a thread of its own while the calling thread writes, which over TLS
+enters one OpenSSL connection from two threads at once, something OpenSSL does not
+allow. Right after a TLS 1.3 handshake (the server's session tickets arriving while the
+handshake request goes out) the request was now and then never sent, and the probe
+reported a healthy server as down ("no echo"). asyncio does all of a connection's TLS in
+one thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import sys
 
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
-from websockets.sync.client import connect
+
+
+async def echo(url: str, origin: str | None, timeout: float, token: str) -> str | bytes:
+    """Send *token* on a websocket to *url*; return the first message that comes back."""
+    async with connect(url, origin=origin, open_timeout=timeout, close_timeout=timeout) as websocket:
+        await websocket.send(token)
+        return await asyncio.wait_for(websocket.recv(), timeout)
 
 
 def probe(url: str, origin: str | None = None, timeout: float = 5.0) -> str | None:
     """Return ``None`` when *url* echoed a random token within *timeout*, else what went wrong."""
     token = f"probe {secrets.token_hex(8)}"
     try:
-        with connect(url, origin=origin, open_timeout=timeout, close_timeout=timeout) as websocket:
-            websocket.send(token)
-            reply = websocket.recv(timeout=timeout)
+        reply = asyncio.run(echo(url, origin, timeout, token))
     except InvalidStatus as error:
         return f"handshake refused: HTTP {error.response.status_code}"
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):  # one and the same from Python 3.11
         return f"no echo within {timeout} s"
     except (OSError, WebSocketException) as error:
         return f"{type(error).__name__}: {error}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+import time
 
 import gevent
 import gevent.socket
@@ -557,3 +560,52 @@ def test_closing_after_our_eof_wakes_a_greenlet_blocked_on_the_socket():
     with gevent.Timeout(3):
         assert client_sock.recv(10) == b""
     client_sock.close()
+
+
+#: A client in another process that keeps its socket full: masked 32-byte text frames, written
+#: in 64 KiB blocks for argv[1] seconds to the socket of descriptor argv[2].
+FLOODER = """
+import os, select, sys, time
+frame = bytes((0x81, 0x80 | 32)) + bytes(4) + b"x" * 32
+block = frame * (65536 // len(frame))
+deadline, fd = time.monotonic() + float(sys.argv[1]), int(sys.argv[2])
+pending = block
+while time.monotonic() < deadline:
+    select.select([], [fd], [], 0.1)  # the descriptor is non-blocking (gevent's, shared)
+    try:
+        pending = pending[os.write(fd, pending):] or block
+    except BlockingIOError:
+        pass
+"""
+
+
+def test_a_client_that_keeps_its_socket_full_does_not_keep_the_worker():
+    """A view reading a socket that always has data lets the other greenlets run (TURN_SLICE)."""
+    server_sock, client_sock = gevent.socket.socketpair()
+    fd = client_sock.fileno()
+    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, "3", str(fd)], pass_fds=[fd])
+    reader = None
+    try:
+        websocket = WebSocket(server_sock, server_sock.recv, max_message_size=None, close_timeout=1)
+        read = []
+
+        def view():
+            for message in websocket:
+                read.append(message)
+
+        reader = gevent.spawn(view)
+        while not read:  # the flood has begun: the socket is full from here on
+            gevent.sleep(0.01)
+        assert flooder.poll() is None, "the flooded view kept the worker until the flood ended"
+        started = time.monotonic()
+        gevent.sleep(0.01)  # another greenlet's turn: a timer's
+        waited = time.monotonic() - started
+        assert waited < 0.25, f"the timer waited {waited:.2f} s behind the flooded view"
+        assert flooder.poll() is None  # the turn came during the flood
+    finally:
+        flooder.kill()
+        flooder.wait()
+        if reader is not None:
+            reader.kill()
+        server_sock.close()
+        client_sock.close()

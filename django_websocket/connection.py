@@ -70,8 +70,11 @@ class ServerProtocol(Protocol):
     _templates: dict[Any, dict[str, Any]] = {}
 
     @classmethod
-    def opened(cls, max_size: int | None, logger: Any) -> ServerProtocol:
-        """Return a new server protocol, OPEN, as ``cls(Side.SERVER, state=OPEN, ...)`` would.
+    def opened(
+        cls, max_size: int | None, logger: Any, extensions: Sequence[Extension] = ()
+    ) -> ServerProtocol:
+        """Return a new server protocol, OPEN, as ``cls(Side.SERVER, state=OPEN, ...)`` would,
+        with the agreed *extensions*.
 
         Without ``Protocol.__init__``: its immutable attributes come from a template made once
         per *max_size* and *logger*, and only what each connection owns is made here. This
@@ -85,7 +88,7 @@ class ServerProtocol(Protocol):
         protocol = cls.__new__(cls)
         protocol.__dict__.update(template)
         protocol.debug = logger.isEnabledFor(logging.DEBUG)
-        protocol.extensions = []
+        protocol.extensions = list(extensions)
         protocol.reader = StreamReader()
         protocol.events = []
         protocol.writes = []
@@ -343,8 +346,7 @@ class WebSocket(MessageMixin):
         self._read = read
         self.subprotocol = subprotocol
         self.close_timeout = close_timeout
-        self.protocol = ServerProtocol.opened(max_message_size, protocol_logger)
-        self.protocol.extensions = list(extensions)
+        self.protocol = ServerProtocol.opened(max_message_size, protocol_logger, extensions)
         # Messages under this size go out as plain frames, on the fast paths below; bigger
         # ones through the protocol, which compresses them (math.inf without extensions).
         self._plain_below = plain_frame_limit(self.protocol.extensions)
